@@ -1,0 +1,30 @@
+//! Errors of Sluice's connectors.
+
+use std::path::PathBuf;
+
+/// Result with the connectors' [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What can go wrong while reading from a source or writing to a sink.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A file or directory could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path involved.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Parquet encoding or decoding failed.
+    #[error("{path}: {source}")]
+    Parquet {
+        /// The file involved.
+        path: PathBuf,
+        /// The Parquet error.
+        source: parquet::errors::ParquetError,
+    },
+    /// A batch does not match the schema of the data set it is written to.
+    #[error("{0}")]
+    Schema(String),
+}

@@ -1,0 +1,37 @@
+//! Sluice's connectors: sources data comes from and sinks it lands in, one folder per protocol.
+//!
+//! [`registry`] lists them by name; the engine wires them into DataFusion and Ballista.
+
+pub mod error;
+pub mod parquet;
+
+pub use error::{Error, Result};
+
+/// What a connector can do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// It reads data into Sluice.
+    Source,
+    /// It writes data out of Sluice.
+    Sink,
+}
+
+/// A connector known to Sluice.
+#[derive(Debug, Clone, Copy)]
+pub struct Connector {
+    /// Name used in job files and on the command line.
+    pub name: &'static str,
+    /// What it is for.
+    pub description: &'static str,
+    /// Whether it reads, writes or both.
+    pub roles: &'static [Role],
+}
+
+/// Every connector, by name.
+pub fn registry() -> Vec<Connector> {
+    vec![Connector {
+        name: "parquet",
+        description: "Parquet files in a local directory (a data set is a directory of part files)",
+        roles: &[Role::Source, Role::Sink],
+    }]
+}

@@ -1,0 +1,313 @@
+//! Ballista schedulers and executors with Sluice's functions and object stores, as separate
+//! processes (`sluice scheduler`, `sluice executor`) or as an embedded cluster on loopback.
+//!
+//! Ballista needs a UDF in three places: the client session (planning), the scheduler's session
+//! builder (it re-plans the job) and each executor's function registry (it decodes and runs the
+//! tasks). Every entry point here wires all three from [`sluice_udfs::functions`].
+
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ballista_core::registry::BallistaFunctionRegistry;
+use ballista_executor::executor_process::{ExecutorProcessConfig, start_executor_process};
+use ballista_scheduler::cluster::BallistaCluster;
+use ballista_scheduler::config::SchedulerConfig;
+use ballista_scheduler::scheduler_process::{create_scheduler, start_grpc_service_with_listener};
+use ballista_scheduler::scheduler_server::SchedulerServer;
+use datafusion::prelude::SessionContext;
+use datafusion_proto::protobuf::{LogicalPlanNode, PhysicalPlanNode};
+use sluice_udfs::{Functions, PredictStats, functions};
+
+use crate::error::{Error, Result};
+use crate::runtime::runtime_env;
+use crate::session::{connect, scheduler_session_state, session_config};
+
+/// Settings of a scheduler.
+#[derive(Debug, Clone)]
+pub struct SchedulerOptions {
+    /// Address to listen on.
+    pub bind_host: String,
+    /// Host name executors and clients use to reach this scheduler.
+    pub external_host: String,
+    /// gRPC (and REST, Flight SQL) port; 0 picks a free one.
+    pub port: u16,
+    /// Seconds without a heartbeat after which an executor is considered lost.
+    pub executor_timeout_seconds: u64,
+}
+
+impl Default for SchedulerOptions {
+    fn default() -> Self {
+        Self {
+            bind_host: "127.0.0.1".into(),
+            external_host: "127.0.0.1".into(),
+            port: 50050,
+            executor_timeout_seconds: 180,
+        }
+    }
+}
+
+/// Settings of an executor.
+#[derive(Debug, Clone)]
+pub struct ExecutorOptions {
+    /// Unique id; also labels this executor's `predict` counters.
+    pub id: String,
+    /// Address to listen on.
+    pub bind_host: String,
+    /// Host name other executors and clients use to fetch this executor's results.
+    pub external_host: String,
+    /// Arrow Flight port (shuffle and results); 0 picks a free one.
+    pub flight_port: u16,
+    /// gRPC port the scheduler pushes tasks to; 0 picks a free one.
+    pub grpc_port: u16,
+    /// Scheduler host.
+    pub scheduler_host: String,
+    /// Scheduler port.
+    pub scheduler_port: u16,
+    /// Tasks run at once.
+    pub vcores: usize,
+    /// Directory for shuffle and spill files; a temporary one when `None`.
+    pub work_dir: Option<String>,
+    /// Seconds to keep retrying the scheduler at start-up (0: fail at once).
+    pub connect_timeout_seconds: u16,
+}
+
+impl Default for ExecutorOptions {
+    fn default() -> Self {
+        Self {
+            id: format!("executor-{}", std::process::id()),
+            bind_host: "127.0.0.1".into(),
+            external_host: "127.0.0.1".into(),
+            flight_port: 50051,
+            grpc_port: 50052,
+            scheduler_host: "127.0.0.1".into(),
+            scheduler_port: 50050,
+            vcores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            work_dir: None,
+            connect_timeout_seconds: 30,
+        }
+    }
+}
+
+type Scheduler = SchedulerServer<LogicalPlanNode, PhysicalPlanNode>;
+
+fn free_port(host: &str) -> Result<u16> {
+    let listener = StdListener::bind((host, 0)).map_err(Error::io(format!("finding a free port on {host}")))?;
+    let port = listener.local_addr().map_err(Error::io("reading a bound port"))?.port();
+    Ok(port)
+}
+
+/// Builds and initialises a scheduler; returns it with the listener it will serve on.
+async fn build_scheduler(options: &SchedulerOptions) -> Result<(Scheduler, tokio::net::TcpListener)> {
+    let listener = tokio::net::TcpListener::bind((options.bind_host.as_str(), options.port))
+        .await
+        .map_err(Error::io(format!("binding the scheduler to {}:{}", options.bind_host, options.port)))?;
+    let port = listener.local_addr().map_err(Error::io("reading the scheduler's address"))?.port();
+    let functions = functions("scheduler");
+    let mut config = SchedulerConfig::default()
+        .with_hostname(options.external_host.clone())
+        .with_port(port)
+        .with_override_config_producer(Arc::new(session_config))
+        .with_override_session_builder(Arc::new(move |config| scheduler_session_state(config, &functions)));
+    config.bind_host = options.bind_host.clone();
+    config.executor_timeout_seconds = options.executor_timeout_seconds;
+    let cluster = BallistaCluster::new_from_config(&config).await?;
+    let scheduler = create_scheduler::<LogicalPlanNode, PhysicalPlanNode>(cluster, Arc::new(config)).await?;
+    Ok((scheduler, listener))
+}
+
+/// Runs a scheduler until the process is stopped.
+pub async fn run_scheduler(options: SchedulerOptions) -> Result<()> {
+    let (scheduler, listener) = build_scheduler(&options).await?;
+    let addr = listener.local_addr().map_err(Error::io("reading the scheduler's address"))?;
+    tracing::info!(%addr, "scheduler listening (gRPC, REST)");
+    start_grpc_service_with_listener(listener, scheduler).await?;
+    Ok(())
+}
+
+/// The executor process config for `options`, with Sluice's functions, object stores and session
+/// settings; also returns this executor's `predict` so its counters can be read.
+fn executor_config(options: &ExecutorOptions) -> Result<(ExecutorProcessConfig, Functions)> {
+    let functions = functions(&options.id);
+    let mut registry = BallistaFunctionRegistry::default();
+    for udf in &functions.scalar {
+        registry.scalar_functions.insert(udf.name().to_string(), udf.clone());
+    }
+    let work_dir = match &options.work_dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).map_err(Error::io(format!("creating executor work dir {dir}")))?;
+            dir.clone()
+        }
+        None => {
+            let dir = std::env::temp_dir().join(format!("sluice-{}", options.id));
+            std::fs::create_dir_all(&dir).map_err(Error::io(format!("creating executor work dir {}", dir.display())))?;
+            dir.to_string_lossy().into_owned()
+        }
+    };
+    let spill = work_dir.clone();
+    let flight_port = if options.flight_port == 0 { free_port(&options.bind_host)? } else { options.flight_port };
+    let grpc_port = if options.grpc_port == 0 { free_port(&options.bind_host)? } else { options.grpc_port };
+    let config = ExecutorProcessConfig {
+        executor_id: options.id.clone(),
+        bind_host: options.bind_host.clone(),
+        external_host: Some(options.external_host.clone()),
+        port: flight_port,
+        grpc_port,
+        scheduler_host: options.scheduler_host.clone(),
+        scheduler_port: options.scheduler_port,
+        scheduler_connect_timeout_seconds: options.connect_timeout_seconds,
+        vcores: options.vcores.max(1),
+        work_dir: Some(work_dir),
+        print_thread_info: false,
+        override_function_registry: Some(Arc::new(registry)),
+        override_runtime_producer: Some(Arc::new(move |_| runtime_env(Some(&spill)))),
+        override_config_producer: Some(Arc::new(session_config)),
+        ..Default::default()
+    };
+    Ok((config, functions))
+}
+
+/// Runs an executor until the process is stopped or the scheduler tells it to stop.
+pub async fn run_executor(options: ExecutorOptions) -> Result<()> {
+    let (config, _) = executor_config(&options)?;
+    tracing::info!(id = %options.id, flight_port = config.port, grpc_port = config.grpc_port,
+        scheduler = %format!("{}:{}", options.scheduler_host, options.scheduler_port), "executor starting");
+    start_executor_process(Arc::new(config)).await?;
+    Ok(())
+}
+
+/// Settings of an embedded cluster.
+#[derive(Debug, Clone)]
+pub struct EmbeddedOptions {
+    /// Number of executors.
+    pub executors: usize,
+    /// Tasks each executor runs at once; by default the cores shared out among the executors.
+    pub vcores_per_executor: Option<usize>,
+}
+
+impl Default for EmbeddedOptions {
+    fn default() -> Self {
+        Self { executors: 2, vcores_per_executor: None }
+    }
+}
+
+/// An executor of an embedded cluster.
+#[derive(Debug, Clone)]
+pub struct EmbeddedExecutor {
+    /// Its id.
+    pub id: String,
+    /// Its `predict` counters: rows scored in this executor's tasks.
+    pub predict: Arc<PredictStats>,
+}
+
+/// A scheduler and executors running in this process on loopback ports, talking gRPC and Arrow
+/// Flight exactly as separate processes do. It runs on its own threads, so it outlives the
+/// caller's runtime; dropping it stops them.
+pub struct EmbeddedCluster {
+    runtime: Option<tokio::runtime::Runtime>,
+    addr: SocketAddr,
+    executors: Vec<EmbeddedExecutor>,
+}
+
+impl std::fmt::Debug for EmbeddedCluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedCluster").field("addr", &self.addr).field("executors", &self.executors).finish()
+    }
+}
+
+impl EmbeddedCluster {
+    /// Starts a scheduler and `options.executors` executors and waits until all have registered.
+    pub async fn start(options: EmbeddedOptions) -> Result<Self> {
+        if options.executors == 0 {
+            return Err(Error::Config("an embedded cluster needs at least one executor (--executors 1 or more)".into()));
+        }
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let vcores = options.vcores_per_executor.unwrap_or((cores / options.executors).max(1));
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(cores.max(2))
+            .thread_name("sluice-cluster")
+            .thread_stack_size(8 * 1024 * 1024)
+            .enable_all()
+            .build()
+            .map_err(Error::io("starting the cluster's runtime"))?;
+
+        let scheduler_options = SchedulerOptions { port: 0, ..Default::default() };
+        let (scheduler, listener) = runtime.spawn(async move { build_scheduler(&scheduler_options).await }).await.map_err(join_error)??;
+        let addr = listener.local_addr().map_err(Error::io("reading the scheduler's address"))?;
+        let serving = scheduler.clone();
+        runtime.spawn(async move {
+            if let Err(e) = start_grpc_service_with_listener(listener, serving).await {
+                tracing::error!(error = %e, "embedded scheduler stopped");
+            }
+        });
+
+        let mut executors = Vec::new();
+        for i in 1..=options.executors {
+            let exec_options = ExecutorOptions {
+                id: format!("executor-{i}"),
+                flight_port: 0,
+                grpc_port: 0,
+                scheduler_port: addr.port(),
+                vcores,
+                connect_timeout_seconds: 10,
+                ..Default::default()
+            };
+            let (config, functions) = executor_config(&exec_options)?;
+            executors.push(EmbeddedExecutor { id: exec_options.id.clone(), predict: functions.predict.stats() });
+            let id = exec_options.id;
+            runtime.spawn(async move {
+                if let Err(e) = start_executor_process(Arc::new(config)).await {
+                    tracing::error!(executor = %id, error = %e, "embedded executor stopped");
+                }
+            });
+        }
+
+        let expected = options.executors;
+        let waited = runtime
+            .spawn(async move {
+                let deadline = Instant::now() + Duration::from_secs(30);
+                loop {
+                    let alive = scheduler.state.executor_manager.get_executors_state().await.map(|s| s.len()).unwrap_or(0);
+                    if alive >= expected {
+                        return Ok(());
+                    }
+                    if Instant::now() > deadline {
+                        return Err(Error::Startup(format!("{alive} of {expected} executors registered within 30 s")));
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            })
+            .await
+            .map_err(join_error)?;
+        waited?;
+        tracing::info!(%addr, executors = expected, vcores, "embedded cluster ready");
+        Ok(Self { runtime: Some(runtime), addr, executors })
+    }
+
+    /// `df://127.0.0.1:PORT` of the scheduler.
+    pub fn url(&self) -> String {
+        format!("df://{}", self.addr)
+    }
+
+    /// The executors and their counters.
+    pub fn executors(&self) -> &[EmbeddedExecutor] {
+        &self.executors
+    }
+
+    /// A client session on this cluster, with Sluice's functions registered as `client`.
+    pub async fn connect(&self, functions: &Functions) -> Result<SessionContext> {
+        connect(&self.url(), functions).await
+    }
+}
+
+impl Drop for EmbeddedCluster {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+fn join_error(e: tokio::task::JoinError) -> Error {
+    Error::Startup(format!("a start-up task failed: {e}"))
+}

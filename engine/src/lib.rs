@@ -1,0 +1,23 @@
+//! Sluice's engine: DataFusion and Ballista wired with Sluice's functions and object stores.
+//!
+//! [`cluster`] starts schedulers and executors (separately or embedded), [`session`] builds the
+//! client session that plans with the same functions, [`runtime`] holds the object stores every
+//! site shares.
+
+pub mod cluster;
+pub mod error;
+pub mod runtime;
+pub mod session;
+
+pub use cluster::{EmbeddedCluster, EmbeddedOptions, ExecutorOptions, SchedulerOptions};
+pub use error::{Error, Result};
+pub use session::connect;
+
+pub use datafusion::prelude::SessionContext;
+pub use sluice_udfs::Functions;
+
+/// Sluice's functions as the client registers them (its `predict` counters stay at zero unless
+/// something is evaluated on the client).
+pub fn client_functions() -> Functions {
+    sluice_udfs::functions("client")
+}

@@ -1,0 +1,13 @@
+//! Sluice's jobs: units of work described here and run on the engine.
+//!
+//! [`demo`] is the end-to-end batch path on synthetic data; [`sql`] runs statements;
+//! [`train`] trains baseline tabular models with libtorch; [`metrics`] scores classifiers.
+
+pub mod demo;
+pub mod error;
+pub mod metrics;
+pub mod progress;
+pub mod sql;
+pub mod train;
+
+pub use error::{Error, Result};

@@ -1,0 +1,92 @@
+//! Progress bars and stage timings for long jobs.
+//!
+//! Bars draw on stderr only when it is a terminal, so logs and CI output stay clean; the stage
+//! table printed at the end carries the same numbers either way.
+
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// A bar counting `len` units of `unit` (rows, epochs), with rate and ETA.
+pub fn bar(len: u64, message: &str, unit: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len);
+    let template = format!("{{spinner}} {{msg:<24}} [{{bar:30}}] {{human_pos}}/{{human_len}} {unit} {{per_sec}} ETA {{eta}}");
+    if let Ok(style) = ProgressStyle::with_template(&template) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message(message.to_string());
+    bar
+}
+
+/// A spinner for a stage whose size is not known in advance, with elapsed time.
+pub fn spinner(message: &str) -> ProgressBar {
+    let bar = ProgressBar::new_spinner();
+    if let Ok(style) = ProgressStyle::with_template("{spinner} {msg:<24} {elapsed}") {
+        bar.set_style(style);
+    }
+    bar.set_message(message.to_string());
+    bar.enable_steady_tick(Duration::from_millis(120));
+    bar
+}
+
+/// One finished stage: what it did, how many rows, how long.
+#[derive(Debug, Clone)]
+pub struct Stage {
+    /// Stage name.
+    pub name: String,
+    /// Rows produced (or processed).
+    pub rows: u64,
+    /// Wall-clock time.
+    pub elapsed: Duration,
+    /// Anything else worth a column (files, bytes, epochs).
+    pub detail: String,
+}
+
+impl Stage {
+    /// Rows per second.
+    pub fn rows_per_sec(&self) -> f64 {
+        self.rows as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+/// Times stages as they run.
+#[derive(Debug, Default)]
+pub struct Stages {
+    stages: Vec<Stage>,
+}
+
+impl Stages {
+    /// Starts timing a stage; finish it with [`Self::finish`].
+    pub fn start(&self) -> Instant {
+        Instant::now()
+    }
+
+    /// Records a stage that started at `started`.
+    pub fn finish(&mut self, name: &str, started: Instant, rows: u64, detail: impl Into<String>) -> &Stage {
+        self.stages.push(Stage { name: name.into(), rows, elapsed: started.elapsed(), detail: detail.into() });
+        let stage = &self.stages[self.stages.len() - 1];
+        tracing::info!(stage = %stage.name, rows = stage.rows, seconds = stage.elapsed.as_secs_f64(), "stage finished");
+        stage
+    }
+
+    /// The recorded stages.
+    pub fn all(&self) -> &[Stage] {
+        &self.stages
+    }
+
+    /// A text table of the stages.
+    pub fn table(&self) -> String {
+        let mut out = format!("{:<22} {:>12} {:>9} {:>14}  {}\n", "stage", "rows", "seconds", "rows/s", "detail");
+        for s in &self.stages {
+            out.push_str(&format!(
+                "{:<22} {:>12} {:>9.2} {:>14.0}  {}\n",
+                s.name,
+                s.rows,
+                s.elapsed.as_secs_f64(),
+                s.rows_per_sec(),
+                s.detail
+            ));
+        }
+        out
+    }
+}

@@ -1,0 +1,207 @@
+//! `sluice`: the command line. Parses arguments, starts or connects to a cluster, and hands the
+//! work to `sluice-jobs`; nothing else lives here.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use sluice_engine::{EmbeddedCluster, SessionContext, EmbeddedOptions, ExecutorOptions, SchedulerOptions};
+use sluice_jobs::demo::{self, DemoOptions};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser, Debug)]
+#[command(name = "sluice", version, about = "Data ingestion and batch scoring on Ballista, with TorchScript models as SQL functions")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the whole batch path on synthetic churn data: land, features, split, train, score.
+    Demo {
+        /// Accounts to generate (orders and device events scale with it).
+        #[arg(long, default_value_t = 200_000)]
+        rows: usize,
+        /// Output directory (lake/, models/, predictions/ are replaced).
+        #[arg(long, default_value = "sluice-demo")]
+        out: PathBuf,
+        /// Seed of the data and the split.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+    /// Run one SQL statement (with predict, split_hash, ...) and print the result as a table.
+    Sql {
+        /// The statement. Files can be queried by path: SELECT * FROM 'data/*.parquet'.
+        sql: String,
+        /// Register a Parquet file or directory as a table: --table name=path (repeatable).
+        #[arg(long = "table", value_name = "NAME=PATH")]
+        tables: Vec<String>,
+        /// Rows to print at most.
+        #[arg(long, default_value_t = 50)]
+        max_rows: usize,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+    /// Run a Ballista scheduler with Sluice's functions.
+    Scheduler {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1")]
+        bind: String,
+        /// Host name executors and clients use to reach this scheduler.
+        #[arg(long, default_value = "127.0.0.1")]
+        external_host: String,
+        /// Port for gRPC, REST and Flight SQL.
+        #[arg(long, default_value_t = 50050)]
+        port: u16,
+        /// Seconds without a heartbeat before an executor is considered lost.
+        #[arg(long, default_value_t = 180)]
+        executor_timeout: u64,
+    },
+    /// Run a Ballista executor with Sluice's functions, attached to a scheduler.
+    Executor {
+        /// Scheduler address, HOST:PORT.
+        #[arg(long, default_value = "127.0.0.1:50050")]
+        scheduler: String,
+        /// Executor id (default: executor-PID).
+        #[arg(long)]
+        id: Option<String>,
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1")]
+        bind: String,
+        /// Host name others use to fetch this executor's results.
+        #[arg(long, default_value = "127.0.0.1")]
+        external_host: String,
+        /// Arrow Flight port (0: any free port).
+        #[arg(long, default_value_t = 50051)]
+        flight_port: u16,
+        /// gRPC port the scheduler pushes tasks to (0: any free port).
+        #[arg(long, default_value_t = 50052)]
+        grpc_port: u16,
+        /// Tasks run at once (default: all cores).
+        #[arg(long)]
+        vcores: Option<usize>,
+        /// Directory for shuffle and spill files.
+        #[arg(long)]
+        work_dir: Option<String>,
+    },
+}
+
+#[derive(Args, Debug, Clone)]
+struct ClusterArgs {
+    /// A running scheduler, df://HOST:PORT; without it an embedded cluster starts on loopback.
+    #[arg(long, env = "SLUICE_CLUSTER")]
+    cluster: Option<String>,
+    /// Executors of the embedded cluster.
+    #[arg(long, default_value_t = 2)]
+    executors: usize,
+}
+
+/// A session on the cluster the arguments name; keeps an embedded cluster alive while held.
+async fn session(args: &ClusterArgs) -> Result<(SessionContext, Option<EmbeddedCluster>)> {
+    let functions = sluice_engine::client_functions();
+    match &args.cluster {
+        Some(url) => {
+            let ctx = sluice_engine::connect(url, &functions).await.with_context(|| format!("connecting to {url}"))?;
+            Ok((ctx, None))
+        }
+        None => {
+            let cluster = EmbeddedCluster::start(EmbeddedOptions { executors: args.executors, ..Default::default() })
+                .await
+                .context("starting the embedded cluster")?;
+            let ctx = cluster.connect(&functions).await?;
+            eprintln!("embedded cluster: scheduler {} with {} executors", cluster.url(), cluster.executors().len());
+            Ok((ctx, Some(cluster)))
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = EnvFilter::try_from_env("SLUICE_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("warn,sluice=info,sluice_engine=info,sluice_jobs=info,sluice_udfs=warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Demo { rows, out, seed, cluster } => {
+            let (ctx, _cluster) = session(&cluster).await?;
+            let summary = demo::run(&ctx, &DemoOptions { rows, out, seed }).await?;
+            println!("\n{}", summary.table);
+            let total: f64 = summary.stages.iter().map(|s| s.elapsed.as_secs_f64()).sum();
+            println!("model        {} ({})", summary.model_id, summary.model_path.display());
+            println!("predictions  {} ({} rows, one per test-split account)", summary.predictions.display(), summary.test.rows);
+            println!(
+                "test         AUC {:.4}  accuracy {:.4}  log loss {:.4}  churn rate {:.3}",
+                summary.test.auc, summary.test.accuracy, summary.test.log_loss, summary.test.positive_rate
+            );
+            println!("total        {total:.1} s");
+        }
+        Command::Sql { sql, tables, max_rows, cluster } => {
+            let (ctx, _cluster) = session(&cluster).await?;
+            for spec in &tables {
+                let (name, path) = spec
+                    .split_once('=')
+                    .with_context(|| format!("--table '{spec}': expected NAME=PATH, e.g. --table sales=data/sales/"))?;
+                ctx.register_parquet(name, path, Default::default())
+                    .await
+                    .with_context(|| format!("--table {name}: cannot register Parquet at {path}"))?;
+            }
+            let ctx = ctx.enable_url_table();
+            let batches = sluice_jobs::sql::run(&ctx, &sql).await?;
+            print!("{}", sluice_jobs::sql::format_table(&batches, max_rows)?);
+        }
+        Command::Scheduler { bind, external_host, port, executor_timeout } => {
+            sluice_engine::cluster::run_scheduler(SchedulerOptions {
+                bind_host: bind,
+                external_host,
+                port,
+                executor_timeout_seconds: executor_timeout,
+            })
+            .await?;
+        }
+        Command::Executor { scheduler, id, bind, external_host, flight_port, grpc_port, vcores, work_dir } => {
+            let (host, port) = scheduler
+                .rsplit_once(':')
+                .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
+                .with_context(|| format!("--scheduler '{scheduler}': expected HOST:PORT, e.g. 127.0.0.1:50050"))?;
+            let defaults = ExecutorOptions::default();
+            sluice_engine::cluster::run_executor(ExecutorOptions {
+                id: id.unwrap_or(defaults.id),
+                bind_host: bind,
+                external_host,
+                flight_port,
+                grpc_port,
+                scheduler_host: host,
+                scheduler_port: port,
+                vcores: vcores.unwrap_or(defaults.vcores),
+                work_dir,
+                connect_timeout_seconds: defaults.connect_timeout_seconds,
+            })
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,99 @@
+//! Which device models run on: CUDA when a GPU and libtorch's CUDA library are present, else CPU.
+//!
+//! The Rust linker passes `--as-needed`, which drops `libtorch_cuda.so` because no symbol of it is
+//! referenced directly; libtorch then reports no CUDA even on a GPU node. Loading the library at
+//! start-up (where it exists and its CUDA dependencies resolve) registers the CUDA backend again.
+
+use std::sync::OnceLock;
+use tch::Device;
+
+/// Environment variable choosing the device: `auto` (default), `cpu`, `cuda` or `cuda:N`.
+pub const DEVICE_ENV: &str = "SLUICE_DEVICE";
+
+/// Loads libtorch's CUDA backend if it is there; returns whether CUDA is usable afterwards.
+pub fn load_cuda_backend() -> bool {
+    static LOADED: OnceLock<bool> = OnceLock::new();
+    *LOADED.get_or_init(|| {
+        let mut candidates = Vec::new();
+        if let Some(dir) = option_env!("SLUICE_LIBTORCH_LIB") {
+            candidates.push(format!("{dir}/libtorch_cuda.so"));
+        }
+        candidates.push("libtorch_cuda.so".to_string());
+        for lib in &candidates {
+            // SAFETY: loading libtorch's own CUDA library runs its static initialisers, which
+            // register the CUDA dispatch keys; it has no other side effect on this process.
+            match unsafe { libloading::Library::new(lib) } {
+                Ok(handle) => {
+                    // Keep it loaded for the life of the process.
+                    std::mem::forget(handle);
+                    tracing::debug!(library = %lib, "loaded libtorch CUDA backend");
+                    break;
+                }
+                Err(e) => tracing::debug!(library = %lib, error = %e, "libtorch CUDA backend not loaded"),
+            }
+        }
+        tch::Cuda::is_available()
+    })
+}
+
+/// Parses a device name (`auto`, `cpu`, `cuda`, `cuda:N`).
+pub fn parse_device(name: &str) -> Result<Device, String> {
+    let name = name.trim().to_ascii_lowercase();
+    match name.as_str() {
+        "" | "auto" => Ok(if load_cuda_backend() { Device::Cuda(0) } else { Device::Cpu }),
+        "cpu" => Ok(Device::Cpu),
+        "cuda" | "gpu" => cuda(0),
+        other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
+            Some(Ok(n)) => cuda(n),
+            _ => Err(format!(
+                "unknown device '{name}': use auto, cpu, cuda or cuda:N (set {DEVICE_ENV})"
+            )),
+        },
+    }
+}
+
+fn cuda(n: usize) -> Result<Device, String> {
+    if !load_cuda_backend() {
+        return Err(format!(
+            "device cuda:{n} was asked for but CUDA is not available on this machine \
+             (no GPU, or libtorch_cuda.so and its CUDA libraries are not installed); use cpu or auto"
+        ));
+    }
+    let count = usize::try_from(tch::Cuda::device_count()).unwrap_or(0);
+    if n >= count {
+        return Err(format!("device cuda:{n} does not exist: this machine has {count} CUDA device(s)"));
+    }
+    Ok(Device::Cuda(n))
+}
+
+/// The device of this process, from [`DEVICE_ENV`] (read once).
+pub fn default_device() -> Result<Device, String> {
+    static DEVICE: OnceLock<Result<Device, String>> = OnceLock::new();
+    DEVICE
+        .get_or_init(|| parse_device(&std::env::var(DEVICE_ENV).unwrap_or_default()))
+        .clone()
+}
+
+/// A short name for a device, as users write it.
+pub fn device_name(device: Device) -> String {
+    match device {
+        Device::Cpu => "cpu".to_string(),
+        Device::Cuda(n) => format!("cuda:{n}"),
+        Device::Mps => "mps".to_string(),
+        Device::Vulkan => "vulkan".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_names() {
+        assert_eq!(parse_device("cpu"), Ok(Device::Cpu));
+        assert!(parse_device("tpu").unwrap_err().contains("unknown device 'tpu'"));
+        // `auto` always resolves: CUDA where usable, else CPU.
+        let auto = parse_device("auto").unwrap();
+        assert_eq!(auto == Device::Cpu, !tch::Cuda::is_available());
+    }
+}

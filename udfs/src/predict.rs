@@ -1,0 +1,266 @@
+//! `predict('<model path>', f1, ..., fN)`: scores rows with a TorchScript model.
+//!
+//! The first argument is a string literal naming the model file; the others are numeric feature
+//! columns in the order the model was trained on. One output becomes a Float32 (or Float64)
+//! column, several become a fixed-size list per row. The model is loaded once per process (see
+//! [`crate::model`]) and each batch becomes one column-major buffer handed to libtorch without a
+//! per-row copy. Forward passes run under `no_grad`, off the async runtime's worker threads.
+
+use std::any::Any;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use arrow::array::{Array, ArrayRef, AsArray, FixedSizeListArray, Float32Array, Float64Array};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Field, FieldRef, Float32Type};
+use datafusion::common::{Result as DFResult, ScalarValue};
+use datafusion::logical_expr::{
+    ColumnarValue, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
+};
+
+use crate::error::{Error, Result};
+use crate::model::{DEFAULT_BATCH_ROWS, Model, Output, OutputKind, Shape};
+
+/// Counters of one `predict` instance: which site (client, scheduler, an executor) scored how
+/// much. Each executor registers its own instance, so these show where scoring really ran.
+#[derive(Debug, Default)]
+pub struct PredictStats {
+    /// Rows scored.
+    pub rows: AtomicU64,
+    /// Batches (forward calls) run.
+    pub batches: AtomicU64,
+    /// Nanoseconds spent in forward passes, copies included.
+    pub forward_nanos: AtomicU64,
+}
+
+impl PredictStats {
+    /// Rows scored so far.
+    pub fn rows(&self) -> u64 {
+        self.rows.load(Ordering::Relaxed)
+    }
+}
+
+/// The `predict` scalar function.
+#[derive(Debug)]
+pub struct PredictUdf {
+    signature: Signature,
+    site: String,
+    stats: Arc<PredictStats>,
+}
+
+impl PredictUdf {
+    /// A `predict` for `site` (for example `client` or an executor id), with fresh counters.
+    pub fn new(site: impl Into<String>) -> Self {
+        Self {
+            signature: Signature::variadic_any(Volatility::Immutable),
+            site: site.into(),
+            stats: Arc::new(PredictStats::default()),
+        }
+    }
+
+    /// Where this instance runs.
+    pub fn site(&self) -> &str {
+        &self.site
+    }
+
+    /// This instance's counters.
+    pub fn stats(&self) -> Arc<PredictStats> {
+        self.stats.clone()
+    }
+}
+
+// Two `predict` instances compute the same function wherever they run: compare by name only.
+impl PartialEq for PredictUdf {
+    fn eq(&self, _other: &Self) -> bool {
+        true
+    }
+}
+impl Eq for PredictUdf {}
+impl Hash for PredictUdf {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        "predict".hash(state);
+    }
+}
+
+fn usage() -> &'static str {
+    "usage: predict('<model path>', feature1, ..., featureN)"
+}
+
+/// The model path from the first argument, which must be a non-NULL string literal.
+fn model_path(arg: Option<&ScalarValue>) -> Result<String> {
+    match arg {
+        Some(ScalarValue::Utf8(Some(p)) | ScalarValue::LargeUtf8(Some(p)) | ScalarValue::Utf8View(Some(p))) => {
+            Ok(p.clone())
+        }
+        Some(other) => Err(Error::BadCall(format!(
+            "predict: the first argument must be the model path as a string literal, got {other:?}; {}",
+            usage()
+        ))),
+        None => Err(Error::BadCall(format!(
+            "predict: the first argument must be the model path as a string literal, not a column \
+             or expression; {}",
+            usage()
+        ))),
+    }
+}
+
+fn describe(fields: &[FieldRef]) -> String {
+    fields.iter().map(|f| format!("{} {}", f.name(), f.data_type())).collect::<Vec<_>>().join(", ")
+}
+
+/// Checks the feature arguments against the model and returns the probed shape.
+fn plan(path: &str, features: &[FieldRef]) -> Result<(Arc<Model>, Shape)> {
+    let model = Model::load(path).map_err(|e| {
+        Error::BadCall(format!("{e}. Given {} feature column(s): ({})", features.len(), describe(features)))
+    })?;
+    if features.is_empty() {
+        return Err(Error::BadCall(format!(
+            "predict: no feature columns given for model '{path}'; {}",
+            usage()
+        )));
+    }
+    let bad: Vec<_> = features.iter().filter(|f| !f.data_type().is_numeric() && *f.data_type() != DataType::Null).collect();
+    if !bad.is_empty() {
+        let expected = model.declared_inputs().map_or("numeric".to_string(), |n| format!("{n} numeric"));
+        return Err(Error::BadCall(format!(
+            "predict: model '{path}' ({}) takes {expected} feature columns, but {} {} not numeric: {}. \
+             Given: ({}). Cast or encode them first, e.g. CAST(x AS FLOAT) or CASE ... END",
+            model.id(),
+            bad.len(),
+            if bad.len() == 1 { "is" } else { "are" },
+            describe(&bad.into_iter().cloned().collect::<Vec<_>>()),
+            describe(features)
+        )));
+    }
+    let shape = model.probe(features.len()).map_err(|e| match e {
+        Error::BadCall(m) => Error::BadCall(format!("{m}. Given: ({})", describe(features))),
+        other => other,
+    })?;
+    Ok((model, shape))
+}
+
+fn return_field(shape: Shape) -> Field {
+    let item = match shape.kind {
+        OutputKind::Float32 => DataType::Float32,
+        OutputKind::Float64 => DataType::Float64,
+    };
+    let data_type = if shape.outputs == 1 {
+        item
+    } else {
+        DataType::FixedSizeList(Arc::new(Field::new("item", item, false)), shape.outputs as i32)
+    };
+    Field::new("predict", data_type, true)
+}
+
+impl ScalarUDFImpl for PredictUdf {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn name(&self) -> &str {
+        "predict"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> DFResult<DataType> {
+        // Only reachable if a caller bypasses `return_field_from_args`: the output depends on the model.
+        Err(Error::BadCall(format!("predict: the output type depends on the model; {}", usage())).into())
+    }
+
+    fn return_field_from_args(&self, args: ReturnFieldArgs) -> DFResult<FieldRef> {
+        let path = model_path(args.scalar_arguments.first().copied().flatten())?;
+        let (_, shape) = plan(&path, &args.arg_fields[1..])?;
+        Ok(Arc::new(return_field(shape)))
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DFResult<ColumnarValue> {
+        let path = match args.args.first() {
+            Some(ColumnarValue::Scalar(s)) => model_path(Some(s))?,
+            _ => model_path(None)?,
+        };
+        let (model, shape) = plan(&path, &args.arg_fields[1..])?;
+        let rows = args.number_rows;
+        let columns = args.args[1..]
+            .iter()
+            .map(|c| c.to_array(rows))
+            .collect::<DFResult<Vec<_>>>()?;
+        let fields = &args.arg_fields[1..];
+        let started = Instant::now();
+        let array = run_off_runtime(|| score(&model, shape, &columns, fields))?;
+        self.stats.rows.fetch_add(rows as u64, Ordering::Relaxed);
+        self.stats.batches.fetch_add(rows.div_ceil(DEFAULT_BATCH_ROWS) as u64, Ordering::Relaxed);
+        self.stats.forward_nanos.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        tracing::debug!(site = %self.site, model = %model.id(), rows, "predict scored a batch");
+        Ok(ColumnarValue::Array(array))
+    }
+}
+
+/// Runs CPU-heavy work without stalling the async runtime: on a multi-threaded tokio runtime the
+/// worker hands its other tasks to a fresh thread first. Elsewhere the work simply runs here.
+fn run_off_runtime<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
+
+/// Scores one Arrow batch: features are cast to f32, checked for NULLs, laid out column-major
+/// chunk by chunk and run through the model.
+fn score(model: &Model, shape: Shape, columns: &[ArrayRef], fields: &[FieldRef]) -> Result<ArrayRef> {
+    let rows = columns.first().map_or(0, |c| c.len());
+    let mut f32_columns = Vec::with_capacity(columns.len());
+    for (i, (column, field)) in columns.iter().zip(fields).enumerate() {
+        if column.null_count() > 0 {
+            let row = (0..column.len()).find(|r| column.is_null(*r)).unwrap_or(0);
+            return Err(Error::BadRow(format!(
+                "predict: feature {} ('{}', {}) is NULL at row {row} of a batch of {rows}; model '{}' \
+                 ({}) takes {} non-NULL numeric features. Filter NULL rows out or fill them, e.g. \
+                 COALESCE({}, 0)",
+                i + 1,
+                field.name(),
+                field.data_type(),
+                model.path(),
+                model.id(),
+                shape.inputs,
+                field.name()
+            )));
+        }
+        let as_f32 = if column.data_type() == &DataType::Float32 { column.clone() } else { cast(column, &DataType::Float32)? };
+        f32_columns.push(as_f32);
+    }
+    let values: Vec<&[f32]> = f32_columns.iter().map(|c| &c.as_primitive::<Float32Type>().values()[..]).collect();
+
+    let chunk = DEFAULT_BATCH_ROWS.min(rows.max(1));
+    let mut buffer = vec![0f32; chunk * shape.inputs];
+    let mut out32 = Vec::new();
+    let mut out64 = Vec::new();
+    let mut start = 0;
+    while start < rows {
+        let n = chunk.min(rows - start);
+        let buf = &mut buffer[..n * shape.inputs];
+        for (c, col) in values.iter().enumerate() {
+            buf[c * n..(c + 1) * n].copy_from_slice(&col[start..start + n]);
+        }
+        match model.forward_columns(buf, n, shape)? {
+            Output::F32(v) => out32.extend_from_slice(&v),
+            Output::F64(v) => out64.extend_from_slice(&v),
+        }
+        start += n;
+    }
+    let flat: ArrayRef = match shape.kind {
+        OutputKind::Float32 => Arc::new(Float32Array::from(out32)),
+        OutputKind::Float64 => Arc::new(Float64Array::from(out64)),
+    };
+    if shape.outputs == 1 {
+        return Ok(flat);
+    }
+    let field = Arc::new(Field::new("item", flat.data_type().clone(), false));
+    Ok(Arc::new(FixedSizeListArray::try_new(field, shape.outputs as i32, flat, None)?))
+}

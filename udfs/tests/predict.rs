@@ -1,0 +1,151 @@
+//! `predict` against committed TorchScript fixtures and their outputs from Python torch, run in
+//! a local DataFusion session (the cluster tests live in the engine crate).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, Float32Array, Int64Array, StringArray};
+use arrow::datatypes::{DataType, Field, Float32Type, Schema};
+use arrow::record_batch::RecordBatch;
+use datafusion::prelude::SessionContext;
+use serde_json::Value;
+
+fn fixture(name: &str) -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name).to_string_lossy().into_owned()
+}
+
+fn expected() -> Value {
+    let text = std::fs::read_to_string(fixture("expected.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+fn matrix(v: &Value) -> Vec<Vec<f32>> {
+    v.as_array().unwrap().iter().map(|r| r.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()).collect()
+}
+
+/// A session with Sluice's functions and a table `t(id, f1..fN)` holding `rows`.
+fn session(rows: &[Vec<f32>], batch_rows: usize) -> (SessionContext, Arc<sluice_udfs::PredictUdf>) {
+    let ctx = SessionContext::new();
+    let functions = sluice_udfs::functions("test");
+    for udf in &functions.scalar {
+        ctx.register_udf(udf.as_ref().clone());
+    }
+    let width = rows[0].len();
+    let mut fields = vec![Field::new("id", DataType::Int64, false)];
+    fields.extend((1..=width).map(|c| Field::new(format!("f{c}"), DataType::Float32, true)));
+    let schema = Arc::new(Schema::new(fields));
+    let batches: Vec<RecordBatch> = rows
+        .chunks(batch_rows)
+        .enumerate()
+        .map(|(b, chunk)| {
+            let mut cols: Vec<ArrayRef> = vec![Arc::new(Int64Array::from_iter_values((0..chunk.len()).map(|i| (b * batch_rows + i) as i64)))];
+            cols.extend((0..width).map(|c| Arc::new(Float32Array::from_iter_values(chunk.iter().map(|r| r[c]))) as ArrayRef));
+            RecordBatch::try_new(schema.clone(), cols).unwrap()
+        })
+        .collect();
+    ctx.register_batch("t", arrow::compute::concat_batches(&schema, &batches).unwrap()).unwrap();
+    (ctx, functions.predict)
+}
+
+fn columns(n: usize) -> String {
+    (1..=n).map(|c| format!("f{c}")).collect::<Vec<_>>().join(", ")
+}
+
+#[tokio::test]
+async fn scores_equal_python_torch() {
+    let expected = expected();
+    let inputs = matrix(&expected["scorer_16"]["inputs"]);
+    let outputs: Vec<f32> = expected["scorer_16"]["outputs"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect();
+    let (ctx, predict) = session(&inputs, 1000);
+    let sql = format!("SELECT id, predict('{}', {}) AS score FROM t ORDER BY id", fixture("scorer_16.pt"), columns(16));
+    let batches = ctx.sql(&sql).await.unwrap().collect().await.unwrap();
+    let scores: Vec<f32> = batches.iter().flat_map(|b| b.column(1).as_primitive::<Float32Type>().values().to_vec()).collect();
+    assert_eq!(batches[0].schema().field(1).data_type(), &DataType::Float32);
+    assert_eq!(scores.len(), outputs.len());
+    let max_diff = scores.iter().zip(&outputs).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    assert!(max_diff <= 1e-6, "max abs difference {max_diff}");
+    assert_eq!(predict.stats().rows(), 1000);
+}
+
+#[tokio::test]
+async fn several_outputs_become_a_fixed_size_list() {
+    let expected = expected();
+    let inputs = matrix(&expected["classes_4x3"]["inputs"]);
+    let outputs = matrix(&expected["classes_4x3"]["outputs"]);
+    let (ctx, _) = session(&inputs, 1000);
+    // Integer and double columns are accepted and converted to float32.
+    let sql = format!(
+        "SELECT predict('{}', f1, CAST(f2 AS DOUBLE), f3, f4) AS p FROM t ORDER BY id",
+        fixture("classes_4x3.pt")
+    );
+    let batches = ctx.sql(&sql).await.unwrap().collect().await.unwrap();
+    let list = batches[0].column(0).as_fixed_size_list();
+    assert_eq!(list.value_length(), 3);
+    let values = list.values().as_primitive::<Float32Type>();
+    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+    assert_eq!(rows, outputs.len());
+    for (r, want) in outputs.iter().enumerate().take(list.len()) {
+        for (k, w) in want.iter().enumerate() {
+            let got = values.value(r * 3 + k);
+            assert!((got - w).abs() <= 1e-6, "row {r} class {k}: {got} vs {w}");
+        }
+    }
+}
+
+async fn error_of(ctx: &SessionContext, sql: &str) -> String {
+    match ctx.sql(sql).await {
+        Err(e) => e.to_string(),
+        Ok(df) => df.collect().await.expect_err("query should fail").to_string(),
+    }
+}
+
+#[tokio::test]
+async fn bad_calls_say_what_the_model_expects_and_what_was_given() {
+    let rows = vec![vec![0.5f32; 16]; 10];
+    let (ctx, _) = session(&rows, 10);
+    let model = fixture("scorer_16.pt");
+
+    let e = error_of(&ctx, &format!("SELECT predict('/no/such/model.pt', {}) FROM t", columns(16))).await;
+    assert!(e.contains("cannot read model '/no/such/model.pt'") && e.contains("Given 16 feature column(s)"), "{e}");
+
+    let e = error_of(&ctx, &format!("SELECT predict('{}', f1) FROM t", fixture("not_a_model.pt"))).await;
+    assert!(e.contains("is not a loadable TorchScript model"), "{e}");
+
+    let e = error_of(&ctx, &format!("SELECT predict('{model}', f1, f2, f3) FROM t")).await;
+    assert!(e.contains("expects 16 numeric feature columns") && e.contains("was given 3"), "{e}");
+    assert!(e.contains("f1 Float32, f2 Float32, f3 Float32"), "{e}");
+
+    let e = error_of(&ctx, &format!("SELECT predict('{model}', {}, 'text') FROM t", columns(15))).await;
+    assert!(e.contains("not numeric") && e.contains("Utf8"), "{e}");
+
+    let e = error_of(&ctx, "SELECT predict(f1, f2) FROM t").await;
+    assert!(e.contains("first argument must be the model path"), "{e}");
+}
+
+#[tokio::test]
+async fn null_features_name_the_column_and_row() {
+    let ctx = SessionContext::new();
+    for udf in sluice_udfs::functions("test").scalar {
+        ctx.register_udf(udf.as_ref().clone());
+    }
+    let mut fields = vec![Field::new("name", DataType::Utf8, false)];
+    fields.extend((1..=16).map(|c| Field::new(format!("f{c}"), DataType::Float32, true)));
+    let mut cols: Vec<ArrayRef> = vec![Arc::new(StringArray::from(vec!["a", "b", "c"]))];
+    for c in 1..=16 {
+        let v = if c == 5 { Float32Array::from(vec![Some(1.0), None, Some(2.0)]) } else { Float32Array::from(vec![1.0f32, 2.0, 3.0]) };
+        cols.push(Arc::new(v));
+    }
+    ctx.register_batch("t", RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).unwrap()).unwrap();
+    let e = error_of(&ctx, &format!("SELECT predict('{}', {}) FROM t", fixture("scorer_16.pt"), columns(16))).await;
+    assert!(e.contains("feature 5 ('f5', Float32) is NULL at row 1"), "{e}");
+    assert!(e.contains("COALESCE(f5, 0)"), "{e}");
+}
+
+#[test]
+fn a_model_is_loaded_once_per_process() {
+    let path = fixture("classes_4x3.pt");
+    let a = sluice_udfs::Model::load(&path).unwrap();
+    let b = sluice_udfs::Model::load(&path).unwrap();
+    assert!(Arc::ptr_eq(&a, &b), "the second load should return the cached model");
+    assert!(a.id().starts_with("classes_4x3@"), "{}", a.id());
+}
