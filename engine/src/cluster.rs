@@ -207,6 +207,8 @@ pub struct EmbeddedCluster {
     runtime: Option<tokio::runtime::Runtime>,
     addr: SocketAddr,
     executors: Vec<EmbeddedExecutor>,
+    // Shuffle and spill files of the executors; removed when the cluster is dropped.
+    _work_dir: tempfile::TempDir,
 }
 
 impl std::fmt::Debug for EmbeddedCluster {
@@ -241,6 +243,10 @@ impl EmbeddedCluster {
             }
         });
 
+        let work_dir = tempfile::Builder::new()
+            .prefix("sluice-cluster-")
+            .tempdir()
+            .map_err(Error::io("creating the cluster's work directory"))?;
         let mut executors = Vec::new();
         for i in 1..=options.executors {
             let exec_options = ExecutorOptions {
@@ -250,6 +256,7 @@ impl EmbeddedCluster {
                 scheduler_port: addr.port(),
                 vcores,
                 connect_timeout_seconds: 10,
+                work_dir: Some(work_dir.path().join(format!("executor-{i}")).to_string_lossy().into_owned()),
                 ..Default::default()
             };
             let (config, functions) = executor_config(&exec_options)?;
@@ -281,7 +288,7 @@ impl EmbeddedCluster {
             .map_err(join_error)?;
         waited?;
         tracing::info!(%addr, executors = expected, vcores, "embedded cluster ready");
-        Ok(Self { runtime: Some(runtime), addr, executors })
+        Ok(Self { runtime: Some(runtime), addr, executors, _work_dir: work_dir })
     }
 
     /// `df://127.0.0.1:PORT` of the scheduler.

@@ -21,9 +21,9 @@ pub enum Error {
     /// A model could not be loaded or probed.
     #[error(transparent)]
     Model(#[from] sluice_udfs::Error),
-    /// libtorch failed while training or saving a model.
+    /// libtorch failed while training or saving a model (its message, without the C++ stack).
     #[error("training: {0}")]
-    Torch(#[from] tch::TchError),
+    Torch(String),
     /// Arrow failed while building or reading batches.
     #[error(transparent)]
     Arrow(#[from] arrow::error::ArrowError),
@@ -41,5 +41,11 @@ impl Error {
     pub(crate) fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
         let context = context.into();
         move |source| Error::Io { context, source }
+    }
+}
+
+impl From<tch::TchError> for Error {
+    fn from(e: tch::TchError) -> Self {
+        Error::Torch(sluice_udfs::model::first_line(&e.to_string()))
     }
 }

@@ -105,7 +105,7 @@ pub fn train_binary_classifier(
     let mean = Tensor::from_slice(&mean).view([1, width]);
     let std = Tensor::from_slice(&std).view([1, width]);
 
-    let vs = nn::VarStore::new(Device::Cpu);
+    let mut vs = nn::VarStore::new(Device::Cpu);
     let root = vs.root();
     let mut net = nn::seq();
     let mut input = width;
@@ -157,6 +157,8 @@ pub fn train_binary_classifier(
         }
     });
 
+    // Trained weights become constants of the traced module; tracing refuses tensors requiring grad.
+    vs.freeze();
     let example = Tensor::zeros([2, width], (Kind::Float, Device::Cpu));
     let module = tch::no_grad(|| {
         CModule::create_by_tracing("SluiceBinaryClassifier", "forward", &[example], &mut |xs| {

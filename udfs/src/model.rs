@@ -273,9 +273,9 @@ pub enum Output {
     F64(Vec<f64>),
 }
 
-/// The useful line of a libtorch error: the Python-style `...Error: message` line of a TorchScript
+/// The useful line of a libtorch error (its full text can hold whole tensors and a C++ stack): the Python-style `...Error: message` line of a TorchScript
 /// traceback when there is one, else the first line (C++ errors append a long stack after it).
-pub(crate) fn first_line(s: &str) -> String {
+pub fn first_line(s: &str) -> String {
     if let Some(line) = s.lines().rev().find(|l| l.contains("Error: ")) {
         let start = line.find("Error: ").map_or(0, |i| i + "Error: ".len());
         return line[start..].trim().to_string();

@@ -6,7 +6,6 @@
 //! [`crate::model`]) and each batch becomes one column-major buffer handed to libtorch without a
 //! per-row copy. Forward passes run under `no_grad`, off the async runtime's worker threads.
 
-use std::any::Any;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -155,10 +154,6 @@ fn return_field(shape: Shape) -> Field {
 }
 
 impl ScalarUDFImpl for PredictUdf {
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-
     fn name(&self) -> &str {
         "predict"
     }

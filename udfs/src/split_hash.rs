@@ -4,7 +4,6 @@
 //! executor count, file order or run: `split_hash(id, 42) < 0.7` puts a row in the same split every
 //! time, and rows added later do not move the others. NULL keys give NULL.
 
-use std::any::Any;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, Float64Array};
@@ -32,10 +31,6 @@ fn unit(h: u64) -> f64 {
 }
 
 impl ScalarUDFImpl for SplitHashUdf {
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-
     fn name(&self) -> &str {
         "split_hash"
     }
