@@ -22,7 +22,7 @@ enum Command {
     /// Run the whole batch path on synthetic churn data: land, features, split, train, score.
     Demo {
         /// Accounts to generate (orders and device events scale with it).
-        #[arg(long, default_value_t = 200_000)]
+        #[arg(long, default_value_t = 2_000_000)]
         rows: usize,
         /// Output directory (lake/, models/, predictions/ are replaced).
         #[arg(long, default_value = "sluice-demo")]
@@ -122,7 +122,13 @@ async fn session(args: &ClusterArgs) -> Result<(SessionContext, Option<EmbeddedC
 fn init_tracing() {
     let filter = EnvFilter::try_from_env("SLUICE_LOG")
         .unwrap_or_else(|_| EnvFilter::new("warn,sluice=info,sluice_engine=info,sluice_jobs=info,sluice_udfs=warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .init();
 }
 
 async fn run(cli: Cli) -> Result<()> {

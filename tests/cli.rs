@@ -113,3 +113,82 @@ fn bad_sql_fails_with_a_message_and_exit_code() {
     assert!(!result.status.success());
     assert!(String::from_utf8_lossy(&result.stderr).contains("expected df://HOST:PORT"));
 }
+
+/// A child process killed when dropped.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(args: &[&str], log: PathBuf, filter: &str) -> Child {
+    let file = std::fs::File::create(&log).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(args)
+        .env("SLUICE_LOG", filter)
+        .stdout(std::process::Stdio::null())
+        .stderr(file)
+        .spawn()
+        .unwrap();
+    Child(child)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Executors the scheduler's REST API lists.
+fn registered_executors(port: u16) -> usize {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return 0 };
+    let req = format!("GET /api/executors HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
+    if s.write_all(req.as_bytes()).is_err() {
+        return 0;
+    }
+    let mut body = String::new();
+    let _ = s.read_to_string(&mut body);
+    body.matches("\"id\"").count()
+}
+
+#[test]
+fn separate_scheduler_and_executor_processes_score_with_predict() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let p = port.to_string();
+    let scheduler_addr = format!("127.0.0.1:{port}");
+    let _scheduler = spawn(&["scheduler", "--port", &p], dir.path().join("scheduler.log"), "info");
+    let executors: Vec<Child> = ["exec-a", "exec-b"]
+        .iter()
+        .map(|id| {
+            spawn(
+                &["executor", "--scheduler", &scheduler_addr, "--id", id, "--flight-port", "0", "--grpc-port", "0", "--vcores", "1"],
+                dir.path().join(format!("{id}.log")),
+                "info,sluice_udfs=debug",
+            )
+        })
+        .collect();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while registered_executors(port) < 2 {
+        assert!(std::time::Instant::now() < deadline, "executors did not register within 60 s");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+
+    let csv = dir.path().join("x.csv");
+    let header = (1..=16).map(|c| format!("f{c}")).collect::<Vec<_>>().join(",");
+    let body: String = (0..200).map(|i| (1..=16).map(|c| format!("{}", ((i * c) % 7) as f32 / 7.0)).collect::<Vec<_>>().join(",") + "\n").collect();
+    std::fs::write(&csv, format!("{header}\n{body}")).unwrap();
+    let cols = (1..=16).map(|c| format!("f{c}")).collect::<Vec<_>>().join(", ");
+    let sql = format!("SELECT COUNT(*) AS n, SUM(CASE WHEN s BETWEEN 0 AND 1 THEN 1 ELSE 0 END) AS ok FROM (SELECT predict('{}', {cols}) AS s FROM '{}')", fixture("scorer_16.pt"), csv.display());
+    let result = sluice().args(["sql", "--cluster", &format!("df://{scheduler_addr}"), &sql]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&result.stdout);
+    assert!(result.status.success(), "stdout:\n{stdout}\nstderr:\n{}", String::from_utf8_lossy(&result.stderr));
+    assert!(stdout.lines().any(|l| l.starts_with("| 200 | 200 ")), "{stdout}");
+
+    // The rows were scored inside the executor processes: their own predict logged the batches.
+    drop(executors);
+    let scored_in = |id: &str| std::fs::read_to_string(dir.path().join(format!("{id}.log"))).unwrap().contains("predict scored a batch");
+    assert!(scored_in("exec-a") || scored_in("exec-b"), "no executor logged a predict batch");
+}

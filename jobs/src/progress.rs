@@ -65,7 +65,7 @@ impl Stages {
     pub fn finish(&mut self, name: &str, started: Instant, rows: u64, detail: impl Into<String>) -> &Stage {
         self.stages.push(Stage { name: name.into(), rows, elapsed: started.elapsed(), detail: detail.into() });
         let stage = &self.stages[self.stages.len() - 1];
-        tracing::info!(stage = %stage.name, rows = stage.rows, seconds = stage.elapsed.as_secs_f64(), "stage finished");
+        tracing::debug!(stage = %stage.name, rows = stage.rows, seconds = stage.elapsed.as_secs_f64(), "stage finished");
         stage
     }
 
