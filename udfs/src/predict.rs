@@ -168,12 +168,18 @@ impl ScalarUDFImpl for PredictUdf {
     }
 
     fn return_field_from_args(&self, args: ReturnFieldArgs) -> DFResult<FieldRef> {
+        if args.arg_fields.is_empty() {
+            return Err(Error::BadCall(format!("predict: no arguments; {}", usage())).into());
+        }
         let path = model_path(args.scalar_arguments.first().copied().flatten())?;
         let (_, shape) = plan(&path, &args.arg_fields[1..])?;
         Ok(Arc::new(return_field(shape)))
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DFResult<ColumnarValue> {
+        if args.args.is_empty() || args.arg_fields.is_empty() {
+            return Err(Error::BadCall(format!("predict: no arguments; {}", usage())).into());
+        }
         let path = match args.args.first() {
             Some(ColumnarValue::Scalar(s)) => model_path(Some(s))?,
             _ => model_path(None)?,

@@ -118,6 +118,9 @@ async fn bad_calls_say_what_the_model_expects_and_what_was_given() {
     let e = error_of(&ctx, &format!("SELECT predict('{model}', {}, 'text') FROM t", columns(15))).await;
     assert!(e.contains("not numeric") && e.contains("Utf8"), "{e}");
 
+    let e = error_of(&ctx, "SELECT predict() FROM t").await;
+    assert!(e.contains("predict"), "{e}");
+
     let e = error_of(&ctx, "SELECT predict(f1, f2) FROM t").await;
     assert!(e.contains("first argument must be the model path"), "{e}");
 }
