@@ -16,6 +16,11 @@ say() { printf '[setup] %s\n' "$*" >&2; }
 
 mkdir -p "$cache"
 
+if ! command -v cargo >/dev/null 2>&1; then
+  say "cargo not found: install Rust 1.94 or newer (rustup) and run this again"
+  exit 1
+fi
+
 python="$(command -v python3 || true)"
 if [ -z "$python" ]; then
   say "python3 not found: installing python3 and python3-venv from Debian"
@@ -41,6 +46,8 @@ if [ ! -f "$stamp" ] || [ ! -f "$torch_dir/lib/libtorch_cpu.so" ]; then
     "torch==$torch_version" nvidia-cuda-runtime==13.0.96 nvidia-cuda-cupti==13.0.85
   touch "$stamp"
   say "installed libtorch at $torch_dir"
+else
+  say "libtorch $torch_version already installed at $torch_dir"
 fi
 
 target_dir="$cache/target"
@@ -64,4 +71,6 @@ TOML
 if [ ! -f "$config" ] || [ "$(cat "$config")" != "$want" ]; then
   printf '%s\n' "$want" > "$config"
   say "wrote $config (LIBTORCH=$torch_dir, target dir $target_dir)"
+else
+  say "$config is up to date (target dir $target_dir)"
 fi

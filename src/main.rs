@@ -6,12 +6,16 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
-use sluice_engine::{EmbeddedCluster, SessionContext, EmbeddedOptions, ExecutorOptions, SchedulerOptions};
+use sluice_engine::{EmbeddedCluster, EmbeddedOptions, ExecutorOptions, SchedulerOptions, SessionContext};
 use sluice_jobs::demo::{self, DemoOptions};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser, Debug)]
-#[command(name = "sluice", version, about = "Data ingestion and batch scoring on Ballista, with TorchScript models as SQL functions")]
+#[command(
+    name = "sluice",
+    version,
+    about = "Data ingestion and batch scoring on Ballista, with TorchScript models as SQL functions"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -132,6 +136,8 @@ fn init_tracing() {
 }
 
 async fn run(cli: Cli) -> Result<()> {
+    let device = sluice_engine::init_torch().map_err(anyhow::Error::msg).context("choosing the model device")?;
+    tracing::info!(%device, "models run on");
     match cli.command {
         Command::Demo { rows, out, seed, cluster } => {
             let (ctx, _cluster) = session(&cluster).await?;
@@ -139,7 +145,11 @@ async fn run(cli: Cli) -> Result<()> {
             println!("\n{}", summary.table);
             let total: f64 = summary.stages.iter().map(|s| s.elapsed.as_secs_f64()).sum();
             println!("model        {} ({})", summary.model_id, summary.model_path.display());
-            println!("predictions  {} ({} rows, one per test-split account)", summary.predictions.display(), summary.test.rows);
+            println!(
+                "predictions  {} ({} rows, one per test-split account)",
+                summary.predictions.display(),
+                summary.test.rows
+            );
             println!(
                 "test         AUC {:.4}  accuracy {:.4}  log loss {:.4}  churn rate {:.3}",
                 summary.test.auc, summary.test.accuracy, summary.test.log_loss, summary.test.positive_rate

@@ -43,7 +43,8 @@ fn demo_writes_one_prediction_per_test_row() {
     let mut rows = 0;
     let mut ids = std::collections::HashSet::new();
     for file in parquet_files(&out.path().join("predictions")) {
-        let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&file).unwrap()).unwrap().build().unwrap();
+        let reader =
+            ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&file).unwrap()).unwrap().build().unwrap();
         for batch in reader {
             let batch = batch.unwrap();
             let schema = batch.schema();
@@ -65,7 +66,8 @@ fn demo_writes_one_prediction_per_test_row() {
     // Exactly the test split: recount it from the features the demo wrote.
     let mut test_rows = 0;
     for file in parquet_files(&out.path().join("lake/curated/features")) {
-        let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&file).unwrap()).unwrap().build().unwrap();
+        let reader =
+            ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&file).unwrap()).unwrap().build().unwrap();
         for batch in reader {
             let batch = batch.unwrap();
             let split = arrow::compute::cast(batch.column_by_name("split").unwrap(), &DataType::Utf8).unwrap();
@@ -164,7 +166,19 @@ fn separate_scheduler_and_executor_processes_score_with_predict() {
         .iter()
         .map(|id| {
             spawn(
-                &["executor", "--scheduler", &scheduler_addr, "--id", id, "--flight-port", "0", "--grpc-port", "0", "--vcores", "1"],
+                &[
+                    "executor",
+                    "--scheduler",
+                    &scheduler_addr,
+                    "--id",
+                    id,
+                    "--flight-port",
+                    "0",
+                    "--grpc-port",
+                    "0",
+                    "--vcores",
+                    "1",
+                ],
                 dir.path().join(format!("{id}.log")),
                 "info,sluice_udfs=debug",
             )
@@ -178,10 +192,16 @@ fn separate_scheduler_and_executor_processes_score_with_predict() {
 
     let csv = dir.path().join("x.csv");
     let header = (1..=16).map(|c| format!("f{c}")).collect::<Vec<_>>().join(",");
-    let body: String = (0..200).map(|i| (1..=16).map(|c| format!("{}", ((i * c) % 7) as f32 / 7.0)).collect::<Vec<_>>().join(",") + "\n").collect();
+    let body: String = (0..200)
+        .map(|i| (1..=16).map(|c| format!("{}", ((i * c) % 7) as f32 / 7.0)).collect::<Vec<_>>().join(",") + "\n")
+        .collect();
     std::fs::write(&csv, format!("{header}\n{body}")).unwrap();
     let cols = (1..=16).map(|c| format!("f{c}")).collect::<Vec<_>>().join(", ");
-    let sql = format!("SELECT COUNT(*) AS n, SUM(CASE WHEN s BETWEEN 0 AND 1 THEN 1 ELSE 0 END) AS ok FROM (SELECT predict('{}', {cols}) AS s FROM '{}')", fixture("scorer_16.pt"), csv.display());
+    let sql = format!(
+        "SELECT COUNT(*) AS n, SUM(CASE WHEN s BETWEEN 0 AND 1 THEN 1 ELSE 0 END) AS ok FROM (SELECT predict('{}', {cols}) AS s FROM '{}')",
+        fixture("scorer_16.pt"),
+        csv.display()
+    );
     let result = sluice().args(["sql", "--cluster", &format!("df://{scheduler_addr}"), &sql]).output().unwrap();
     let stdout = String::from_utf8_lossy(&result.stdout);
     assert!(result.status.success(), "stdout:\n{stdout}\nstderr:\n{}", String::from_utf8_lossy(&result.stderr));
@@ -189,6 +209,8 @@ fn separate_scheduler_and_executor_processes_score_with_predict() {
 
     // The rows were scored inside the executor processes: their own predict logged the batches.
     drop(executors);
-    let scored_in = |id: &str| std::fs::read_to_string(dir.path().join(format!("{id}.log"))).unwrap().contains("predict scored a batch");
+    let scored_in = |id: &str| {
+        std::fs::read_to_string(dir.path().join(format!("{id}.log"))).unwrap().contains("predict scored a batch")
+    };
     assert!(scored_in("exec-a") || scored_in("exec-b"), "no executor logged a predict batch");
 }

@@ -140,7 +140,8 @@ fn executor_config(options: &ExecutorOptions) -> Result<(ExecutorProcessConfig, 
         }
         None => {
             let dir = std::env::temp_dir().join(format!("sluice-{}", options.id));
-            std::fs::create_dir_all(&dir).map_err(Error::io(format!("creating executor work dir {}", dir.display())))?;
+            std::fs::create_dir_all(&dir)
+                .map_err(Error::io(format!("creating executor work dir {}", dir.display())))?;
             dir.to_string_lossy().into_owned()
         }
     };
@@ -221,7 +222,9 @@ impl EmbeddedCluster {
     /// Starts a scheduler and `options.executors` executors and waits until all have registered.
     pub async fn start(options: EmbeddedOptions) -> Result<Self> {
         if options.executors == 0 {
-            return Err(Error::Config("an embedded cluster needs at least one executor (--executors 1 or more)".into()));
+            return Err(Error::Config(
+                "an embedded cluster needs at least one executor (--executors 1 or more)".into(),
+            ));
         }
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let vcores = options.vcores_per_executor.unwrap_or((cores / options.executors).max(1));
@@ -234,7 +237,8 @@ impl EmbeddedCluster {
             .map_err(Error::io("starting the cluster's runtime"))?;
 
         let scheduler_options = SchedulerOptions { port: 0, ..Default::default() };
-        let (scheduler, listener) = runtime.spawn(async move { build_scheduler(&scheduler_options).await }).await.map_err(join_error)??;
+        let (scheduler, listener) =
+            runtime.spawn(async move { build_scheduler(&scheduler_options).await }).await.map_err(join_error)??;
         let addr = listener.local_addr().map_err(Error::io("reading the scheduler's address"))?;
         let serving = scheduler.clone();
         runtime.spawn(async move {
@@ -274,7 +278,8 @@ impl EmbeddedCluster {
             .spawn(async move {
                 let deadline = Instant::now() + Duration::from_secs(30);
                 loop {
-                    let alive = scheduler.state.executor_manager.get_executors_state().await.map(|s| s.len()).unwrap_or(0);
+                    let alive =
+                        scheduler.state.executor_manager.get_executors_state().await.map(|s| s.len()).unwrap_or(0);
                     if alive >= expected {
                         return Ok(());
                     }

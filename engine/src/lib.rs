@@ -21,3 +21,11 @@ pub use sluice_udfs::Functions;
 pub fn client_functions() -> Functions {
     sluice_udfs::functions("client")
 }
+
+/// Prepares libtorch for this process: loads its CUDA backend where a GPU and the CUDA libraries
+/// are present (so `tch::Device::cuda_if_available()` picks the GPU), and returns the device
+/// `predict` will use, as `SLUICE_DEVICE` resolves here.
+pub fn init_torch() -> std::result::Result<String, String> {
+    sluice_udfs::device::load_cuda_backend();
+    sluice_udfs::device::default_device().map(sluice_udfs::device::device_name)
+}

@@ -24,7 +24,10 @@ pub fn session_config() -> SessionConfig {
 
 /// Builds the scheduler's session for a job: Ballista's defaults plus Sluice's functions and
 /// object stores. Used as the scheduler's session builder.
-pub fn scheduler_session_state(config: SessionConfig, functions: &Functions) -> datafusion::error::Result<SessionState> {
+pub fn scheduler_session_state(
+    config: SessionConfig,
+    functions: &Functions,
+) -> datafusion::error::Result<SessionState> {
     let mut state = ballista_core::utils::default_session_builder(config)?;
     let runtime: Arc<RuntimeEnv> = runtime::runtime_env(None)?;
     state = datafusion::execution::SessionStateBuilder::new_from_existing(state).with_runtime_env(runtime).build();

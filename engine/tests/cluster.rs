@@ -15,7 +15,9 @@ async fn scores_on_the_executors_equal_python_torch() {
     let dir = tempfile::tempdir().unwrap();
     write_features(&dir.path().join("features"), &inputs, 4, None);
     let (cluster, ctx, client) = cluster().await;
-    ctx.register_parquet("t", dir.path().join("features").to_str().unwrap(), ParquetReadOptions::default()).await.unwrap();
+    ctx.register_parquet("t", dir.path().join("features").to_str().unwrap(), ParquetReadOptions::default())
+        .await
+        .unwrap();
 
     let sql = format!("SELECT id, predict('{}', {}) AS score FROM t ORDER BY id", fixture("scorer_16.pt"), columns(16));
     let batches = ctx.sql(&sql).await.unwrap().collect().await.unwrap();
@@ -44,8 +46,11 @@ async fn filters_run_before_predict() {
     let dir = tempfile::tempdir().unwrap();
     write_features(&dir.path().join("features"), &inputs, 2, None);
     let (cluster, ctx, _) = cluster().await;
-    ctx.register_parquet("t", dir.path().join("features").to_str().unwrap(), ParquetReadOptions::default()).await.unwrap();
-    let sql = format!("SELECT id, predict('{}', {}) AS score FROM t WHERE id < 100", fixture("scorer_16.pt"), columns(16));
+    ctx.register_parquet("t", dir.path().join("features").to_str().unwrap(), ParquetReadOptions::default())
+        .await
+        .unwrap();
+    let sql =
+        format!("SELECT id, predict('{}', {}) AS score FROM t WHERE id < 100", fixture("scorer_16.pt"), columns(16));
     let rows: usize = ctx.sql(&sql).await.unwrap().collect().await.unwrap().iter().map(|b| b.num_rows()).sum();
     assert_eq!(rows, 100);
     // With filters pushed into the scan only the 100 surviving rows reach the model, not 1000.

@@ -10,7 +10,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 /// A bar counting `len` units of `unit` (rows, epochs), with rate and ETA.
 pub fn bar(len: u64, message: &str, unit: &str) -> ProgressBar {
     let bar = ProgressBar::new(len);
-    let template = format!("{{spinner}} {{msg:<24}} [{{bar:30}}] {{human_pos}}/{{human_len}} {unit} {{per_sec}} ETA {{eta}}");
+    let template =
+        format!("{{spinner}} {{msg:<24}} [{{bar:30}}] {{human_pos}}/{{human_len}} {unit} {{per_sec}} ETA {{eta}}");
     if let Ok(style) = ProgressStyle::with_template(&template) {
         bar.set_style(style.progress_chars("=> "));
     }

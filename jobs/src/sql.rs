@@ -8,8 +8,10 @@ use crate::error::Result;
 
 /// Runs `sql` (one statement) and collects its result.
 pub async fn run(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>> {
-    let df = ctx.sql(sql).await?;
-    Ok(df.collect().await?)
+    let spin = crate::progress::spinner("running query");
+    let result = async { ctx.sql(sql).await?.collect().await }.await;
+    spin.finish_and_clear();
+    Ok(result?)
 }
 
 /// Formats at most `max_rows` rows as a table, with a line saying how many were left out.

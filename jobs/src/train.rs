@@ -133,12 +133,19 @@ pub fn train_binary_classifier(
             let end = (start + options.batch_size as i64).min(rows);
             let idx = perm.narrow(0, start, end - start);
             let logits = net.forward(&x_train.index_select(0, &idx));
-            let loss = logits.binary_cross_entropy_with_logits::<Tensor>(&y_train.index_select(0, &idx), None, None, Reduction::Mean);
+            let loss = logits.binary_cross_entropy_with_logits::<Tensor>(
+                &y_train.index_select(0, &idx),
+                None,
+                None,
+                Reduction::Mean,
+            );
             opt.backward_step(&loss);
             start = end;
         }
         let val_loss = tch::no_grad(|| {
-            net.forward(&x_val).binary_cross_entropy_with_logits::<Tensor>(&y_val, None, None, Reduction::Mean).double_value(&[])
+            net.forward(&x_val)
+                .binary_cross_entropy_with_logits::<Tensor>(&y_val, None, None, Reduction::Mean)
+                .double_value(&[])
         });
         on_epoch(epoch, val_loss);
         if val_loss < best.0 - 1e-5 {
@@ -190,7 +197,8 @@ mod tests {
             data.features.extend([a, b]);
             data.labels.push(if a / 1000.0 + 2.0 * b > 0.0 { 1.0 } else { 0.0 });
         }
-        let validate = Dataset { features: data.features[..2000].to_vec(), labels: data.labels[..1000].to_vec(), width: 2 };
+        let validate =
+            Dataset { features: data.features[..2000].to_vec(), labels: data.labels[..1000].to_vec(), width: 2 };
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("m.pt");
         let trained = train_binary_classifier(&data, &validate, &TrainOptions::default(), &path, |_, _| {}).unwrap();

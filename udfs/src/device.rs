@@ -45,9 +45,7 @@ pub fn parse_device(name: &str) -> Result<Device, String> {
         "cuda" | "gpu" => cuda(0),
         other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
             Some(Ok(n)) => cuda(n),
-            _ => Err(format!(
-                "unknown device '{name}': use auto, cpu, cuda or cuda:N (set {DEVICE_ENV})"
-            )),
+            _ => Err(format!("unknown device '{name}': use auto, cpu, cuda or cuda:N (set {DEVICE_ENV})")),
         },
     }
 }
@@ -69,9 +67,7 @@ fn cuda(n: usize) -> Result<Device, String> {
 /// The device of this process, from [`DEVICE_ENV`] (read once).
 pub fn default_device() -> Result<Device, String> {
     static DEVICE: OnceLock<Result<Device, String>> = OnceLock::new();
-    DEVICE
-        .get_or_init(|| parse_device(&std::env::var(DEVICE_ENV).unwrap_or_default()))
-        .clone()
+    DEVICE.get_or_init(|| parse_device(&std::env::var(DEVICE_ENV).unwrap_or_default())).clone()
 }
 
 /// A short name for a device, as users write it.

@@ -77,11 +77,8 @@ static LOADS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0
 fn configure_threads() {
     static ONCE: OnceLock<()> = OnceLock::new();
     ONCE.get_or_init(|| {
-        let threads = std::env::var(THREADS_ENV)
-            .ok()
-            .and_then(|v| v.parse::<i32>().ok())
-            .filter(|n| *n > 0)
-            .unwrap_or(1);
+        let threads =
+            std::env::var(THREADS_ENV).ok().and_then(|v| v.parse::<i32>().ok()).filter(|n| *n > 0).unwrap_or(1);
         tch::set_num_threads(threads);
     });
 }
@@ -116,9 +113,10 @@ impl Model {
         let mut module = CModule::load_data_on_device(&mut Cursor::new(bytes), device)
             .map_err(|e| Error::ModelLoad { path: path.to_string(), message: first_line(&e.to_string()) })?;
         module.set_eval();
-        let declared_inputs = module.named_parameters().ok().and_then(|params| {
-            params.iter().find(|(_, t)| t.dim() == 2).map(|(_, t)| t.size()[1] as usize)
-        });
+        let declared_inputs = module
+            .named_parameters()
+            .ok()
+            .and_then(|params| params.iter().find(|(_, t)| t.dim() == 2).map(|(_, t)| t.size()[1] as usize));
         LOADS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tracing::info!(model = %id, path = %path, device = %device_name(device), "loaded TorchScript model");
         let model = Arc::new(Model {

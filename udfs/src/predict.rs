@@ -115,12 +115,10 @@ fn plan(path: &str, features: &[FieldRef]) -> Result<(Arc<Model>, Shape)> {
         Error::BadCall(format!("{e}. Given {} feature column(s): ({})", features.len(), describe(features)))
     })?;
     if features.is_empty() {
-        return Err(Error::BadCall(format!(
-            "predict: no feature columns given for model '{path}'; {}",
-            usage()
-        )));
+        return Err(Error::BadCall(format!("predict: no feature columns given for model '{path}'; {}", usage())));
     }
-    let bad: Vec<_> = features.iter().filter(|f| !f.data_type().is_numeric() && *f.data_type() != DataType::Null).collect();
+    let bad: Vec<_> =
+        features.iter().filter(|f| !f.data_type().is_numeric() && *f.data_type() != DataType::Null).collect();
     if !bad.is_empty() {
         let expected = model.declared_inputs().map_or("numeric".to_string(), |n| format!("{n} numeric"));
         return Err(Error::BadCall(format!(
@@ -186,13 +184,21 @@ impl ScalarUDFImpl for PredictUdf {
         };
         let (model, shape) = plan(&path, &args.arg_fields[1..])?;
         let rows = args.number_rows;
-        let columns = args.args[1..]
-            .iter()
-            .map(|c| c.to_array(rows))
-            .collect::<DFResult<Vec<_>>>()?;
+        let columns = args.args[1..].iter().map(|c| c.to_array(rows)).collect::<DFResult<Vec<_>>>()?;
         let fields = &args.arg_fields[1..];
         let started = Instant::now();
-        let array = run_off_runtime(|| score(&model, shape, &columns, fields))?;
+        // A panic inside libtorch bindings must fail this batch, not the executor's worker thread.
+        let array = run_off_runtime(|| {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| score(&model, shape, &columns, fields)))
+        })
+        .map_err(|panic| Error::Torch {
+            model: model.id().to_string(),
+            message: panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .map_or("the forward pass panicked".to_string(), crate::model::first_line),
+        })??;
         self.stats.rows.fetch_add(rows as u64, Ordering::Relaxed);
         self.stats.batches.fetch_add(rows.div_ceil(DEFAULT_BATCH_ROWS) as u64, Ordering::Relaxed);
         self.stats.forward_nanos.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
@@ -205,9 +211,7 @@ impl ScalarUDFImpl for PredictUdf {
 /// worker hands its other tasks to a fresh thread first. Elsewhere the work simply runs here.
 fn run_off_runtime<T>(f: impl FnOnce() -> T) -> T {
     match tokio::runtime::Handle::try_current() {
-        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-            tokio::task::block_in_place(f)
-        }
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
         _ => f(),
     }
 }
@@ -233,7 +237,8 @@ fn score(model: &Model, shape: Shape, columns: &[ArrayRef], fields: &[FieldRef])
                 field.name()
             )));
         }
-        let as_f32 = if column.data_type() == &DataType::Float32 { column.clone() } else { cast(column, &DataType::Float32)? };
+        let as_f32 =
+            if column.data_type() == &DataType::Float32 { column.clone() } else { cast(column, &DataType::Float32)? };
         f32_columns.push(as_f32);
     }
     let values: Vec<&[f32]> = f32_columns.iter().map(|c| &c.as_primitive::<Float32Type>().values()[..]).collect();

@@ -41,10 +41,7 @@ impl ScalarUDFImpl for SplitHashUdf {
 
     fn return_type(&self, arg_types: &[DataType]) -> DFResult<DataType> {
         if !arg_types[1].is_integer() {
-            return plan_err!(
-                "split_hash(key, seed): the seed must be an integer, got {}",
-                arg_types[1]
-            );
+            return plan_err!("split_hash(key, seed): the seed must be an integer, got {}", arg_types[1]);
         }
         Ok(DataType::Float64)
     }

@@ -20,7 +20,11 @@ fn expected() -> Value {
 }
 
 fn matrix(v: &Value) -> Vec<Vec<f32>> {
-    v.as_array().unwrap().iter().map(|r| r.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect())
+        .collect()
 }
 
 /// A session with Sluice's functions and a table `t(id, f1..fN)` holding `rows`.
@@ -38,8 +42,11 @@ fn session(rows: &[Vec<f32>], batch_rows: usize) -> (SessionContext, Arc<sluice_
         .chunks(batch_rows)
         .enumerate()
         .map(|(b, chunk)| {
-            let mut cols: Vec<ArrayRef> = vec![Arc::new(Int64Array::from_iter_values((0..chunk.len()).map(|i| (b * batch_rows + i) as i64)))];
-            cols.extend((0..width).map(|c| Arc::new(Float32Array::from_iter_values(chunk.iter().map(|r| r[c]))) as ArrayRef));
+            let mut cols: Vec<ArrayRef> =
+                vec![Arc::new(Int64Array::from_iter_values((0..chunk.len()).map(|i| (b * batch_rows + i) as i64)))];
+            cols.extend(
+                (0..width).map(|c| Arc::new(Float32Array::from_iter_values(chunk.iter().map(|r| r[c]))) as ArrayRef),
+            );
             RecordBatch::try_new(schema.clone(), cols).unwrap()
         })
         .collect();
@@ -55,11 +62,13 @@ fn columns(n: usize) -> String {
 async fn scores_equal_python_torch() {
     let expected = expected();
     let inputs = matrix(&expected["scorer_16"]["inputs"]);
-    let outputs: Vec<f32> = expected["scorer_16"]["outputs"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect();
+    let outputs: Vec<f32> =
+        expected["scorer_16"]["outputs"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect();
     let (ctx, predict) = session(&inputs, 1000);
     let sql = format!("SELECT id, predict('{}', {}) AS score FROM t ORDER BY id", fixture("scorer_16.pt"), columns(16));
     let batches = ctx.sql(&sql).await.unwrap().collect().await.unwrap();
-    let scores: Vec<f32> = batches.iter().flat_map(|b| b.column(1).as_primitive::<Float32Type>().values().to_vec()).collect();
+    let scores: Vec<f32> =
+        batches.iter().flat_map(|b| b.column(1).as_primitive::<Float32Type>().values().to_vec()).collect();
     assert_eq!(batches[0].schema().field(1).data_type(), &DataType::Float32);
     assert_eq!(scores.len(), outputs.len());
     let max_diff = scores.iter().zip(&outputs).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
@@ -135,7 +144,11 @@ async fn null_features_name_the_column_and_row() {
     fields.extend((1..=16).map(|c| Field::new(format!("f{c}"), DataType::Float32, true)));
     let mut cols: Vec<ArrayRef> = vec![Arc::new(StringArray::from(vec!["a", "b", "c"]))];
     for c in 1..=16 {
-        let v = if c == 5 { Float32Array::from(vec![Some(1.0), None, Some(2.0)]) } else { Float32Array::from(vec![1.0f32, 2.0, 3.0]) };
+        let v = if c == 5 {
+            Float32Array::from(vec![Some(1.0), None, Some(2.0)])
+        } else {
+            Float32Array::from(vec![1.0f32, 2.0, 3.0])
+        };
         cols.push(Arc::new(v));
     }
     ctx.register_batch("t", RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).unwrap()).unwrap();

@@ -58,7 +58,8 @@ impl ParquetDirWriter {
         let path = self.dir.join(&name);
         let file = File::create(&tmp).map_err(|source| Error::Io { path: tmp.clone(), source })?;
         let parquet_err = |source| Error::Parquet { path: path.clone(), source };
-        let mut writer = ArrowWriter::try_new(file, self.schema.clone(), Some(self.props.clone())).map_err(parquet_err)?;
+        let mut writer =
+            ArrowWriter::try_new(file, self.schema.clone(), Some(self.props.clone())).map_err(parquet_err)?;
         let mut rows = 0;
         for batch in batches {
             if batch.schema() != self.schema {
@@ -112,7 +113,12 @@ mod tests {
         assert_eq!(w.stats().rows, 6);
         assert_eq!(w.stats().files, 1);
         let file = File::open(dir.path().join("t/part-00000.parquet")).unwrap();
-        let rows: usize = ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap().map(|b| b.unwrap().num_rows()).sum();
+        let rows: usize = ParquetRecordBatchReaderBuilder::try_new(file)
+            .unwrap()
+            .build()
+            .unwrap()
+            .map(|b| b.unwrap().num_rows())
+            .sum();
         assert_eq!(rows, 6);
 
         let other = RecordBatch::try_new(
@@ -123,9 +129,9 @@ mod tests {
         let err = w.write_part(&[other]).unwrap_err().to_string();
         assert!(err.contains("differs from the data set's schema"), "{err}");
         // The failed part left no visible file behind.
-        let visible = std::fs::read_dir(dir.path().join("t")).unwrap().filter(|e| {
-            !e.as_ref().unwrap().file_name().to_string_lossy().starts_with('.')
-        });
+        let visible = std::fs::read_dir(dir.path().join("t"))
+            .unwrap()
+            .filter(|e| !e.as_ref().unwrap().file_name().to_string_lossy().starts_with('.'));
         assert_eq!(visible.count(), 1);
     }
 }

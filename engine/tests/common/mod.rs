@@ -42,7 +42,8 @@ pub fn write_features(dir: &Path, rows: &[Vec<f32>], files: usize, null_at: Opti
     let per_file = rows.len().div_ceil(files);
     for (f, chunk) in rows.chunks(per_file).enumerate() {
         let base = f * per_file;
-        let mut cols: Vec<ArrayRef> = vec![Arc::new(Int64Array::from_iter_values((0..chunk.len()).map(|i| (base + i) as i64)))];
+        let mut cols: Vec<ArrayRef> =
+            vec![Arc::new(Int64Array::from_iter_values((0..chunk.len()).map(|i| (base + i) as i64)))];
         for c in 0..width {
             let values = chunk.iter().enumerate().map(|(i, r)| (null_at != Some((base + i, c + 1))).then_some(r[c]));
             cols.push(Arc::new(Float32Array::from_iter(values)));

@@ -148,7 +148,13 @@ fn generate_chunk(seed: u64, part: usize, first_id: i64, count: usize) -> Chunk 
         let nps = (rng.random::<f64>() > 0.08)
             .then(|| (7.0 - 1.6 * unhappy + 1.2 * normal(&mut rng)).round().clamp(0.0, 10.0) as i32);
         let z = -1.1 + 1.3 * unhappy - 0.9 * engagement - 0.012 * f64::from(tenure - 24)
-            + if segment == "smb" { 0.4 } else if segment == "enterprise" { -0.5 } else { 0.0 };
+            + if segment == "smb" {
+                0.4
+            } else if segment == "enterprise" {
+                -0.5
+            } else {
+                0.0
+            };
         let churned = rng.random::<f64>() < sigmoid(z);
 
         c.account_id.push(id);
@@ -261,17 +267,20 @@ pub fn land(raw: &Path, accounts: usize, seed: u64, mut on_part: impl FnMut(usiz
     // Two parts at a time: generation is CPU-bound and parts are independent.
     let mut part = 0;
     while part < parts {
-        let batch: Vec<(usize, usize)> = (part..parts.min(part + 2))
-            .map(|p| (p, ACCOUNTS_PER_PART.min(accounts - p * ACCOUNTS_PER_PART)))
-            .collect();
+        let batch: Vec<(usize, usize)> =
+            (part..parts.min(part + 2)).map(|p| (p, ACCOUNTS_PER_PART.min(accounts - p * ACCOUNTS_PER_PART))).collect();
         let chunks: Vec<Result<[RecordBatch; 3]>> = std::thread::scope(|s| {
             let handles: Vec<_> = batch
                 .iter()
-                .map(|&(p, n)| s.spawn(move || generate_chunk(seed, p, (p * ACCOUNTS_PER_PART) as i64 + 1, n).into_batches()))
+                .map(|&(p, n)| {
+                    s.spawn(move || generate_chunk(seed, p, (p * ACCOUNTS_PER_PART) as i64 + 1, n).into_batches())
+                })
                 .collect();
             handles
                 .into_iter()
-                .map(|h| h.join().unwrap_or_else(|_| Err(crate::Error::Invalid("data generation thread panicked".into()))))
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| Err(crate::Error::Invalid("data generation thread panicked".into())))
+                })
                 .collect()
         });
         for (chunk, (_, n)) in chunks.into_iter().zip(&batch) {
