@@ -11,7 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 pub fn bar(len: u64, message: &str, unit: &str) -> ProgressBar {
     let bar = ProgressBar::new(len);
     let template =
-        format!("{{spinner}} {{msg:<24}} [{{bar:30}}] {{human_pos}}/{{human_len}} {unit} {{per_sec}} ETA {{eta}}");
+        format!("{{spinner}} {{msg:<24}} [{{bar:30}}] {{human_pos}}/{{human_len}} {unit} {{per_sec:1}} ETA {{eta}}");
     if let Ok(style) = ProgressStyle::with_template(&template) {
         bar.set_style(style.progress_chars("=> "));
     }
