@@ -1,5 +1,7 @@
 //! The `sluice` binary as a user runs it: `sql` and `demo` on the embedded cluster.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

@@ -1,6 +1,8 @@
 //! An embedded Ballista cluster (scheduler + 2 executors over gRPC/Flight on loopback) scoring
 //! with `predict` on its executors.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
+
 mod common;
 
 use arrow::array::AsArray;

@@ -1,6 +1,8 @@
 //! `predict` against committed TorchScript fixtures and their outputs from Python torch, run in
 //! a local DataFusion session (the cluster tests live in the engine crate).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
+
 use std::path::PathBuf;
 use std::sync::Arc;
 

@@ -1,5 +1,6 @@
 //! Shared set-up of the engine's cluster tests: an embedded cluster and fixture data as Parquet.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
