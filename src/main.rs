@@ -6,7 +6,9 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
-use sluice_engine::{EmbeddedCluster, EmbeddedOptions, ExecutorOptions, SchedulerOptions, SessionContext};
+use sluice_engine::{
+    Datastore, EmbeddedCluster, EmbeddedOptions, ExecutorOptions, SchedulerOptions, SessionContext, WorkspaceConfig,
+};
 use sluice_jobs::demo::{self, DemoOptions};
 use tracing_subscriber::EnvFilter;
 
@@ -64,6 +66,8 @@ enum Command {
         /// Seconds without a heartbeat before an executor is considered lost.
         #[arg(long, default_value_t = 180)]
         executor_timeout: u64,
+        #[command(flatten)]
+        workspace: WorkspaceArg,
     },
     /// Run a Ballista executor with Sluice's functions, attached to a scheduler.
     Executor {
@@ -91,6 +95,8 @@ enum Command {
         /// Directory for shuffle and spill files.
         #[arg(long)]
         work_dir: Option<String>,
+        #[command(flatten)]
+        workspace: WorkspaceArg,
     },
 }
 
@@ -102,20 +108,40 @@ struct ClusterArgs {
     /// Executors of the embedded cluster.
     #[arg(long, default_value_t = 2)]
     executors: usize,
+    #[command(flatten)]
+    workspace: WorkspaceArg,
+}
+
+#[derive(Args, Debug, Clone)]
+struct WorkspaceArg {
+    /// Workspace file with the datastores (default: ./sluice.toml when present).
+    #[arg(long = "workspace", env = "SLUICE_WORKSPACE", value_name = "FILE")]
+    path: Option<PathBuf>,
+}
+
+impl WorkspaceArg {
+    fn datastores(&self) -> Result<Vec<Datastore>> {
+        let config = WorkspaceConfig::discover(self.path.as_deref())?;
+        Ok(Datastore::open_all(&config)?)
+    }
 }
 
 /// A session on the cluster the arguments name; keeps an embedded cluster alive while held.
 async fn session(args: &ClusterArgs) -> Result<(SessionContext, Option<EmbeddedCluster>)> {
     let functions = sluice_engine::client_functions();
+    let datastores = args.workspace.datastores()?;
     match &args.cluster {
         Some(url) => {
-            let ctx = sluice_engine::connect(url, &functions).await.with_context(|| format!("connecting to {url}"))?;
+            let ctx = sluice_engine::connect(url, &functions, &datastores)
+                .await
+                .with_context(|| format!("connecting to {url}"))?;
             Ok((ctx, None))
         }
         None => {
-            let cluster = EmbeddedCluster::start(EmbeddedOptions { executors: args.executors, ..Default::default() })
-                .await
-                .context("starting the embedded cluster")?;
+            let cluster =
+                EmbeddedCluster::start(EmbeddedOptions { executors: args.executors, datastores, ..Default::default() })
+                    .await
+                    .context("starting the embedded cluster")?;
             let ctx = cluster.connect(&functions).await?;
             eprintln!("embedded cluster: scheduler {} with {} executors", cluster.url(), cluster.executors().len());
             Ok((ctx, Some(cluster)))
@@ -170,16 +196,27 @@ async fn run(cli: Cli) -> Result<()> {
             let batches = sluice_jobs::sql::run(&ctx, &sql).await?;
             print!("{}", sluice_jobs::sql::format_table(&batches, max_rows)?);
         }
-        Command::Scheduler { bind, external_host, port, executor_timeout } => {
+        Command::Scheduler { bind, external_host, port, executor_timeout, workspace } => {
             sluice_engine::cluster::run_scheduler(SchedulerOptions {
                 bind_host: bind,
                 external_host,
                 port,
                 executor_timeout_seconds: executor_timeout,
+                datastores: workspace.datastores()?,
             })
             .await?;
         }
-        Command::Executor { scheduler, id, bind, external_host, flight_port, grpc_port, vcores, work_dir } => {
+        Command::Executor {
+            scheduler,
+            id,
+            bind,
+            external_host,
+            flight_port,
+            grpc_port,
+            vcores,
+            work_dir,
+            workspace,
+        } => {
             let (host, port) = scheduler
                 .rsplit_once(':')
                 .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
@@ -196,6 +233,7 @@ async fn run(cli: Cli) -> Result<()> {
                 vcores: vcores.unwrap_or(defaults.vcores),
                 work_dir,
                 connect_timeout_seconds: defaults.connect_timeout_seconds,
+                datastores: workspace.datastores()?,
             })
             .await?;
         }
@@ -225,7 +263,16 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // Library errors often repeat their source in their own message: print each cause once.
+            let mut message = e.to_string();
+            for cause in e.chain().skip(1) {
+                let cause = cause.to_string();
+                if !message.contains(&cause) {
+                    message.push_str(": ");
+                    message.push_str(&cause);
+                }
+            }
+            eprintln!("error: {message}");
             ExitCode::FAILURE
         }
     }

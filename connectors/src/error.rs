@@ -24,6 +24,9 @@ pub enum Error {
         /// The Parquet error.
         source: parquet::errors::ParquetError,
     },
+    /// A configuration file or setting is invalid; the message names the file, key and fix.
+    #[error("{0}")]
+    Config(String),
     /// A batch does not match the schema of the data set it is written to.
     #[error("{0}")]
     Schema(String),

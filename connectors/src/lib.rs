@@ -2,6 +2,7 @@
 //!
 //! [`registry`] lists them by name; the engine wires them into DataFusion and Ballista.
 
+pub mod datastore;
 pub mod error;
 pub mod parquet;
 

@@ -17,6 +17,7 @@ use ballista_scheduler::scheduler_process::{create_scheduler, start_grpc_service
 use ballista_scheduler::scheduler_server::SchedulerServer;
 use datafusion::prelude::SessionContext;
 use datafusion_proto::protobuf::{LogicalPlanNode, PhysicalPlanNode};
+use sluice_connectors::datastore::Datastore;
 use sluice_udfs::{Functions, PredictStats, functions};
 
 use crate::error::{Error, Result};
@@ -34,6 +35,8 @@ pub struct SchedulerOptions {
     pub port: u16,
     /// Seconds without a heartbeat after which an executor is considered lost.
     pub executor_timeout_seconds: u64,
+    /// Datastores registered in every job's session (the scheduler plans with them).
+    pub datastores: Vec<Datastore>,
 }
 
 impl Default for SchedulerOptions {
@@ -43,6 +46,7 @@ impl Default for SchedulerOptions {
             external_host: "127.0.0.1".into(),
             port: 50050,
             executor_timeout_seconds: 180,
+            datastores: Vec::new(),
         }
     }
 }
@@ -70,6 +74,8 @@ pub struct ExecutorOptions {
     pub work_dir: Option<String>,
     /// Seconds to keep retrying the scheduler at start-up (0: fail at once).
     pub connect_timeout_seconds: u16,
+    /// Datastores the executor reads and writes.
+    pub datastores: Vec<Datastore>,
 }
 
 impl Default for ExecutorOptions {
@@ -85,6 +91,7 @@ impl Default for ExecutorOptions {
             vcores: std::thread::available_parallelism().map_or(1, |n| n.get()),
             work_dir: None,
             connect_timeout_seconds: 30,
+            datastores: Vec::new(),
         }
     }
 }
@@ -104,11 +111,14 @@ async fn build_scheduler(options: &SchedulerOptions) -> Result<(Scheduler, tokio
         .map_err(Error::io(format!("binding the scheduler to {}:{}", options.bind_host, options.port)))?;
     let port = listener.local_addr().map_err(Error::io("reading the scheduler's address"))?.port();
     let functions = functions("scheduler");
+    let datastores = options.datastores.clone();
     let mut config = SchedulerConfig::default()
         .with_hostname(options.external_host.clone())
         .with_port(port)
         .with_override_config_producer(Arc::new(session_config))
-        .with_override_session_builder(Arc::new(move |config| scheduler_session_state(config, &functions)));
+        .with_override_session_builder(Arc::new(move |config| {
+            scheduler_session_state(config, &functions, &datastores)
+        }));
     config.bind_host = options.bind_host.clone();
     config.executor_timeout_seconds = options.executor_timeout_seconds;
     let cluster = BallistaCluster::new_from_config(&config).await?;
@@ -146,6 +156,7 @@ fn executor_config(options: &ExecutorOptions) -> Result<(ExecutorProcessConfig, 
         }
     };
     let spill = work_dir.clone();
+    let datastores = options.datastores.clone();
     let flight_port = if options.flight_port == 0 { free_port(&options.bind_host)? } else { options.flight_port };
     let grpc_port = if options.grpc_port == 0 { free_port(&options.bind_host)? } else { options.grpc_port };
     let config = ExecutorProcessConfig {
@@ -161,7 +172,7 @@ fn executor_config(options: &ExecutorOptions) -> Result<(ExecutorProcessConfig, 
         work_dir: Some(work_dir),
         print_thread_info: false,
         override_function_registry: Some(Arc::new(registry)),
-        override_runtime_producer: Some(Arc::new(move |_| runtime_env(Some(&spill)))),
+        override_runtime_producer: Some(Arc::new(move |_| runtime_env(Some(&spill), &datastores))),
         override_config_producer: Some(Arc::new(session_config)),
         ..Default::default()
     };
@@ -184,11 +195,13 @@ pub struct EmbeddedOptions {
     pub executors: usize,
     /// Tasks each executor runs at once; by default the cores shared out among the executors.
     pub vcores_per_executor: Option<usize>,
+    /// Datastores registered on the scheduler, every executor and the clients.
+    pub datastores: Vec<Datastore>,
 }
 
 impl Default for EmbeddedOptions {
     fn default() -> Self {
-        Self { executors: 2, vcores_per_executor: None }
+        Self { executors: 2, vcores_per_executor: None, datastores: Vec::new() }
     }
 }
 
@@ -208,6 +221,7 @@ pub struct EmbeddedCluster {
     runtime: Option<tokio::runtime::Runtime>,
     addr: SocketAddr,
     executors: Vec<EmbeddedExecutor>,
+    datastores: Vec<Datastore>,
     // Shuffle and spill files of the executors; removed when the cluster is dropped.
     _work_dir: tempfile::TempDir,
 }
@@ -236,7 +250,8 @@ impl EmbeddedCluster {
             .build()
             .map_err(Error::io("starting the cluster's runtime"))?;
 
-        let scheduler_options = SchedulerOptions { port: 0, ..Default::default() };
+        let scheduler_options =
+            SchedulerOptions { port: 0, datastores: options.datastores.clone(), ..Default::default() };
         let (scheduler, listener) =
             runtime.spawn(async move { build_scheduler(&scheduler_options).await }).await.map_err(join_error)??;
         let addr = listener.local_addr().map_err(Error::io("reading the scheduler's address"))?;
@@ -261,6 +276,7 @@ impl EmbeddedCluster {
                 vcores,
                 connect_timeout_seconds: 10,
                 work_dir: Some(work_dir.path().join(format!("executor-{i}")).to_string_lossy().into_owned()),
+                datastores: options.datastores.clone(),
                 ..Default::default()
             };
             let (config, functions) = executor_config(&exec_options)?;
@@ -293,7 +309,7 @@ impl EmbeddedCluster {
             .map_err(join_error)?;
         waited?;
         tracing::info!(%addr, executors = expected, vcores, "embedded cluster ready");
-        Ok(Self { runtime: Some(runtime), addr, executors, _work_dir: work_dir })
+        Ok(Self { runtime: Some(runtime), addr, executors, datastores: options.datastores, _work_dir: work_dir })
     }
 
     /// `df://127.0.0.1:PORT` of the scheduler.
@@ -308,7 +324,7 @@ impl EmbeddedCluster {
 
     /// A client session on this cluster, with Sluice's functions registered as `client`.
     pub async fn connect(&self, functions: &Functions) -> Result<SessionContext> {
-        connect(&self.url(), functions).await
+        connect(&self.url(), functions, &self.datastores).await
     }
 }
 

@@ -14,6 +14,7 @@ pub use error::{Error, Result};
 pub use session::connect;
 
 pub use datafusion::prelude::SessionContext;
+pub use sluice_connectors::datastore::{Datastore, WorkspaceConfig};
 pub use sluice_udfs::Functions;
 
 /// Sluice's functions as the client registers them (its `predict` counters stay at zero unless

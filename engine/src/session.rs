@@ -6,6 +6,7 @@ use ballista::prelude::{SessionConfigExt, SessionContextExt};
 use datafusion::execution::SessionState;
 use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::prelude::{SessionConfig, SessionContext};
+use sluice_connectors::datastore::Datastore;
 use sluice_udfs::Functions;
 
 use crate::error::{Error, Result};
@@ -27,9 +28,10 @@ pub fn session_config() -> SessionConfig {
 pub fn scheduler_session_state(
     config: SessionConfig,
     functions: &Functions,
+    datastores: &[Datastore],
 ) -> datafusion::error::Result<SessionState> {
     let mut state = ballista_core::utils::default_session_builder(config)?;
-    let runtime: Arc<RuntimeEnv> = runtime::runtime_env(None)?;
+    let runtime: Arc<RuntimeEnv> = runtime::runtime_env(None, datastores)?;
     state = datafusion::execution::SessionStateBuilder::new_from_existing(state).with_runtime_env(runtime).build();
     for udf in &functions.scalar {
         datafusion::execution::FunctionRegistry::register_udf(&mut state, udf.clone())?;
@@ -52,13 +54,13 @@ pub fn scheduler_url(cluster: &str) -> Result<String> {
 }
 
 /// A client session against the scheduler at `cluster` (`df://host:port`), with Sluice's
-/// functions registered for planning.
-pub async fn connect(cluster: &str, functions: &Functions) -> Result<SessionContext> {
+/// functions registered for planning and the datastores' object stores for listing files.
+pub async fn connect(cluster: &str, functions: &Functions, datastores: &[Datastore]) -> Result<SessionContext> {
     let url = scheduler_url(cluster)?;
     let state = datafusion::execution::SessionStateBuilder::new()
         .with_default_features()
         .with_config(session_config())
-        .with_runtime_env(runtime::runtime_env(None)?)
+        .with_runtime_env(runtime::runtime_env(None, datastores)?)
         .build();
     let ctx = SessionContext::remote_with_state(&url, state).await?;
     // After `remote_with_state`: Ballista's upgrade resets the scalar function list.

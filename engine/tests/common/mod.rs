@@ -59,7 +59,15 @@ pub fn write_features(dir: &Path, rows: &[Vec<f32>], files: usize, null_at: Opti
 
 /// An embedded cluster with two executors, and a client session on it.
 pub async fn cluster() -> (EmbeddedCluster, SessionContext, sluice_engine::Functions) {
-    let cluster = EmbeddedCluster::start(EmbeddedOptions { executors: 2, vcores_per_executor: Some(1) }).await.unwrap();
+    cluster_with(Vec::new()).await
+}
+
+/// An embedded cluster with two executors and `datastores` registered on every site.
+pub async fn cluster_with(
+    datastores: Vec<sluice_engine::Datastore>,
+) -> (EmbeddedCluster, SessionContext, sluice_engine::Functions) {
+    let options = EmbeddedOptions { executors: 2, vcores_per_executor: Some(1), datastores };
+    let cluster = EmbeddedCluster::start(options).await.unwrap();
     let functions = sluice_engine::client_functions();
     let ctx = cluster.connect(&functions).await.unwrap();
     (cluster, ctx, functions)
