@@ -22,16 +22,27 @@ if [ ! -x "$dir/node_modules/.bin/azurite-blob" ] || [ ! -d "$dir/node_modules/@
 fi
 
 listening() { (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; }
+# One starter at a time: tests run in parallel and may all find the port closed.
+exec 9>"$cache/azurite.lock"
+flock 9
 if ! listening; then
   say "starting azurite-blob on 127.0.0.1:$port (data in $cache/azurite-data, log $cache/azurite.log)"
   mkdir -p "$cache/azurite-data"
-  # Started from a neutral directory, detached from this shell so it outlives the caller.
-  (cd "$cache" && nohup "$dir/node_modules/.bin/azurite-blob" --blobHost 127.0.0.1 --blobPort "$port" \
-     --location "$cache/azurite-data" --disableTelemetry --skipApiVersionCheck --loose \
-     >"$cache/azurite.log" 2>&1 &)
+  # Detached: its own session, no inherited descriptors (a caller's pipe held open would keep the
+  # caller's reader waiting for ever), started from a neutral directory.
+  (
+    cd "$cache"
+    for fd in /proc/$BASHPID/fd/*; do
+      fd="${fd##*/}"
+      [ "$fd" -gt 2 ] && eval "exec $fd>&-"
+    done
+    exec setsid "$dir/node_modules/.bin/azurite-blob" --blobHost 127.0.0.1 --blobPort "$port" \
+      --location "$cache/azurite-data" --disableTelemetry --skipApiVersionCheck --loose
+  ) </dev/null >"$cache/azurite.log" 2>&1 &
   for _ in $(seq 1 100); do listening && break; sleep 0.1; done
   listening || { say "azurite did not start; see $cache/azurite.log"; exit 1; }
 fi
+exec 9>&-
 
 if [ "${1:-}" = "container" ]; then
   NODE_PATH="$dir/node_modules" node "$root/scripts/azurite-container.js" "$port" "${2:?container name}"
