@@ -128,11 +128,12 @@ impl Drop for Child {
     }
 }
 
-fn spawn(args: &[&str], log: PathBuf, filter: &str) -> Child {
+fn spawn(args: &[&str], log: PathBuf, filter: &str, workspace: &Path) -> Child {
     let file = std::fs::File::create(&log).unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
         .args(args)
         .env("SLUICE_LOG", filter)
+        .env("SLUICE_WORKSPACE", workspace)
         .stdout(std::process::Stdio::null())
         .stderr(file)
         .spawn()
@@ -158,12 +159,18 @@ fn registered_executors(port: u16) -> usize {
 }
 
 #[test]
-fn separate_scheduler_and_executor_processes_score_with_predict() {
+fn separate_processes_share_datastores_and_score_with_predict() {
     let dir = tempfile::tempdir().unwrap();
+    // Every process gets the same workspace: one datastore on the Azurite emulator.
+    let container = format!("cli{}", std::process::id());
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/azurite.sh");
+    assert!(Command::new("bash").arg(script).args(["container", &container]).status().unwrap().success());
+    let ws = dir.path().join("sluice.toml");
+    std::fs::write(&ws, format!("[datastores.lake]\nurl = \"az://{container}/data\"\nemulator = true\n")).unwrap();
     let port = free_port();
     let p = port.to_string();
     let scheduler_addr = format!("127.0.0.1:{port}");
-    let _scheduler = spawn(&["scheduler", "--port", &p], dir.path().join("scheduler.log"), "info");
+    let _scheduler = spawn(&["scheduler", "--port", &p], dir.path().join("scheduler.log"), "info", &ws);
     let executors: Vec<Child> = ["exec-a", "exec-b"]
         .iter()
         .map(|id| {
@@ -183,6 +190,7 @@ fn separate_scheduler_and_executor_processes_score_with_predict() {
                 ],
                 dir.path().join(format!("{id}.log")),
                 "info,sluice_udfs=debug",
+                &ws,
             )
         })
         .collect();
@@ -198,13 +206,20 @@ fn separate_scheduler_and_executor_processes_score_with_predict() {
         .map(|i| (1..=16).map(|c| format!("{}", ((i * c) % 7) as f32 / 7.0)).collect::<Vec<_>>().join(",") + "\n")
         .collect();
     std::fs::write(&csv, format!("{header}\n{body}")).unwrap();
+    let cluster = format!("df://{scheduler_addr}");
+    let run =
+        |sql: &str| sluice().env("SLUICE_WORKSPACE", &ws).args(["sql", "--cluster", &cluster, sql]).output().unwrap();
+    // The executors write the data to Blob storage...
+    let copied =
+        run(&format!("COPY (SELECT * FROM '{}') TO 'az://{container}/data/x/' STORED AS PARQUET", csv.display()));
+    assert!(copied.status.success(), "COPY failed: {}", String::from_utf8_lossy(&copied.stderr));
+    // ...and read it back from there to score it.
     let cols = (1..=16).map(|c| format!("f{c}")).collect::<Vec<_>>().join(", ");
     let sql = format!(
-        "SELECT COUNT(*) AS n, SUM(CASE WHEN s BETWEEN 0 AND 1 THEN 1 ELSE 0 END) AS ok FROM (SELECT predict('{}', {cols}) AS s FROM '{}')",
+        "SELECT COUNT(*) AS n, SUM(CASE WHEN s BETWEEN 0 AND 1 THEN 1 ELSE 0 END) AS ok FROM (SELECT predict('{}', {cols}) AS s FROM 'az://{container}/data/x/')",
         fixture("scorer_16.pt"),
-        csv.display()
     );
-    let result = sluice().args(["sql", "--cluster", &format!("df://{scheduler_addr}"), &sql]).output().unwrap();
+    let result = run(&sql);
     let stdout = String::from_utf8_lossy(&result.stdout);
     assert!(result.status.success(), "stdout:\n{stdout}\nstderr:\n{}", String::from_utf8_lossy(&result.stderr));
     assert!(stdout.lines().any(|l| l.starts_with("| 200 | 200 ")), "{stdout}");
