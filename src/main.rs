@@ -36,6 +36,9 @@ enum Command {
         /// Seed of the data and the split.
         #[arg(long, default_value_t = 42)]
         seed: u64,
+        /// Put the lake in a datastore of the workspace, e.g. az://container/demo (default: OUT/lake).
+        #[arg(long, value_name = "URL")]
+        lake: Option<String>,
         #[command(flatten)]
         cluster: ClusterArgs,
     },
@@ -165,17 +168,13 @@ async fn run(cli: Cli) -> Result<()> {
     let device = sluice_engine::init_torch().map_err(anyhow::Error::msg).context("choosing the model device")?;
     tracing::info!(%device, "models run on");
     match cli.command {
-        Command::Demo { rows, out, seed, cluster } => {
+        Command::Demo { rows, out, seed, lake, cluster } => {
             let (ctx, _cluster) = session(&cluster).await?;
-            let summary = demo::run(&ctx, &DemoOptions { rows, out, seed }).await?;
+            let summary = demo::run(&ctx, &DemoOptions { rows, out, seed, lake }).await?;
             println!("\n{}", summary.table);
             let total: f64 = summary.stages.iter().map(|s| s.elapsed.as_secs_f64()).sum();
             println!("model        {} ({})", summary.model_id, summary.model_path.display());
-            println!(
-                "predictions  {} ({} rows, one per test-split account)",
-                summary.predictions.display(),
-                summary.test.rows
-            );
+            println!("predictions  {} ({} rows, one per test-split account)", summary.predictions, summary.test.rows);
             println!(
                 "test         AUC {:.4}  accuracy {:.4}  log loss {:.4}  churn rate {:.3}",
                 summary.test.auc, summary.test.accuracy, summary.test.log_loss, summary.test.positive_rate

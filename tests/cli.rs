@@ -231,3 +231,47 @@ fn separate_processes_share_datastores_and_score_with_predict() {
     };
     assert!(scored_in("exec-a") || scored_in("exec-b"), "no executor logged a predict batch");
 }
+
+#[test]
+fn demo_runs_with_its_lake_on_azurite_and_reruns_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let container = format!("demo{}", std::process::id());
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/azurite.sh");
+    assert!(Command::new("bash").arg(script).args(["container", &container]).status().unwrap().success());
+    let ws = dir.path().join("sluice.toml");
+    std::fs::write(&ws, format!("[datastores.lake]\nurl = \"az://{container}/demo\"\nemulator = true\n")).unwrap();
+    let lake = format!("az://{container}/demo");
+    let count = |sql: &str| -> String {
+        let out = sluice().env("SLUICE_WORKSPACE", &ws).args(["sql", sql]).output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "{sql}: {}", String::from_utf8_lossy(&out.stderr));
+        stdout
+            .lines()
+            .find(|l| l.starts_with("| ") && l.chars().nth(2).is_some_and(|c| c.is_ascii_digit()))
+            .unwrap()
+            .to_string()
+    };
+    // Twice: a re-run replaces the lake's data instead of adding to it.
+    for _ in 0..2 {
+        let out = sluice()
+            .env("SLUICE_WORKSPACE", &ws)
+            .args(["demo", "--rows", "3000", "--lake", &lake, "--out"])
+            .arg(dir.path().join("out"))
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+        assert!(stdout.contains(&format!("predictions  {lake}/predictions/")), "{stdout}");
+    }
+    assert_eq!(
+        count(&format!("SELECT COUNT(*) FROM '{lake}/raw/accounts/'")).split('|').nth(1).unwrap().trim(),
+        "3000"
+    );
+    let tests = count(&format!("SELECT COUNT(*) FROM '{lake}/curated/features/' WHERE split = 'test'"));
+    let scored = count(&format!(
+        "SELECT COUNT(*), COUNT(DISTINCT account_id), SUM(CASE WHEN score BETWEEN 0 AND 1 THEN 1 ELSE 0 END) FROM '{lake}/predictions/'"
+    ));
+    let cells: Vec<&str> = scored.split('|').map(str::trim).filter(|c| !c.is_empty()).collect();
+    let test_rows = tests.split('|').nth(1).unwrap().trim();
+    assert_eq!(cells, [test_rows, test_rows, test_rows], "predictions vs test split");
+}

@@ -13,6 +13,7 @@ use arrow::array::{Array, AsArray};
 use arrow::datatypes::{Float32Type, Float64Type, Int64Type};
 use datafusion::dataframe::DataFrameWriteOptions;
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
+use futures::{StreamExt, TryStreamExt};
 use sluice_udfs::Model;
 
 use crate::error::{Error, Result};
@@ -47,6 +48,10 @@ pub struct DemoOptions {
     pub rows: usize,
     /// Output directory: `lake/`, `models/`, `predictions/`.
     pub out: PathBuf,
+    /// The lake as a URL of a registered datastore (`az://container/prefix`, `abfss://...`,
+    /// `s3://...`); `None` keeps it in `out/lake`. Raw data is generated in `out/staging` and
+    /// copied into a remote lake by the executors; predictions go to `<lake>/predictions/`.
+    pub lake: Option<String>,
     /// Seed of the data and of the split.
     pub seed: u64,
 }
@@ -64,8 +69,8 @@ pub struct DemoSummary {
     pub model_id: String,
     /// Saved TorchScript file.
     pub model_path: PathBuf,
-    /// Predictions directory.
-    pub predictions: PathBuf,
+    /// Predictions location (a directory or a URL).
+    pub predictions: String,
     /// Stage table, ready to print.
     pub table: String,
 }
@@ -116,8 +121,26 @@ pub fn features_sql(seed: u64) -> String {
     )
 }
 
-async fn register_dir(ctx: &SessionContext, name: &str, dir: &Path) -> Result<()> {
-    ctx.register_parquet(name, &path_str(dir)?, ParquetReadOptions::default()).await?;
+async fn register_dir(ctx: &SessionContext, name: &str, location: &str) -> Result<()> {
+    ctx.register_parquet(name, location, ParquetReadOptions::default()).await?;
+    Ok(())
+}
+
+/// Deletes every object under `url` (a prefix in a registered object store), so a re-run does
+/// not add its files to an earlier run's.
+async fn clear_remote(ctx: &SessionContext, url: &str) -> Result<()> {
+    let parsed = url::Url::parse(url).map_err(|e| Error::Invalid(format!("--lake '{url}' is not a URL: {e}")))?;
+    let store_url = datafusion::execution::object_store::ObjectStoreUrl::parse(&parsed[..url::Position::BeforePath])?;
+    let store = ctx.runtime_env().object_store(&store_url).map_err(|e| {
+        Error::Invalid(format!("--lake '{url}': no datastore of the workspace covers it ({e}); add one to sluice.toml"))
+    })?;
+    let prefix = object_store::path::Path::from(parsed.path().trim_matches('/'));
+    let locations = store.list(Some(&prefix)).map_ok(|meta| meta.location).boxed();
+    store
+        .delete_stream(locations)
+        .try_collect::<Vec<_>>()
+        .await
+        .map_err(|e| Error::Invalid(format!("clearing {url}: {e}")))?;
     Ok(())
 }
 
@@ -146,22 +169,49 @@ pub async fn run(ctx: &SessionContext, options: &DemoOptions) -> Result<DemoSumm
         return Err(Error::Invalid(format!("--rows {}: the demo needs at least 100 accounts", options.rows)));
     }
     let out = std::path::absolute(&options.out).map_err(Error::io(format!("resolving {}", options.out.display())))?;
-    let lake = out.join("lake");
-    for dir in ["lake", "models", "predictions"] {
+    let remote = options.lake.as_deref().filter(|l| l.contains("://") && !l.starts_with("file://"));
+    let lake = match remote {
+        Some(url) => url.trim_end_matches('/').to_string(),
+        None => match options.lake.as_deref() {
+            Some(dir) => path_str(
+                &std::path::absolute(dir.trim_start_matches("file://"))
+                    .map_err(Error::io(format!("resolving {dir}")))?,
+            )?,
+            None => path_str(&out.join("lake"))?,
+        },
+    };
+    for dir in ["lake", "staging", "models", "predictions"] {
         let path = out.join(dir);
         if path.exists() {
             std::fs::remove_dir_all(&path).map_err(Error::io(format!("clearing {}", path.display())))?;
         }
     }
+    if remote.is_some() {
+        for prefix in ["raw", "curated", "predictions"] {
+            clear_remote(ctx, &format!("{lake}/{prefix}/")).await?;
+        }
+    } else if Path::new(&lake).exists() {
+        std::fs::remove_dir_all(&lake).map_err(Error::io(format!("clearing {lake}")))?;
+    }
     let mut stages = Stages::default();
 
-    // 1. Land the raw sources.
+    // 1. Land the raw sources (generated locally; copied into a remote lake by the executors).
     let started = stages.start();
     let bar = progress::bar(options.rows as u64, "landing raw sources", "accounts");
-    let (rows, seed, raw) = (options.rows, options.seed, lake.join("raw"));
+    let generated = if remote.is_some() { out.join("staging/raw") } else { PathBuf::from(&lake).join("raw") };
+    let (rows, seed, raw) = (options.rows, options.seed, generated.clone());
     let landed = tokio::task::spawn_blocking(move || data::land(&raw, rows, seed, |n| bar.inc(n as u64)))
         .await
         .map_err(|e| Error::Invalid(format!("landing task failed: {e}")))??;
+    if remote.is_some() {
+        for table in ["accounts", "orders", "device_events"] {
+            register_dir(ctx, &format!("staging_{table}"), &path_str(&generated.join(table))?).await?;
+            ctx.sql(&format!("COPY (SELECT * FROM staging_{table}) TO '{lake}/raw/{table}/' STORED AS PARQUET"))
+                .await?
+                .collect()
+                .await?;
+        }
+    }
     let total_rows = landed.accounts.rows + landed.orders.rows + landed.events.rows;
     let total_bytes = landed.accounts.bytes + landed.orders.bytes + landed.events.bytes;
     stages.finish(
@@ -169,7 +219,7 @@ pub async fn run(ctx: &SessionContext, options: &DemoOptions) -> Result<DemoSumm
         started,
         total_rows,
         format!(
-            "accounts {} / orders {} / events {}; {} files, {:.1} MB",
+            "accounts {} / orders {} / events {}; {} files, {:.1} MB; {lake}/raw",
             landed.accounts.rows,
             landed.orders.rows,
             landed.events.rows,
@@ -181,13 +231,13 @@ pub async fn run(ctx: &SessionContext, options: &DemoOptions) -> Result<DemoSumm
     // 2. Features and split, on the cluster.
     let started = stages.start();
     let spin = progress::spinner("building features");
-    register_dir(ctx, "accounts", &lake.join("raw/accounts")).await?;
-    register_dir(ctx, "orders", &lake.join("raw/orders")).await?;
-    register_dir(ctx, "device_events", &lake.join("raw/device_events")).await?;
-    let features_dir = lake.join("curated/features");
+    register_dir(ctx, "accounts", &format!("{lake}/raw/accounts/")).await?;
+    register_dir(ctx, "orders", &format!("{lake}/raw/orders/")).await?;
+    register_dir(ctx, "device_events", &format!("{lake}/raw/device_events/")).await?;
+    let features_dir = format!("{lake}/curated/features/");
     ctx.sql(&features_sql(options.seed))
         .await?
-        .write_parquet(&path_str(&features_dir)?, DataFrameWriteOptions::new(), None)
+        .write_parquet(&features_dir, DataFrameWriteOptions::new(), None)
         .await?;
     register_dir(ctx, "features", &features_dir).await?;
     let counts = ctx.sql("SELECT split, COUNT(*) AS n FROM features GROUP BY split").await?.collect().await?;
@@ -248,14 +298,15 @@ pub async fn run(ctx: &SessionContext, options: &DemoOptions) -> Result<DemoSumm
     // 4. Score the test split on the executors.
     let started = stages.start();
     let spin = progress::spinner("scoring test split");
-    let predictions = out.join("predictions");
+    let predictions =
+        if remote.is_some() { format!("{lake}/predictions/") } else { path_str(&out.join("predictions"))? };
     let feature_list = FEATURES.join(", ");
     let model_arg = path_str(&model_path)?.replace('\'', "''");
     let scoring = format!(
         "SELECT account_id, predict('{model_arg}', {feature_list}) AS score, '{model_id}' AS model_id \
          FROM features WHERE split = 'test'"
     );
-    ctx.sql(&scoring).await?.write_parquet(&path_str(&predictions)?, DataFrameWriteOptions::new(), None).await?;
+    ctx.sql(&scoring).await?.write_parquet(&predictions, DataFrameWriteOptions::new(), None).await?;
     spin.finish_and_clear();
     stages.finish("score test (predict)", started, split_rows[2], format!("on the executors; {model_id}"));
 
