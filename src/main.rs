@@ -98,6 +98,9 @@ enum Command {
         /// Directory for shuffle and spill files.
         #[arg(long)]
         work_dir: Option<String>,
+        /// Seconds to wait for the scheduler at start-up.
+        #[arg(long, default_value_t = 30)]
+        connect_timeout: u16,
         #[command(flatten)]
         workspace: WorkspaceArg,
     },
@@ -214,6 +217,7 @@ async fn run(cli: Cli) -> Result<()> {
             grpc_port,
             vcores,
             work_dir,
+            connect_timeout,
             workspace,
         } => {
             let (host, port) = scheduler
@@ -231,7 +235,7 @@ async fn run(cli: Cli) -> Result<()> {
                 scheduler_port: port,
                 vcores: vcores.unwrap_or(defaults.vcores),
                 work_dir,
-                connect_timeout_seconds: defaults.connect_timeout_seconds,
+                connect_timeout_seconds: connect_timeout,
                 datastores: workspace.datastores()?,
             })
             .await?;

@@ -275,3 +275,16 @@ fn demo_runs_with_its_lake_on_azurite_and_reruns_cleanly() {
     let test_rows = tests.split('|').nth(1).unwrap().trim();
     assert_eq!(cells, [test_rows, test_rows, test_rows], "predictions vs test split");
 }
+
+#[test]
+fn an_executor_without_a_scheduler_gives_up_with_a_message() {
+    let port = free_port().to_string();
+    let result = sluice()
+        .args(["executor", "--scheduler", &format!("127.0.0.1:{port}"), "--flight-port", "0", "--grpc-port", "0"])
+        .args(["--connect-timeout", "1"])
+        .output()
+        .unwrap();
+    assert!(!result.status.success());
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(stderr.contains(&format!("cannot reach the scheduler at 127.0.0.1:{port} after 1 s")), "{stderr}");
+}

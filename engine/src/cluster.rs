@@ -179,8 +179,28 @@ fn executor_config(options: &ExecutorOptions) -> Result<(ExecutorProcessConfig, 
     Ok((config, functions))
 }
 
+/// Waits until the scheduler accepts TCP connections, for at most `seconds`.
+async fn wait_for_scheduler(host: &str, port: u16, seconds: u16) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(u64::from(seconds));
+    loop {
+        match tokio::net::TcpStream::connect((host, port)).await {
+            Ok(_) => return Ok(()),
+            Err(e) if Instant::now() >= deadline => {
+                return Err(Error::Startup(format!(
+                    "cannot reach the scheduler at {host}:{port} after {seconds} s ({e}); start `sluice scheduler` \
+                     first or fix --scheduler"
+                )));
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    }
+}
+
 /// Runs an executor until the process is stopped or the scheduler tells it to stop.
 pub async fn run_executor(options: ExecutorOptions) -> Result<()> {
+    // Ballista's own connect retry never gives up; wait here with a deadline, then connect once.
+    wait_for_scheduler(&options.scheduler_host, options.scheduler_port, options.connect_timeout_seconds).await?;
+    let options = ExecutorOptions { connect_timeout_seconds: 0, ..options };
     let (config, _) = executor_config(&options)?;
     tracing::info!(id = %options.id, flight_port = config.port, grpc_port = config.grpc_port,
         scheduler = %format!("{}:{}", options.scheduler_host, options.scheduler_port), "executor starting");
@@ -274,7 +294,8 @@ impl EmbeddedCluster {
                 grpc_port: 0,
                 scheduler_port: addr.port(),
                 vcores,
-                connect_timeout_seconds: 10,
+                // The scheduler is already serving: connect once.
+                connect_timeout_seconds: 0,
                 work_dir: Some(work_dir.path().join(format!("executor-{i}")).to_string_lossy().into_owned()),
                 datastores: options.datastores.clone(),
                 ..Default::default()
