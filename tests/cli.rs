@@ -158,15 +158,22 @@ fn registered_executors(port: u16) -> usize {
     body.matches("\"id\"").count()
 }
 
+/// Starts Azurite if needed, creates a container unique to this process, and writes a workspace
+/// file in `dir` with one emulator datastore `lake` at `az://CONTAINER/PREFIX`.
+fn azurite_workspace(dir: &Path, name: &str, prefix: &str) -> (String, PathBuf) {
+    let container = format!("{name}{}", std::process::id());
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/azurite.sh");
+    assert!(Command::new("bash").arg(script).args(["container", &container]).status().unwrap().success());
+    let ws = dir.join("sluice.toml");
+    std::fs::write(&ws, format!("[datastores.lake]\nurl = \"az://{container}/{prefix}\"\nemulator = true\n")).unwrap();
+    (container, ws)
+}
+
 #[test]
 fn separate_processes_share_datastores_and_score_with_predict() {
     let dir = tempfile::tempdir().unwrap();
     // Every process gets the same workspace: one datastore on the Azurite emulator.
-    let container = format!("cli{}", std::process::id());
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/azurite.sh");
-    assert!(Command::new("bash").arg(script).args(["container", &container]).status().unwrap().success());
-    let ws = dir.path().join("sluice.toml");
-    std::fs::write(&ws, format!("[datastores.lake]\nurl = \"az://{container}/data\"\nemulator = true\n")).unwrap();
+    let (container, ws) = azurite_workspace(dir.path(), "cli", "data");
     let port = free_port();
     let p = port.to_string();
     let scheduler_addr = format!("127.0.0.1:{port}");
@@ -235,11 +242,7 @@ fn separate_processes_share_datastores_and_score_with_predict() {
 #[test]
 fn demo_runs_with_its_lake_on_azurite_and_reruns_cleanly() {
     let dir = tempfile::tempdir().unwrap();
-    let container = format!("demo{}", std::process::id());
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/azurite.sh");
-    assert!(Command::new("bash").arg(script).args(["container", &container]).status().unwrap().success());
-    let ws = dir.path().join("sluice.toml");
-    std::fs::write(&ws, format!("[datastores.lake]\nurl = \"az://{container}/demo\"\nemulator = true\n")).unwrap();
+    let (container, ws) = azurite_workspace(dir.path(), "demo", "demo");
     let lake = format!("az://{container}/demo");
     let count = |sql: &str| -> String {
         let out = sluice().env("SLUICE_WORKSPACE", &ws).args(["sql", sql]).output().unwrap();
