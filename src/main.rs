@@ -6,8 +6,10 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
+use sluice_engine::assets::WriteOptions;
 use sluice_engine::{
-    Datastore, EmbeddedCluster, EmbeddedOptions, ExecutorOptions, SchedulerOptions, SessionContext, WorkspaceConfig,
+    AssetRef, Datastore, EmbeddedCluster, EmbeddedOptions, ExecutorOptions, Lake, SchedulerOptions, SessionContext,
+    WorkspaceConfig,
 };
 use sluice_jobs::demo::{self, DemoOptions};
 use tracing_subscriber::EnvFilter;
@@ -54,6 +56,11 @@ enum Command {
         max_rows: usize,
         #[command(flatten)]
         cluster: ClusterArgs,
+    },
+    /// Data assets: versioned Delta tables in the lake (list, show, versions, tag, write, vacuum).
+    Asset {
+        #[command(subcommand)]
+        command: AssetCommand,
     },
     /// Run a Ballista scheduler with Sluice's functions.
     Scheduler {
@@ -106,6 +113,79 @@ enum Command {
     },
 }
 
+#[derive(Subcommand, Debug)]
+enum AssetCommand {
+    /// Every asset with its latest version, rows, files, size and tags.
+    List {
+        #[command(flatten)]
+        workspace: WorkspaceArg,
+    },
+    /// One version of an asset (NAME, NAME@VERSION or NAME@TAG): location, schema, files.
+    Show {
+        /// The asset reference.
+        asset: String,
+        #[command(flatten)]
+        workspace: WorkspaceArg,
+    },
+    /// The versions of an asset, newest first, with what made each (job, inputs, rows).
+    Versions {
+        /// The asset's name.
+        name: String,
+        /// Versions to show at most.
+        #[arg(long)]
+        limit: Option<usize>,
+        #[command(flatten)]
+        workspace: WorkspaceArg,
+    },
+    /// Point a tag at a version: `sluice asset tag accounts@7 prod` (latest without @VERSION).
+    Tag {
+        /// NAME or NAME@VERSION.
+        asset: String,
+        /// The tag (a letter first, then letters, digits, '_' or '-').
+        tag: String,
+        #[command(flatten)]
+        workspace: WorkspaceArg,
+    },
+    /// Run a query on the cluster and commit its rows as a new version of an asset.
+    Write {
+        /// The asset's name (created on its first write).
+        name: String,
+        /// The query whose rows are written.
+        #[arg(long)]
+        sql: String,
+        /// append (default) or overwrite.
+        #[arg(long, default_value = "append")]
+        mode: String,
+        /// Partition columns, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        partition_by: Vec<String>,
+        /// Sort order, comma-separated (`col` or `col DESC`).
+        #[arg(long, value_delimiter = ',')]
+        sort_by: Vec<String>,
+        /// Aim for files of about this size, e.g. 128MB.
+        #[arg(long)]
+        target_file_size: Option<String>,
+        /// Parquet compression: zstd(LEVEL), snappy, lz4, uncompressed.
+        #[arg(long, default_value = "zstd(3)")]
+        compression: String,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+    /// Delete files no version needs any more (replaced by overwrites, or left by failed writes).
+    Vacuum {
+        /// The asset's name.
+        name: String,
+        /// Keep files younger than this many hours (writes still running are younger).
+        #[arg(long, default_value_t = 168)]
+        retain_hours: u64,
+        /// List what would be deleted, delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        workspace: WorkspaceArg,
+    },
+}
+
 #[derive(Args, Debug, Clone)]
 struct ClusterArgs {
     /// A running scheduler, df://HOST:PORT; without it an embedded cluster starts on loopback.
@@ -123,6 +203,10 @@ struct WorkspaceArg {
     /// Workspace file with the datastores (default: ./sluice.toml when present).
     #[arg(long = "workspace", env = "SLUICE_WORKSPACE", value_name = "FILE")]
     path: Option<PathBuf>,
+    /// Where data assets live: a datastore name, a URL in one, or a directory (default: the
+    /// workspace's [assets] location, else ./lake).
+    #[arg(long = "assets", env = "SLUICE_ASSETS", value_name = "LOCATION")]
+    assets: Option<String>,
 }
 
 impl WorkspaceArg {
@@ -130,10 +214,24 @@ impl WorkspaceArg {
         let config = WorkspaceConfig::discover(self.path.as_deref())?;
         Ok(Datastore::open_all(&config)?)
     }
+
+    fn lake(&self) -> Result<Lake> {
+        let config = WorkspaceConfig::discover(self.path.as_deref())?;
+        let datastores = Datastore::open_all(&config)?;
+        let location = self.assets.clone().unwrap_or(config.assets.location);
+        Lake::open(&location, &datastores).with_context(|| format!("opening the assets location '{location}'"))
+    }
 }
 
-/// A session on the cluster the arguments name; keeps an embedded cluster alive while held.
+/// A session on the cluster the arguments name, with the lake's assets readable by name; keeps
+/// an embedded cluster alive while held.
 async fn session(args: &ClusterArgs) -> Result<(SessionContext, Option<EmbeddedCluster>)> {
+    let (ctx, cluster) = cluster_session(args).await?;
+    sluice_engine::assets::register(&ctx, &args.workspace.lake()?)?;
+    Ok((ctx, cluster))
+}
+
+async fn cluster_session(args: &ClusterArgs) -> Result<(SessionContext, Option<EmbeddedCluster>)> {
     let functions = sluice_engine::client_functions();
     let datastores = args.workspace.datastores()?;
     match &args.cluster {
@@ -198,6 +296,7 @@ async fn run(cli: Cli) -> Result<()> {
             let batches = sluice_jobs::sql::run(&ctx, &sql).await?;
             print!("{}", sluice_jobs::sql::format_table(&batches, max_rows)?);
         }
+        Command::Asset { command } => asset(command).await?,
         Command::Scheduler { bind, external_host, port, executor_timeout, workspace } => {
             sluice_engine::cluster::run_scheduler(SchedulerOptions {
                 bind_host: bind,
@@ -242,6 +341,78 @@ async fn run(cli: Cli) -> Result<()> {
         }
     }
     Ok(())
+}
+
+async fn asset(command: AssetCommand) -> Result<()> {
+    use sluice_jobs::assets as jobs;
+    match command {
+        AssetCommand::List { workspace } => print!("{}", jobs::list_table(&workspace.lake()?.list().await?)),
+        AssetCommand::Show { asset, workspace } => {
+            let lake = workspace.lake()?;
+            let asset = AssetRef::parse(&asset)?;
+            let version = lake.resolve(&asset).await?;
+            print!("{}", jobs::show(&version, &lake.tags(&asset.name).await?));
+        }
+        AssetCommand::Versions { name, limit, workspace } => {
+            print!("{}", jobs::versions_table(&workspace.lake()?.history(&name, limit).await?));
+        }
+        AssetCommand::Tag { asset, tag, workspace } => {
+            let asset = AssetRef::parse(&asset)?;
+            let version = match asset.at {
+                sluice_engine::At::Latest => None,
+                sluice_engine::At::Version(v) => Some(v),
+                sluice_engine::At::Tag(t) => anyhow::bail!("tag a version number, not the tag '{t}': NAME@VERSION"),
+            };
+            let version = workspace.lake()?.tag(&asset.name, &tag, version).await?;
+            println!("{}@{tag} -> version {version}", asset.name);
+        }
+        AssetCommand::Write { name, sql, mode, partition_by, sort_by, target_file_size, compression, cluster } => {
+            let lake = cluster.workspace.lake()?;
+            let (ctx, _cluster) = session(&cluster).await?;
+            let ctx = ctx.enable_url_table();
+            let options = WriteOptions {
+                mode: mode.parse()?,
+                partition_by,
+                sort_by,
+                target_file_bytes: target_file_size.as_deref().map(parse_size).transpose()?,
+                compression,
+                job: "sluice asset write".into(),
+            };
+            let s = sluice_jobs::assets::write(&ctx, &lake, &name, &sql, &options).await?;
+            println!(
+                "{}@{}: {} rows in {} files ({}) in {:.1} s; inputs: {}",
+                s.asset,
+                s.version,
+                s.rows,
+                s.files,
+                jobs::bytes(s.bytes),
+                s.seconds,
+                if s.inputs.is_empty() { "none".to_string() } else { s.inputs.join(", ") }
+            );
+        }
+        AssetCommand::Vacuum { name, retain_hours, dry_run, workspace } => {
+            let retain = std::time::Duration::from_secs(retain_hours.saturating_mul(3600));
+            let report = workspace.lake()?.vacuum(&name, retain, dry_run).await?;
+            print!("{}", jobs::vacuum_report(&name, &report));
+        }
+    }
+    Ok(())
+}
+
+/// `128MB`, `1GiB`, `500k`, `1048576` as bytes.
+fn parse_size(text: &str) -> Result<u64> {
+    let t = text.trim().to_ascii_lowercase();
+    let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let num: f64 = num.parse().with_context(|| format!("size '{text}': expected a number and a unit, e.g. 128MB"))?;
+    let scale = match unit.trim() {
+        "" | "b" => 1.0,
+        "k" | "kb" | "kib" => 1024.0,
+        "m" | "mb" | "mib" => 1024.0 * 1024.0,
+        "g" | "gb" | "gib" => 1024.0 * 1024.0 * 1024.0,
+        other => anyhow::bail!("size '{text}': unknown unit '{other}'; use B, KB, MB or GB"),
+    };
+    Ok((num * scale) as u64)
 }
 
 fn main() -> ExitCode {

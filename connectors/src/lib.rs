@@ -3,6 +3,7 @@
 //! [`registry`] lists them by name; the engine wires them into DataFusion and Ballista.
 
 pub mod datastore;
+pub mod delta;
 pub mod error;
 pub mod parquet;
 
@@ -30,9 +31,16 @@ pub struct Connector {
 
 /// Every connector, by name.
 pub fn registry() -> Vec<Connector> {
-    vec![Connector {
-        name: "parquet",
-        description: "Parquet files in a local directory (a data set is a directory of part files)",
-        roles: &[Role::Source, Role::Sink],
-    }]
+    vec![
+        Connector {
+            name: "parquet",
+            description: "Parquet files in a local directory (a data set is a directory of part files)",
+            roles: &[Role::Source, Role::Sink],
+        },
+        Connector {
+            name: "delta",
+            description: "Data assets: versioned Delta Lake tables in the lake (local, Azure Blob, ADLS Gen2, S3)",
+            roles: &[Role::Source, Role::Sink],
+        },
+    ]
 }

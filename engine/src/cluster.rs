@@ -120,6 +120,7 @@ async fn build_scheduler(options: &SchedulerOptions) -> Result<(Scheduler, tokio
             scheduler_session_state(config, &functions, &datastores)
         }));
     config.bind_host = options.bind_host.clone();
+    config.override_logical_codec = Some(crate::assets::logical_codec());
     config.executor_timeout_seconds = options.executor_timeout_seconds;
     let cluster = BallistaCluster::new_from_config(&config).await?;
     let scheduler = create_scheduler::<LogicalPlanNode, PhysicalPlanNode>(cluster, Arc::new(config)).await?;
@@ -174,6 +175,7 @@ fn executor_config(options: &ExecutorOptions) -> Result<(ExecutorProcessConfig, 
         override_function_registry: Some(Arc::new(registry)),
         override_runtime_producer: Some(Arc::new(move |_| runtime_env(Some(&spill), &datastores))),
         override_config_producer: Some(Arc::new(session_config)),
+        override_logical_codec: Some(crate::assets::logical_codec()),
         ..Default::default()
     };
     Ok((config, functions))
@@ -269,14 +271,17 @@ impl EmbeddedCluster {
             .enable_all()
             .build()
             .map_err(Error::io("starting the cluster's runtime"))?;
+        // Dropped without blocking on every early return below (we are inside the caller's runtime).
+        let rt = runtime.handle().clone();
+        let mut runtime = BackgroundRuntime(Some(runtime));
 
         let scheduler_options =
             SchedulerOptions { port: 0, datastores: options.datastores.clone(), ..Default::default() };
         let (scheduler, listener) =
-            runtime.spawn(async move { build_scheduler(&scheduler_options).await }).await.map_err(join_error)??;
+            rt.spawn(async move { build_scheduler(&scheduler_options).await }).await.map_err(join_error)??;
         let addr = listener.local_addr().map_err(Error::io("reading the scheduler's address"))?;
         let serving = scheduler.clone();
-        runtime.spawn(async move {
+        rt.spawn(async move {
             if let Err(e) = start_grpc_service_with_listener(listener, serving).await {
                 tracing::error!(error = %e, "embedded scheduler stopped");
             }
@@ -303,7 +308,7 @@ impl EmbeddedCluster {
             let (config, functions) = executor_config(&exec_options)?;
             executors.push(EmbeddedExecutor { id: exec_options.id.clone(), predict: functions.predict.stats() });
             let id = exec_options.id;
-            runtime.spawn(async move {
+            rt.spawn(async move {
                 if let Err(e) = start_executor_process(Arc::new(config)).await {
                     tracing::error!(executor = %id, error = %e, "embedded executor stopped");
                 }
@@ -311,7 +316,7 @@ impl EmbeddedCluster {
         }
 
         let expected = options.executors;
-        let waited = runtime
+        let waited = rt
             .spawn(async move {
                 let deadline = Instant::now() + Duration::from_secs(30);
                 loop {
@@ -330,7 +335,7 @@ impl EmbeddedCluster {
             .map_err(join_error)?;
         waited?;
         tracing::info!(%addr, executors = expected, vcores, "embedded cluster ready");
-        Ok(Self { runtime: Some(runtime), addr, executors, datastores: options.datastores, _work_dir: work_dir })
+        Ok(Self { runtime: runtime.0.take(), addr, executors, datastores: options.datastores, _work_dir: work_dir })
     }
 
     /// `df://127.0.0.1:PORT` of the scheduler.
@@ -346,6 +351,18 @@ impl EmbeddedCluster {
     /// A client session on this cluster, with Sluice's functions registered as `client`.
     pub async fn connect(&self, functions: &Functions) -> Result<SessionContext> {
         connect(&self.url(), functions, &self.datastores).await
+    }
+}
+
+/// A runtime shut down in the background when dropped (dropping a runtime normally blocks, which
+/// panics inside another runtime).
+struct BackgroundRuntime(Option<tokio::runtime::Runtime>);
+
+impl Drop for BackgroundRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
     }
 }
 

@@ -18,6 +18,12 @@ pub enum Error {
     /// DataFusion reported an error (planning or execution).
     #[error(transparent)]
     DataFusion(#[from] datafusion::error::DataFusionError),
+    /// A lake operation (assets, datastores) failed; the message names the asset.
+    #[error(transparent)]
+    Lake(#[from] sluice_connectors::Error),
+    /// Writing an asset's files failed before its commit.
+    #[error("{0}")]
+    Write(String),
     /// Local I/O failed (work directories, ports).
     #[error("{context}: {source}")]
     Io {

@@ -4,6 +4,7 @@
 //! client session that plans with the same functions, [`runtime`] holds the object stores every
 //! site shares.
 
+pub mod assets;
 pub mod cluster;
 pub mod error;
 pub mod runtime;
@@ -15,6 +16,7 @@ pub use session::connect;
 
 pub use datafusion::prelude::SessionContext;
 pub use sluice_connectors::datastore::{Datastore, WorkspaceConfig};
+pub use sluice_connectors::delta::{AssetRef, At, Lake, WriteMode};
 pub use sluice_udfs::Functions;
 
 /// Sluice's functions as the client registers them (its `predict` counters stay at zero unless

@@ -12,13 +12,14 @@ use sluice_udfs::Functions;
 use crate::error::{Error, Result};
 use crate::runtime;
 
-/// The Ballista session config with Sluice's settings.
+/// The Ballista session config with Sluice's settings and codec (asset tables cross the wire).
 ///
 /// `pushdown_filters`: DataFusion 55 otherwise pushes projection UDFs such as `predict` into the
 /// Parquet scan and scores rows that a later filter drops; with filters evaluated inside the
 /// scan, only surviving rows reach the model.
 pub fn session_config() -> SessionConfig {
-    let mut config = SessionConfig::new_with_ballista();
+    let mut config =
+        SessionConfig::new_with_ballista().with_ballista_logical_extension_codec(crate::assets::logical_codec());
     config.options_mut().execution.parquet.pushdown_filters = true;
     config
 }

@@ -1,8 +1,9 @@
 //! Sluice's jobs: units of work described here and run on the engine.
 //!
-//! [`demo`] is the end-to-end batch path on synthetic data; [`sql`] runs statements;
+//! [`assets`] writes and lists data assets; [`demo`] is the end-to-end batch path on synthetic data; [`sql`] runs statements;
 //! [`train`] trains baseline tabular models with libtorch; [`metrics`] scores classifiers.
 
+pub mod assets;
 pub mod demo;
 pub mod error;
 pub mod metrics;

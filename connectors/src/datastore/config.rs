@@ -15,6 +15,29 @@ pub struct WorkspaceConfig {
     /// Named datastores, e.g. `[datastores.raw]`.
     #[serde(default)]
     pub datastores: BTreeMap<String, DatastoreConfig>,
+    /// Where data assets live, `[assets]`.
+    #[serde(default)]
+    pub assets: AssetsConfig,
+}
+
+/// Where the workspace's data assets live.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AssetsConfig {
+    /// A datastore name (its URL is the assets root), a URL inside a datastore, or a local
+    /// directory (relative paths are relative to the current directory).
+    #[serde(default = "default_assets_location")]
+    pub location: String,
+}
+
+impl Default for AssetsConfig {
+    fn default() -> Self {
+        Self { location: default_assets_location() }
+    }
+}
+
+fn default_assets_location() -> String {
+    "lake".to_string()
 }
 
 /// Connection settings of one datastore. Secrets are references (`{ env = ".." }` or

@@ -11,7 +11,7 @@ use object_store::aws::AmazonS3Builder;
 use object_store::azure::MicrosoftAzureBuilder;
 use url::Url;
 
-pub use config::{DatastoreConfig, WorkspaceConfig};
+pub use config::{AssetsConfig, DatastoreConfig, WorkspaceConfig};
 pub use secret::{Secret, SecretRef};
 
 use crate::error::{Error, Result};

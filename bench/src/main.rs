@@ -1,0 +1,99 @@
+//! `sluice-bench`: timings recorded in `bench/RESULTS.md`, never pass/fail.
+//!
+//! `sluice-bench asset-write --rows 10000000`: writes the same 20-column data set to the local
+//! lake as a versioned asset and as a plain DataFusion `COPY ... TO` Parquet directory, on the
+//! same embedded cluster, alternating, and prints rows/s of each and their ratio.
+
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use sluice_engine::assets::{WriteOptions, write_asset};
+use sluice_engine::{EmbeddedCluster, EmbeddedOptions, Lake, WriteMode};
+
+#[derive(Parser)]
+struct Cli {
+    #[command(subcommand)]
+    command: Bench,
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// Asset write (Delta commit) against a plain COPY TO Parquet of the same data.
+    AssetWrite {
+        /// Rows of the data set (20 columns: ids, doubles, a string, a date).
+        #[arg(long, default_value_t = 10_000_000)]
+        rows: u64,
+        /// Alternating runs of each.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Scratch directory (default: a temporary one).
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
+    },
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() -> Result<()> {
+    match Cli::parse().command {
+        Bench::AssetWrite { rows, runs, dir } => asset_write(rows, runs, dir).await,
+    }
+}
+
+async fn asset_write(rows: u64, runs: usize, dir: Option<std::path::PathBuf>) -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let dir = dir.unwrap_or_else(|| tmp.path().to_path_buf());
+    let cluster = EmbeddedCluster::start(EmbeddedOptions { executors: 2, ..Default::default() })
+        .await
+        .context("starting the embedded cluster")?;
+    let ctx = cluster.connect(&sluice_engine::client_functions()).await?;
+    let source = dir.join("source");
+    let mut cols = vec!["value AS id".to_string(), "value % 1000 AS account".into()];
+    cols.extend((0..14).map(|i| format!("CAST(value * {} % 100003 AS DOUBLE) / 7.0 AS x{i}", i + 3)));
+    cols.push("CAST(value % 97 AS INT) AS bucket".into());
+    cols.push("CONCAT('c', CAST(value % 5000 AS VARCHAR)) AS label".into());
+    cols.push("value % 2 = 0 AS flag".into());
+    cols.push("CAST(DATE '2026-01-01' + CAST(value % 365 AS INT) AS DATE) AS day".into());
+    let generate = format!("SELECT {} FROM generate_series(1, {rows})", cols.join(", "));
+    eprintln!("generating {rows} rows x {} columns into {}", cols.len(), source.display());
+    ctx.sql(&format!("COPY ({generate}) TO '{}/' STORED AS PARQUET", source.display())).await?.collect().await?;
+    ctx.register_parquet("source", source.to_str().context("path")?, Default::default()).await?;
+
+    let lake = Lake::open(dir.join("assets").to_str().context("path")?, &[])?;
+    let mut copy_secs = Vec::new();
+    let mut asset_secs = Vec::new();
+    for run in 0..runs {
+        let out = dir.join(format!("copy-{run}"));
+        let started = Instant::now();
+        ctx.sql(&format!(
+            "COPY (SELECT * FROM source) TO '{}/' STORED AS PARQUET OPTIONS ('format.compression' 'zstd(3)')",
+            out.display()
+        ))
+        .await?
+        .collect()
+        .await?;
+        copy_secs.push(started.elapsed().as_secs_f64());
+
+        let started = Instant::now();
+        let df = ctx.sql("SELECT * FROM source").await?;
+        let options = WriteOptions { mode: WriteMode::Overwrite, job: "bench".into(), ..Default::default() };
+        let summary = write_asset(&lake, "bench", df, &options).await?;
+        asset_secs.push(started.elapsed().as_secs_f64());
+        anyhow::ensure!(summary.rows == rows, "asset has {} rows, expected {rows}", summary.rows);
+        eprintln!(
+            "run {run}: copy {:.2} s, asset {:.2} s (version {})",
+            copy_secs[run], asset_secs[run], summary.version
+        );
+        std::fs::remove_dir_all(&out)?;
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (copy, asset) = (median(&mut copy_secs), median(&mut asset_secs));
+    println!("rows {rows}, columns {}, runs {runs} (median)", cols.len());
+    println!("plain COPY TO parquet  {:.2} s  {:.2} M rows/s", copy, rows as f64 / copy / 1e6);
+    println!("asset write (Delta)    {:.2} s  {:.2} M rows/s", asset, rows as f64 / asset / 1e6);
+    println!("asset / copy rows/s    {:.3} (versioning costs {:.1}%)", copy / asset, (asset / copy - 1.0) * 100.0);
+    Ok(())
+}
