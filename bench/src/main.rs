@@ -56,7 +56,9 @@ async fn asset_write(rows: u64, runs: usize, dir: Option<std::path::PathBuf>) ->
     cols.push("CAST(DATE '2026-01-01' + CAST(value % 365 AS INT) AS DATE) AS day".into());
     let generate = format!("SELECT {} FROM generate_series(1, {rows})", cols.join(", "));
     eprintln!("generating {rows} rows x {} columns into {}", cols.len(), source.display());
-    ctx.sql(&format!("COPY ({generate}) TO '{}/' STORED AS PARQUET", source.display())).await?.collect().await?;
+    // Generated in-process (Ballista cannot ship DataFusion's generate_series table), not timed.
+    let local = datafusion::prelude::SessionContext::new();
+    local.sql(&format!("COPY ({generate}) TO '{}/' STORED AS PARQUET", source.display())).await?.collect().await?;
     ctx.register_parquet("source", source.to_str().context("path")?, Default::default()).await?;
 
     let lake = Lake::open(dir.join("assets").to_str().context("path")?, &[])?;
