@@ -140,6 +140,11 @@ pub async fn run_scheduler(options: SchedulerOptions) -> Result<()> {
 /// settings; also returns this executor's `predict` so its counters can be read.
 fn executor_config(options: &ExecutorOptions) -> Result<(ExecutorProcessConfig, Functions)> {
     let functions = functions(&options.id);
+    Ok((executor_config_with(options, &functions)?, functions))
+}
+
+/// The executor process config for `options` with `functions` as its registry.
+fn executor_config_with(options: &ExecutorOptions, functions: &Functions) -> Result<ExecutorProcessConfig> {
     let mut registry = BallistaFunctionRegistry::default();
     for udf in &functions.scalar {
         registry.scalar_functions.insert(udf.name().to_string(), udf.clone());
@@ -178,7 +183,7 @@ fn executor_config(options: &ExecutorOptions) -> Result<(ExecutorProcessConfig, 
         override_logical_codec: Some(crate::assets::logical_codec()),
         ..Default::default()
     };
-    Ok((config, functions))
+    Ok(config)
 }
 
 /// Waits until the scheduler accepts TCP connections, for at most `seconds`.
@@ -305,12 +310,26 @@ impl EmbeddedCluster {
                 datastores: options.datastores.clone(),
                 ..Default::default()
             };
-            let (config, functions) = executor_config(&exec_options)?;
+            let functions = functions(&exec_options.id);
             executors.push(EmbeddedExecutor { id: exec_options.id.clone(), predict: functions.predict.stats() });
-            let id = exec_options.id;
             rt.spawn(async move {
-                if let Err(e) = start_executor_process(Arc::new(config)).await {
-                    tracing::error!(executor = %id, error = %e, "embedded executor stopped");
+                // Free ports are picked, released and bound again by Ballista: another process may
+                // take one in between. Pick new ports and try again then.
+                for attempt in 1..=5 {
+                    let result = match executor_config_with(&exec_options, &functions) {
+                        Ok(config) => start_executor_process(Arc::new(config)).await.map_err(Error::from),
+                        Err(e) => Err(e),
+                    };
+                    match result {
+                        Err(e) if attempt < 5 && e.to_string().contains("Address already in use") => {
+                            tracing::debug!(executor = %exec_options.id, attempt, "port taken; retrying on new ports");
+                        }
+                        Err(e) => {
+                            tracing::error!(executor = %exec_options.id, error = %e, "embedded executor stopped");
+                            return;
+                        }
+                        Ok(()) => return,
+                    }
                 }
             });
         }

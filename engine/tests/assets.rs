@@ -208,3 +208,55 @@ async fn racing_commits_are_all_kept_on_every_backend() {
         assert_eq!((latest.files.len(), latest.rows()), (6, 600), "{backend}: no commit lost");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_options_shape_the_files() {
+    let (_cluster, ctx, _) = cluster().await;
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::open(dir.path().to_str().unwrap(), &[]).unwrap();
+    // Rows arrive in descending order; the asset keeps them sorted ascending, in small snappy files.
+    let df = ctx
+        .sql("SELECT 200000 - value AS id, value * 1.5 AS x FROM (SELECT unnest(range(0, 200000)) AS value)")
+        .await
+        .unwrap();
+    let options = WriteOptions {
+        sort_by: vec!["id".into()],
+        target_file_bytes: Some(256 * 1024),
+        compression: "snappy".into(),
+        ..Default::default()
+    };
+    let summary = write_asset(&lake, "opts", df, &options).await.unwrap();
+    assert_eq!(summary.rows, 200_000);
+    assert!(summary.files >= 3, "a 256 KiB target gives several files, got {}", summary.files);
+    let version = lake.resolve(&sluice_engine::AssetRef::parse("opts").unwrap()).await.unwrap();
+    let mut firsts = Vec::new();
+    for file in &version.files {
+        let f = std::fs::File::open(format!("/{}", file.path)).unwrap();
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f).unwrap();
+        let codec = reader.metadata().row_group(0).column(0).compression();
+        assert_eq!(codec, parquet::basic::Compression::SNAPPY, "{}", file.path);
+        let ids: Vec<i64> = reader
+            .build()
+            .unwrap()
+            .flat_map(|b| b.unwrap().column(0).as_primitive::<Int64Type>().values().to_vec())
+            .collect();
+        assert!(ids.windows(2).all(|w| w[0] <= w[1]), "{}: rows not sorted", file.path);
+        firsts.push(ids[0]);
+    }
+    assert_eq!(firsts.iter().min(), Some(&1));
+
+    // Bad options are named.
+    let df = ctx.sql("SELECT 1 AS id").await.unwrap();
+    let bad = WriteOptions { sort_by: vec!["nope".into()], ..Default::default() };
+    let e = write_asset(&lake, "opts", df, &bad).await.unwrap_err().to_string();
+    assert!(e.contains("sort column 'nope' is not a column of the query (columns: id)"), "{e}");
+    let df = ctx.sql("SELECT 1 AS id").await.unwrap();
+    let bad = WriteOptions { partition_by: vec!["day".into()], ..Default::default() };
+    let e = write_asset(&lake, "opts", df, &bad).await.unwrap_err().to_string();
+    assert!(e.contains("partition column 'day' is not a column"), "{e}");
+    // Partition columns cannot change between versions.
+    let df = ctx.sql("SELECT 1 AS id, 2.0 AS x").await.unwrap();
+    let other = WriteOptions { partition_by: vec!["id".into()], ..Default::default() };
+    let e = write_asset(&lake, "opts", df, &other).await.unwrap_err().to_string();
+    assert!(e.contains("partitioned by [] but this write by [id]"), "{e}");
+}

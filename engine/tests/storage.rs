@@ -89,7 +89,7 @@ async fn bad_credentials_and_missing_containers_fail_clearly_without_the_secret(
         "[datastores.bad]\nurl = \"az://{container}/x\"\nemulator = true\naccount_key = {{ env = \"SLUICE_TEST_WRONG_AZ_KEY\" }}\n\
          [datastores.missing]\nurl = \"az://no-such-container-{container}/x\"\nemulator = true\n"
     ));
-    let (_cluster, ctx, _) = cluster_with(ws).await;
+    let (_cluster, ctx, _) = cluster_with(ws.clone()).await;
 
     let e = match ctx.register_parquet("bad", &format!("az://{container}/x/t/"), ParquetReadOptions::default()).await {
         Err(err) => err.to_string(),
@@ -98,6 +98,15 @@ async fn bad_credentials_and_missing_containers_fail_clearly_without_the_secret(
     assert!(!e.contains(wrong_key), "the key leaked into the error: {e}");
     assert!(e.contains("403") || e.to_lowercase().contains("authoriz") || e.contains("Authentication"), "{e}");
 
+    // Assets in that datastore fail the same way: the asset and store named, the key never shown.
+    let ws_bad = ws.iter().filter(|d| d.name == "bad").cloned().collect::<Vec<_>>();
+    let lake = sluice_engine::Lake::open("bad", &ws_bad).unwrap();
+    let e = lake.list().await.unwrap_err().to_string();
+    assert!(!e.contains(wrong_key) && e.contains("cannot list assets in az://"), "{e}");
+    let df = ctx.sql("SELECT 1 AS id").await.unwrap();
+    let e = sluice_engine::assets::write_asset(&lake, "a", df, &Default::default()).await.unwrap_err().to_string();
+    assert!(!e.contains(wrong_key) && e.contains("writing asset 'a' failed"), "{e}");
+
     let e = match ctx
         .register_parquet("m", &format!("az://no-such-container-{container}/x/t/"), ParquetReadOptions::default())
         .await
@@ -105,5 +114,10 @@ async fn bad_credentials_and_missing_containers_fail_clearly_without_the_secret(
         Err(err) => err.to_string(),
         Ok(()) => error_of(&ctx, "SELECT * FROM m").await,
     };
+    assert!(e.contains("ContainerNotFound") || e.contains("does not exist") || e.contains("404"), "{e}");
+    let missing = ws.iter().filter(|d| d.name == "missing").cloned().collect::<Vec<_>>();
+    let lake = sluice_engine::Lake::open("missing", &missing).unwrap();
+    let df = ctx.sql("SELECT 1 AS id").await.unwrap();
+    let e = sluice_engine::assets::write_asset(&lake, "a", df, &Default::default()).await.unwrap_err().to_string();
     assert!(e.contains("ContainerNotFound") || e.contains("does not exist") || e.contains("404"), "{e}");
 }

@@ -6,10 +6,11 @@
 
 use std::sync::Arc;
 
+use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{FieldRef, Schema, SchemaRef};
 use async_trait::async_trait;
 use datafusion::catalog::Session;
-use datafusion::common::{DataFusionError, ScalarValue};
+use datafusion::common::{DFSchema, DataFusionError, ScalarValue};
 use datafusion::datasource::file_format::FileFormat;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::PartitionedFile;
@@ -88,6 +89,61 @@ impl AssetTable {
         format!("{}@{}", self.scan.name, self.scan.version)
     }
 
+    /// The files whose partition values can satisfy `filters` (those on partition columns
+    /// only); every file when no filter applies or pruning cannot be evaluated.
+    fn prune<'a>(&'a self, state: &dyn Session, filters: &[Expr]) -> Vec<&'a DataFile> {
+        let all: Vec<&DataFile> = self.scan.files.iter().collect();
+        let names: Vec<&str> = self.partition_fields.iter().map(|f| f.name().as_str()).collect();
+        let applicable: Vec<&Expr> = filters
+            .iter()
+            .filter(|f| {
+                let cols = f.column_refs();
+                !cols.is_empty() && cols.iter().all(|c| names.contains(&c.name.as_str()))
+            })
+            .collect();
+        if applicable.is_empty() {
+            return all;
+        }
+        match self.partition_mask(state, &applicable) {
+            Ok(mask) => all.into_iter().zip(mask).filter_map(|(f, keep)| keep.then_some(f)).collect(),
+            Err(e) => {
+                tracing::debug!(asset = %self.scan.name, error = %e, "partition pruning skipped");
+                all
+            }
+        }
+    }
+
+    /// Evaluates `filters` on one row of partition values per file.
+    fn partition_mask(&self, state: &dyn Session, filters: &[&Expr]) -> datafusion::error::Result<Vec<bool>> {
+        let n = self.scan.files.len();
+        let mut columns = Vec::new();
+        for (i, field) in self.partition_fields.iter().enumerate() {
+            let values = self
+                .scan
+                .files
+                .iter()
+                .map(|file| self.partitioned_file(file).map(|pf| pf.partition_values[i].clone()))
+                .collect::<datafusion::error::Result<Vec<_>>>()?;
+            let array = ScalarValue::iter_to_array(values)?;
+            columns.push(arrow::compute::cast(&array, field.data_type())?);
+        }
+        let schema = Arc::new(Schema::new(self.partition_fields.clone()));
+        let batch = RecordBatch::try_new(schema.clone(), columns)?;
+        let df_schema = DFSchema::try_from(schema)?;
+        let mut mask = vec![true; n];
+        for filter in filters {
+            let expr = state.create_physical_expr((*filter).clone(), &df_schema)?;
+            let result = expr.evaluate(&batch)?.into_array(n)?;
+            let result = result
+                .as_boolean_opt()
+                .ok_or_else(|| DataFusionError::Internal("partition filter is not boolean".into()))?;
+            for (i, keep) in mask.iter_mut().enumerate() {
+                *keep &= result.is_valid(i) && result.value(i);
+            }
+        }
+        Ok(mask)
+    }
+
     fn partitioned_file(&self, file: &DataFile) -> datafusion::error::Result<PartitionedFile> {
         let mut pf = PartitionedFile::new(file.path.clone(), file.size);
         pf.partition_values = self
@@ -116,8 +172,9 @@ impl TableProvider for AssetTable {
         &self,
         filters: &[&Expr],
     ) -> datafusion::error::Result<Vec<TableProviderFilterPushDown>> {
-        // Filters stay above the scan and are pushed into the Parquet reader by the physical
-        // optimizer (row groups and pages pruned by statistics).
+        // Filters stay above the scan: those on partition columns also prune files here, the
+        // rest are pushed into the Parquet reader by the physical optimizer (row groups and
+        // pages pruned by statistics).
         Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
     }
 
@@ -125,10 +182,11 @@ impl TableProvider for AssetTable {
         &self,
         state: &dyn Session,
         projection: Option<&Vec<usize>>,
-        _filters: &[Expr],
+        filters: &[Expr],
         limit: Option<usize>,
     ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
-        if self.scan.files.is_empty() {
+        let files = self.prune(state, filters);
+        if files.is_empty() {
             let schema = match projection {
                 Some(p) => Arc::new(self.schema.project(p)?),
                 None => self.schema.clone(),
@@ -140,9 +198,9 @@ impl TableProvider for AssetTable {
             .with_table_partition_cols(self.partition_fields.clone())
             .build();
         let source = format.file_source(table_schema);
-        let groups = state.config().target_partitions().clamp(1, self.scan.files.len());
+        let groups = state.config().target_partitions().clamp(1, files.len());
         let mut file_groups: Vec<Vec<PartitionedFile>> = vec![Vec::new(); groups];
-        let mut by_size: Vec<&DataFile> = self.scan.files.iter().collect();
+        let mut by_size = files;
         by_size.sort_by_key(|f| std::cmp::Reverse(f.size));
         let mut group_bytes = vec![0u64; groups];
         for file in by_size {
