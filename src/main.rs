@@ -57,6 +57,13 @@ enum Command {
         #[command(flatten)]
         cluster: ClusterArgs,
     },
+    /// Run an ETL job file: sources -> SQL transform -> a new version of a data asset.
+    Run {
+        /// The job file (TOML), e.g. examples/postgres_customers.toml.
+        job: PathBuf,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
     /// Data assets: versioned Delta tables in the lake (list, show, versions, tag, write, vacuum).
     Asset {
         #[command(subcommand)]
@@ -297,6 +304,32 @@ async fn run(cli: Cli) -> Result<()> {
             print!("{}", sluice_jobs::sql::format_table(&batches, max_rows)?);
         }
         Command::Asset { command } => asset(command).await?,
+        Command::Run { job, cluster } => {
+            // Validated before anything starts.
+            let spec = sluice_jobs::etl::JobFile::load(&job)?;
+            let lake = cluster.workspace.lake()?;
+            let (ctx, _cluster) = session(&cluster).await?;
+            let ctx = ctx.enable_url_table();
+            let s = sluice_jobs::etl::run(&ctx, &lake, &spec, &job).await?;
+            let w = &s.write;
+            println!("job          {}", s.job);
+            for (source, parts) in &s.partitions {
+                if *parts > 0 {
+                    println!("source       {source}: {parts} partitions read on the executors");
+                }
+            }
+            println!("inputs       {}", w.inputs.join(", "));
+            println!(
+                "landed       {}@{}: {} rows in {} files ({}) in {:.1} s ({:.0} rows/s)",
+                w.asset,
+                w.version,
+                w.rows,
+                w.files,
+                sluice_jobs::assets::bytes(w.bytes),
+                w.seconds,
+                w.rows as f64 / w.seconds.max(1e-9)
+            );
+        }
         Command::Scheduler { bind, external_host, port, executor_timeout, workspace } => {
             sluice_engine::cluster::run_scheduler(SchedulerOptions {
                 bind_host: bind,
@@ -377,6 +410,7 @@ async fn asset(command: AssetCommand) -> Result<()> {
                 target_file_bytes: target_file_size.as_deref().map(parse_size).transpose()?,
                 compression,
                 job: "sluice asset write".into(),
+                lineage: Default::default(),
             };
             let s = sluice_jobs::assets::write(&ctx, &lake, &name, &sql, &options).await?;
             println!(

@@ -27,6 +27,9 @@ pub enum Error {
     /// A configuration file or setting is invalid; the message names the file, key and fix.
     #[error("{0}")]
     Config(String),
+    /// A source could not be reached or read; the message names the source and where.
+    #[error("{0}")]
+    Source(String),
     /// A data asset could not be resolved, read or committed; the message names the asset.
     #[error("{0}")]
     Asset(String),

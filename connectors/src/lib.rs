@@ -6,6 +6,7 @@ pub mod datastore;
 pub mod delta;
 pub mod error;
 pub mod parquet;
+pub mod postgres;
 
 pub use error::{Error, Result};
 
@@ -36,6 +37,11 @@ pub fn registry() -> Vec<Connector> {
             name: "parquet",
             description: "Parquet files in a local directory (a data set is a directory of part files)",
             roles: &[Role::Source, Role::Sink],
+        },
+        Connector {
+            name: "postgres",
+            description: "PostgreSQL tables and queries, read in parallel partitions, incrementally by a watermark",
+            roles: &[Role::Source],
         },
         Connector {
             name: "delta",

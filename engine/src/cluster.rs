@@ -120,7 +120,8 @@ async fn build_scheduler(options: &SchedulerOptions) -> Result<(Scheduler, tokio
             scheduler_session_state(config, &functions, &datastores)
         }));
     config.bind_host = options.bind_host.clone();
-    config.override_logical_codec = Some(crate::assets::logical_codec());
+    config.override_logical_codec = Some(crate::codec::logical_codec());
+    config.override_physical_codec = Some(crate::codec::physical_codec());
     config.executor_timeout_seconds = options.executor_timeout_seconds;
     let cluster = BallistaCluster::new_from_config(&config).await?;
     let scheduler = create_scheduler::<LogicalPlanNode, PhysicalPlanNode>(cluster, Arc::new(config)).await?;
@@ -180,7 +181,8 @@ fn executor_config_with(options: &ExecutorOptions, functions: &Functions) -> Res
         override_function_registry: Some(Arc::new(registry)),
         override_runtime_producer: Some(Arc::new(move |_| runtime_env(Some(&spill), &datastores))),
         override_config_producer: Some(Arc::new(session_config)),
-        override_logical_codec: Some(crate::assets::logical_codec()),
+        override_logical_codec: Some(crate::codec::logical_codec()),
+        override_physical_codec: Some(crate::codec::physical_codec()),
         ..Default::default()
     };
     Ok(config)

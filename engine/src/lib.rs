@@ -6,9 +6,11 @@
 
 pub mod assets;
 pub mod cluster;
+pub mod codec;
 pub mod error;
 pub mod runtime;
 pub mod session;
+pub mod sources;
 
 pub use cluster::{EmbeddedCluster, EmbeddedOptions, ExecutorOptions, SchedulerOptions};
 pub use error::{Error, Result};

@@ -18,8 +18,9 @@ use crate::runtime;
 /// Parquet scan and scores rows that a later filter drops; with filters evaluated inside the
 /// scan, only surviving rows reach the model.
 pub fn session_config() -> SessionConfig {
-    let mut config =
-        SessionConfig::new_with_ballista().with_ballista_logical_extension_codec(crate::assets::logical_codec());
+    let mut config = SessionConfig::new_with_ballista()
+        .with_ballista_logical_extension_codec(crate::codec::logical_codec())
+        .with_ballista_physical_extension_codec(crate::codec::physical_codec());
     config.options_mut().execution.parquet.pushdown_filters = true;
     config
 }

@@ -31,6 +31,24 @@ impl fmt::Debug for SecretRef {
     }
 }
 
+/// Serialised as the reference only (it travels in plans so each site resolves it itself); a
+/// clear-text secret is never serialised.
+impl serde::Serialize for SecretRef {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(None)?;
+        if let SecretRef::Ref { env, file } = self {
+            if let Some(env) = env {
+                map.serialize_entry("env", env)?;
+            }
+            if let Some(file) = file {
+                map.serialize_entry("file", file)?;
+            }
+        }
+        map.end()
+    }
+}
+
 impl SecretRef {
     /// Reads the secret. `key` names the setting in errors (for example `datastores.raw.key`);
     /// the secret's value never appears in them.

@@ -1,13 +1,11 @@
 //! Data assets in the engine: read by name in SQL ([`catalog`]), scanned as Parquet at a pinned
-//! version ([`table`]), carried across the cluster ([`codec`]) and written as new Delta
-//! versions by the executors ([`write`]).
+//! version ([`table`]) and written as new Delta
+//! versions by the executors ([`write`]). [`crate::codec`] carries them across the cluster.
 
 pub mod catalog;
-pub mod codec;
 pub mod table;
 pub mod write;
 
 pub use catalog::register;
-pub use codec::logical_codec;
 pub use table::AssetTable;
 pub use write::{WriteOptions, WriteSummary, write_asset};

@@ -35,6 +35,8 @@ pub struct WriteOptions {
     pub compression: String,
     /// The job that writes, as lineage records it.
     pub job: String,
+    /// More lineage to record with the version (e.g. source watermarks).
+    pub lineage: serde_json::Map<String, serde_json::Value>,
 }
 
 impl Default for WriteOptions {
@@ -46,6 +48,7 @@ impl Default for WriteOptions {
             target_file_bytes: None,
             compression: "zstd(3)".into(),
             job: "sql".into(),
+            lineage: serde_json::Map::new(),
         }
     }
 }
@@ -104,7 +107,7 @@ pub async fn write_asset(lake: &Lake, name: &str, df: DataFrame, options: &Write
 
     let files = lake.collect_written(name, &prefix, &options.partition_by).await?;
     let new = NewFiles { schema, partition_by: options.partition_by.clone(), files };
-    let lineage = serde_json::json!({
+    let mut lineage = serde_json::json!({
         "run_id": run_id,
         "job": options.job,
         "inputs": inputs,
@@ -114,6 +117,9 @@ pub async fn write_asset(lake: &Lake, name: &str, df: DataFrame, options: &Write
         "bytes": new.bytes(),
         "engine": concat!("sluice ", env!("CARGO_PKG_VERSION")),
     });
+    if let Some(map) = lineage.as_object_mut() {
+        map.extend(options.lineage.clone());
+    }
     let version = lake.commit(name, options.mode, &new, lineage).await?;
     let summary = WriteSummary {
         asset: name.to_string(),
@@ -143,6 +149,8 @@ pub fn inputs_of(plan: &LogicalPlan) -> Vec<String> {
                 Ok(provider) => {
                     if let Some(asset) = provider.downcast_ref::<AssetTable>() {
                         asset.pinned()
+                    } else if let Some(source) = provider.downcast_ref::<crate::sources::SourceTable>() {
+                        source.plan().lineage()
                     } else if let Some(listing) = provider.downcast_ref::<ListingTable>() {
                         listing.table_paths().iter().map(|p| p.to_string()).collect::<Vec<_>>().join(",")
                     } else {

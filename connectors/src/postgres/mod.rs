@@ -1,0 +1,12 @@
+//! PostgreSQL as a source: typed, partitioned, incremental reads.
+//!
+//! [`plan`] runs on the client (columns, types, partition predicates, watermark window);
+//! [`read_partition`] runs once per partition wherever the engine schedules it.
+
+mod config;
+mod source;
+mod types;
+
+pub use config::{PostgresConnection, PostgresRead};
+pub use source::{PgColumn, PostgresPlan, Watermark, connect, plan, read_partition};
+pub use types::PgKind;

@@ -1,0 +1,371 @@
+//! Reading PostgreSQL in parallel: a plan of partition predicates made once on the client, and
+//! one streaming read per partition, run wherever the engine schedules it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::datatypes::{Field, Schema, SchemaRef};
+use arrow::record_batch::{RecordBatch, RecordBatchOptions};
+use futures::{Stream, StreamExt};
+use serde::{Deserialize, Serialize};
+use tokio_postgres::{Client, NoTls};
+
+use super::config::{PostgresConnection, PostgresRead};
+use super::types::{Builder, PgKind};
+use crate::error::{Error, Result};
+
+/// One column of the source.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PgColumn {
+    /// Its name.
+    pub name: String,
+    /// How it is read.
+    pub kind: PgKind,
+}
+
+/// The rows a re-run reads: above the previous watermark, up to the one taken at planning.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Watermark {
+    /// The watermark column.
+    pub column: String,
+    /// Its PostgreSQL type name (for literals).
+    pub type_name: String,
+    /// Rows strictly above this were not read before (None: first run).
+    pub since: Option<String>,
+    /// The column's maximum when the read was planned: the next run's `since`.
+    pub upto: Option<String>,
+}
+
+/// What every partition read needs; made once on the client, carried in the plan.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PostgresPlan {
+    /// The source's name in the job (for errors and lineage).
+    pub source: String,
+    /// The connection (the password stays a reference).
+    pub connection: PostgresConnection,
+    /// `FROM` clause: a quoted table or `(query) AS q`.
+    pub from: String,
+    /// The table or query, as the user named it.
+    pub label: String,
+    /// The columns.
+    pub columns: Vec<PgColumn>,
+    /// One predicate per partition.
+    pub partitions: Vec<String>,
+    /// Incremental bounds, when a watermark column is set.
+    pub watermark: Option<Watermark>,
+}
+
+impl PostgresPlan {
+    /// The Arrow schema of the rows.
+    pub fn schema(&self) -> SchemaRef {
+        Arc::new(Schema::new(
+            self.columns.iter().map(|c| Field::new(&c.name, c.kind.arrow(), true)).collect::<Vec<_>>(),
+        ))
+    }
+
+    /// `source table` as lineage records it, with the watermark window.
+    pub fn lineage(&self) -> String {
+        match &self.watermark {
+            Some(w) => format!(
+                "postgres:{}/{} {} in ({}, {}]",
+                self.connection.database,
+                self.label,
+                w.column,
+                w.since.as_deref().unwrap_or("-inf"),
+                w.upto.as_deref().unwrap_or("-inf")
+            ),
+            None => format!("postgres:{}/{}", self.connection.database, self.label),
+        }
+    }
+}
+
+/// Opens a connection; errors name the source, host and database, never the password.
+pub async fn connect(source: &str, conn: &PostgresConnection) -> Result<Client> {
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host(&conn.host)
+        .port(conn.port)
+        .user(&conn.user)
+        .dbname(&conn.database)
+        .application_name("sluice")
+        .connect_timeout(Duration::from_secs(conn.connect_timeout_s));
+    if let Some(password) = &conn.password {
+        let secret = password.resolve(&format!("sources.{source}.password")).map_err(Error::Config)?;
+        config.password(secret.expose());
+    }
+    let (client, connection) = config.connect(NoTls).await.map_err(|e| {
+        Error::Source(format!(
+            "source '{source}': cannot connect to PostgreSQL at {}:{} database '{}' as '{}': {e}",
+            conn.host, conn.port, conn.database, conn.user
+        ))
+    })?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "postgres connection closed");
+        }
+    });
+    Ok(client)
+}
+
+/// `"a"."b"` from `a.b`.
+fn quote_table(name: &str) -> String {
+    name.split('.').map(quote_ident).collect::<Vec<_>>().join(".")
+}
+
+fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+fn literal(text: &str, type_name: &str) -> String {
+    format!("'{}'::{type_name}", text.replace('\'', "''"))
+}
+
+/// Plans a read: columns and types, partition predicates, watermark window. `since` is the
+/// watermark the previous version recorded.
+pub async fn plan(
+    source: &str,
+    conn: &PostgresConnection,
+    read: &PostgresRead,
+    since: Option<String>,
+) -> Result<PostgresPlan> {
+    let client = connect(source, conn).await?;
+    let err = |what: &str, e: tokio_postgres::Error| Error::Source(format!("source '{source}': {what}: {e}"));
+    let (from, label) = match (&read.table, &read.query) {
+        (Some(table), None) => (quote_table(table), table.clone()),
+        (None, Some(query)) => (format!("({query}) AS sluice_q"), "query".to_string()),
+        _ => {
+            return Err(Error::Config(format!(
+                "sources.{source}: give exactly one of table = \"schema.table\" or query = \"SELECT ...\""
+            )));
+        }
+    };
+    let statement = client
+        .prepare(&format!("SELECT * FROM {from} LIMIT 0"))
+        .await
+        .map_err(|e| err(&format!("cannot read the columns of {label}"), e))?;
+    let typmods: Vec<(String, i32)> = match &read.table {
+        Some(table) => client
+            .query(
+                "SELECT attname::text, atttypmod FROM pg_attribute WHERE attrelid = $1::text::regclass AND attnum > 0 \
+                 AND NOT attisdropped",
+                &[table],
+            )
+            .await
+            .map_err(|e| err(&format!("cannot read the column types of {label}"), e))?
+            .iter()
+            .map(|r| (r.get::<_, String>(0), r.get::<_, i32>(1)))
+            .collect(),
+        None => Vec::new(),
+    };
+    let mut columns = Vec::new();
+    for column in statement.columns() {
+        let typmod = typmods.iter().find(|(n, _)| n == column.name()).map_or(-1, |(_, m)| *m);
+        let kind = PgKind::of(column.type_(), typmod).ok_or_else(|| {
+            Error::Source(format!(
+                "source '{source}': {label} column '{}' has type {} which Sluice does not map; read it with \
+                 query = \"SELECT ..., {}::text AS {} FROM ...\" (or another cast)",
+                column.name(),
+                column.type_().name(),
+                quote_ident(column.name()),
+                quote_ident(column.name())
+            ))
+        })?;
+        columns.push(PgColumn { name: column.name().to_string(), kind });
+    }
+    let type_of = |name: &str| statement.columns().iter().find(|c| c.name() == name).map(|c| c.type_().clone());
+
+    let watermark = match &read.watermark_column {
+        None => None,
+        Some(column) => {
+            let ty = type_of(column).ok_or_else(|| {
+                Error::Config(format!("sources.{source}.watermark_column: {label} has no column '{column}'"))
+            })?;
+            let mut w = Watermark { column: column.clone(), type_name: ty.name().to_string(), since, upto: None };
+            let row = client
+                .query_one(&format!("SELECT max({})::text FROM {from}", quote_ident(column)), &[])
+                .await
+                .map_err(|e| err("cannot read the watermark", e))?;
+            w.upto = row.get::<_, Option<String>>(0);
+            Some(w)
+        }
+    };
+    let window = watermark_predicate(&watermark);
+
+    let n = read.partitions.max(1);
+    let partitions = match (&read.partition_column, &read.table) {
+        (Some(column), _) => {
+            let ty = type_of(column).ok_or_else(|| {
+                Error::Config(format!("sources.{source}.partition_column: {label} has no column '{column}'"))
+            })?;
+            let q = quote_ident(column);
+            let expr = match ty {
+                tokio_postgres::types::Type::INT2
+                | tokio_postgres::types::Type::INT4
+                | tokio_postgres::types::Type::INT8 => {
+                    format!("{q}::bigint")
+                }
+                tokio_postgres::types::Type::DATE
+                | tokio_postgres::types::Type::TIMESTAMP
+                | tokio_postgres::types::Type::TIMESTAMPTZ => format!("floor(extract(epoch from {q}))::bigint"),
+                other => {
+                    return Err(Error::Config(format!(
+                        "sources.{source}.partition_column: '{column}' is {}; use an integer, date or timestamp column",
+                        other.name()
+                    )));
+                }
+            };
+            let row = client
+                .query_one(&format!("SELECT min({expr}), max({expr}) FROM {from} WHERE {window}"), &[])
+                .await
+                .map_err(|e| err("cannot read the partition column's range", e))?;
+            let (lo, hi): (Option<i64>, Option<i64>) = (row.get(0), row.get(1));
+            ranges(&expr, lo, hi, n)
+        }
+        (None, Some(table)) => {
+            // By physical layout: ranges of heap pages (TID range scans).
+            let row = client
+                .query_one(
+                    "SELECT (pg_relation_size($1::text::regclass) / current_setting('block_size')::bigint)::bigint",
+                    &[table],
+                )
+                .await
+                .map_err(|e| err("cannot read the table's size", e))?;
+            let pages: i64 = row.get(0);
+            let step = (pages / n as i64).max(1);
+            let mut parts = Vec::new();
+            let mut lo = 0i64;
+            for i in 0..n {
+                if i + 1 == n || lo + step >= pages {
+                    parts.push(format!("ctid >= '({lo},0)'::tid"));
+                    break;
+                }
+                parts.push(format!("ctid >= '({lo},0)'::tid AND ctid < '({},0)'::tid", lo + step));
+                lo += step;
+            }
+            parts
+        }
+        (None, None) => vec!["TRUE".to_string()],
+    };
+    Ok(PostgresPlan {
+        source: source.to_string(),
+        connection: conn.clone(),
+        from,
+        label,
+        columns,
+        partitions,
+        watermark,
+    })
+}
+
+/// `n` contiguous ranges of `expr` covering [lo, hi], NULLs in the first.
+fn ranges(expr: &str, lo: Option<i64>, hi: Option<i64>, n: usize) -> Vec<String> {
+    let (Some(lo), Some(hi)) = (lo, hi) else { return vec!["TRUE".to_string()] };
+    let span = (i128::from(hi) - i128::from(lo) + 1).max(1);
+    let step = (span / n as i128).max(1);
+    let mut parts = Vec::new();
+    let mut start = i128::from(lo);
+    for i in 0..n {
+        let end = if i + 1 == n { i128::from(hi) + 1 } else { (start + step).min(i128::from(hi) + 1) };
+        let mut p = format!("({expr} >= {start} AND {expr} < {end})");
+        if i == 0 {
+            p = format!("({p} OR {expr} IS NULL)");
+        }
+        parts.push(p);
+        start = end;
+        if start > i128::from(hi) {
+            break;
+        }
+    }
+    parts
+}
+
+fn watermark_predicate(w: &Option<Watermark>) -> String {
+    let Some(w) = w else { return "TRUE".to_string() };
+    let col = quote_ident(&w.column);
+    let mut p = Vec::new();
+    if let Some(since) = &w.since {
+        p.push(format!("{col} > {}", literal(since, &w.type_name)));
+    }
+    match &w.upto {
+        Some(upto) => p.push(format!("{col} <= {}", literal(upto, &w.type_name))),
+        None => p.push("FALSE".to_string()),
+    }
+    p.join(" AND ")
+}
+
+/// Streams partition `partition` of `plan` as batches of at most `batch_rows` rows, with the
+/// columns in `projection` (all when None).
+pub fn read_partition(
+    plan: PostgresPlan,
+    partition: usize,
+    projection: Option<Vec<usize>>,
+    batch_rows: usize,
+) -> impl Stream<Item = Result<RecordBatch>> + Send {
+    async_stream::try_stream! {
+        let predicate = plan.partitions.get(partition).cloned().ok_or_else(|| {
+            Error::Source(format!("source '{}': no partition {partition}", plan.source))
+        })?;
+        let indices: Vec<usize> = projection.unwrap_or_else(|| (0..plan.columns.len()).collect());
+        let full = plan.schema();
+        let schema = Arc::new(full.project(&indices).map_err(|e| Error::Source(e.to_string()))?);
+        let select = if indices.is_empty() {
+            "1".to_string()
+        } else {
+            indices.iter().map(|&i| plan.columns[i].kind.select(&quote_ident(&plan.columns[i].name))).collect::<Vec<_>>().join(", ")
+        };
+        let sql = format!("SELECT {select} FROM {} WHERE ({predicate}) AND ({})", plan.from, watermark_predicate(&plan.watermark));
+        let client = connect(&plan.source, &plan.connection).await?;
+        let rows = client.query_raw(&sql, std::iter::empty::<i32>()).await.map_err(|e| {
+            Error::Source(format!("source '{}': reading {} (partition {partition}) failed: {e}", plan.source, plan.label))
+        })?;
+        futures::pin_mut!(rows);
+        let mut builders = indices
+            .iter()
+            .map(|&i| Builder::new(&plan.columns[i].kind))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(Error::Source)?;
+        let mut n = 0usize;
+        let mut total = 0u64;
+        while let Some(row) = rows.next().await {
+            let row = row.map_err(|e| Error::Source(format!(
+                "source '{}': reading {} (partition {partition}) failed after {total} rows: {e}", plan.source, plan.label
+            )))?;
+            for (b, builder) in builders.iter_mut().enumerate() {
+                builder.push(&row, b).map_err(|why| Error::Source(format!(
+                    "source '{}': {} column '{}' in partition {partition}, row {}: {why}",
+                    plan.source, plan.label, plan.columns[indices[b]].name, total + n as u64 + 1
+                )))?;
+            }
+            n += 1;
+            if n == batch_rows {
+                yield finish(&schema, &mut builders, n)?;
+                total += n as u64;
+                n = 0;
+            }
+        }
+        if n > 0 {
+            yield finish(&schema, &mut builders, n)?;
+        }
+    }
+}
+
+fn finish(schema: &SchemaRef, builders: &mut [Builder], rows: usize) -> Result<RecordBatch> {
+    let columns = builders.iter_mut().map(Builder::finish).collect();
+    RecordBatch::try_new_with_options(schema.clone(), columns, &RecordBatchOptions::new().with_row_count(Some(rows)))
+        .map_err(|e| Error::Source(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_cover_every_value_once() {
+        let parts = ranges("x", Some(1), Some(10), 4);
+        assert_eq!(parts.len(), 4);
+        assert!(parts[0].contains("x IS NULL"));
+        assert!(parts[3].ends_with("x < 11)"), "{parts:?}");
+        assert_eq!(ranges("x", Some(5), Some(5), 4).len(), 1);
+        assert_eq!(ranges("x", None, None, 4), ["TRUE"]);
+    }
+}

@@ -1,0 +1,206 @@
+//! ETL job files: sources -> SQL transform -> a data asset, validated before anything runs.
+//!
+//! ```toml
+//! [job]
+//! name = "customers"
+//!
+//! [sources.crm]                  # read as table `crm` in the transform
+//! kind = "postgres"
+//! connection = { host = "127.0.0.1", database = "crm", password = { env = "PGPASSWORD" } }
+//! read = { table = "public.customers", partition_column = "id", watermark_column = "updated_at" }
+//!
+//! [transform]
+//! sql = "SELECT id, name, updated_at FROM crm"
+//!
+//! [sink]
+//! asset = "customers"
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::Deserialize;
+use sluice_connectors::postgres::{PostgresConnection, PostgresRead};
+
+use crate::error::{Error, Result};
+
+/// A job file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobFile {
+    /// What the job is.
+    pub job: JobInfo,
+    /// Named sources; each is a table of that name in the transform.
+    pub sources: BTreeMap<String, SourceConfig>,
+    /// The SQL that shapes the rows (default: all rows of the only source).
+    #[serde(default)]
+    pub transform: Transform,
+    /// Where the rows land.
+    pub sink: SinkConfig,
+}
+
+/// The job's name and description.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobInfo {
+    /// Name, recorded in each version's lineage.
+    pub name: String,
+    /// What it does.
+    #[serde(default)]
+    pub description: String,
+}
+
+/// One source.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum SourceConfig {
+    /// A PostgreSQL table or query, read in parallel partitions on the executors.
+    Postgres {
+        /// How to connect.
+        connection: PostgresConnection,
+        /// What to read.
+        read: PostgresRead,
+    },
+    /// Files in a datastore or a local directory (read by the executors).
+    Files {
+        /// A directory or file URL: `az://raw/events/`, `file:///data/x.csv`, a local path
+        /// (relative to the job file).
+        url: String,
+        /// `parquet`, `csv` or `ndjson` (also `.gz`).
+        format: FileFormat,
+        /// CSV: whether the first line names the columns (default true).
+        #[serde(default = "default_true")]
+        header: bool,
+        /// CSV: the field delimiter (default `,`).
+        #[serde(default = "default_delimiter")]
+        delimiter: char,
+        /// File extension to read (default: by format, e.g. `.csv`; `.csv.gz` for gzip).
+        extension: Option<String>,
+    },
+}
+
+/// Formats of a files source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileFormat {
+    /// Apache Parquet.
+    Parquet,
+    /// Comma (or other) separated values.
+    Csv,
+    /// Newline-delimited JSON.
+    Ndjson,
+}
+
+/// The transform step.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Transform {
+    /// One SQL query over the sources (by name) and any asset (`name`, `name@7`).
+    pub sql: Option<String>,
+}
+
+/// The asset the rows land in.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkConfig {
+    /// The asset's name.
+    pub asset: String,
+    /// `append` (default) or `overwrite`.
+    #[serde(default = "default_mode")]
+    pub mode: String,
+    /// Partition columns.
+    #[serde(default)]
+    pub partition_by: Vec<String>,
+    /// Sort order (`col` or `col DESC`).
+    #[serde(default)]
+    pub sort_by: Vec<String>,
+    /// Parquet compression (default `zstd(3)`).
+    #[serde(default = "default_compression")]
+    pub compression: String,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_delimiter() -> char {
+    ','
+}
+fn default_mode() -> String {
+    "append".into()
+}
+fn default_compression() -> String {
+    "zstd(3)".into()
+}
+
+impl JobFile {
+    /// Reads and validates the job file at `path`: syntax and keys (errors name the file, line
+    /// and key), then what the keys mean together.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(Error::io(format!("reading job file {}", path.display())))?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses and validates a job file's text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Self> {
+        let job: JobFile = toml::from_str(text).map_err(|e| Error::Invalid(format!("{origin}: {e}")))?;
+        let bad = |msg: String| Error::Invalid(format!("{origin}: {msg}"));
+        if job.sources.is_empty() {
+            return Err(bad("no sources: add a [sources.NAME] table with kind = \"postgres\" or \"files\"".into()));
+        }
+        sluice_connectors::delta::AssetRef::parse(&job.sink.asset).map_err(|e| bad(format!("sink.asset: {e}")))?;
+        job.sink.mode.parse::<sluice_connectors::delta::WriteMode>().map_err(|e| bad(format!("sink.mode: {e}")))?;
+        if job.transform.sql.is_none() && job.sources.len() > 1 {
+            return Err(bad("several sources need [transform] sql = \"...\" saying how they combine".into()));
+        }
+        for (name, source) in &job.sources {
+            if let SourceConfig::Postgres { read, .. } = source
+                && read.table.is_some() == read.query.is_some()
+            {
+                return Err(bad(format!("sources.{name}.read: give exactly one of table or query")));
+            }
+        }
+        Ok(job)
+    }
+
+    /// The transform's SQL.
+    pub fn sql(&self) -> String {
+        match (&self.transform.sql, self.sources.keys().next()) {
+            (Some(sql), _) => sql.clone(),
+            (None, Some(only)) => format!("SELECT * FROM \"{only}\""),
+            (None, None) => String::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const JOB: &str = r#"
+[job]
+name = "customers"
+
+[sources.crm]
+kind = "postgres"
+connection = { database = "test" }
+read = { table = "public.customers", partition_column = "id" }
+
+[sink]
+asset = "customers"
+"#;
+
+    #[test]
+    fn valid_jobs_parse_and_mistakes_name_the_key_and_line() {
+        let job = JobFile::parse(JOB, "job.toml").unwrap();
+        assert_eq!(job.sql(), "SELECT * FROM \"crm\"");
+        let e =
+            JobFile::parse(&JOB.replace("partition_column", "partition_colum"), "job.toml").unwrap_err().to_string();
+        assert!(e.contains("job.toml") && e.contains("line 8") && e.contains("partition_colum"), "{e}");
+        let e = JobFile::parse(&JOB.replace("kind = \"postgres\"", "kind = \"oracle\""), "job.toml").unwrap_err();
+        assert!(e.to_string().contains("oracle"), "{e}");
+        let e = JobFile::parse(&JOB.replace("asset = \"customers\"", "asset = \"_x\""), "j").unwrap_err().to_string();
+        assert!(e.contains("sink.asset"), "{e}");
+        let e = JobFile::parse(&JOB.replace("[sink]", "[sink]\nmode = \"upsert\""), "j").unwrap_err().to_string();
+        assert!(e.contains("write mode 'upsert'"), "{e}");
+    }
+}

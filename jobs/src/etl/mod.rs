@@ -1,0 +1,8 @@
+//! ETL jobs: `sluice run jobs/NAME.toml` reads sources, transforms with SQL and lands the rows
+//! as a new version of a data asset.
+
+pub mod config;
+pub mod run;
+
+pub use config::JobFile;
+pub use run::{JobSummary, run};
