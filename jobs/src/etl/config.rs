@@ -140,9 +140,11 @@ impl JobFile {
         Self::parse(&text, &path.display().to_string())
     }
 
-    /// Parses and validates a job file's text; `origin` names it in errors.
+    /// Parses and validates a job file's text; `origin` names it in errors. `${NAME}` and
+    /// `${NAME:-default}` are replaced by environment variables first.
     pub fn parse(text: &str, origin: &str) -> Result<Self> {
-        let job: JobFile = toml::from_str(text).map_err(|e| Error::Invalid(format!("{origin}: {e}")))?;
+        let text = interpolate(text).map_err(|e| Error::Invalid(format!("{origin}: {e}")))?;
+        let job: JobFile = toml::from_str(&text).map_err(|e| Error::Invalid(format!("{origin}: {e}")))?;
         let bad = |msg: String| Error::Invalid(format!("{origin}: {msg}"));
         if job.sources.is_empty() {
             return Err(bad("no sources: add a [sources.NAME] table with kind = \"postgres\" or \"files\"".into()));
@@ -172,6 +174,33 @@ impl JobFile {
     }
 }
 
+/// Replaces `${NAME}` and `${NAME:-default}` with environment variables.
+fn interpolate(text: &str) -> std::result::Result<String, String> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end =
+            after.find('}').ok_or_else(|| format!("unclosed ${{ in '{}'", &rest[start..rest.len().min(start + 40)]))?;
+        let inner = &after[..end];
+        let (name, default) = match inner.split_once(":-") {
+            Some((n, d)) => (n, Some(d)),
+            None => (inner, None),
+        };
+        match (std::env::var(name), default) {
+            (Ok(value), _) => out.push_str(&value),
+            (Err(_), Some(d)) => out.push_str(d),
+            (Err(_), None) => {
+                return Err(format!("${{{name}}} is not set; set it, or write ${{{name}:-default}}"));
+            }
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,6 +217,13 @@ read = { table = "public.customers", partition_column = "id" }
 [sink]
 asset = "customers"
 "#;
+
+    #[test]
+    fn environment_variables_fill_placeholders() {
+        assert_eq!(interpolate("a ${SLUICE_TEST_UNSET_X:-b} c").unwrap(), "a b c");
+        assert!(interpolate("${SLUICE_TEST_UNSET_X}").unwrap_err().contains("SLUICE_TEST_UNSET_X} is not set"));
+        assert_eq!(interpolate("${PATH}").unwrap(), std::env::var("PATH").unwrap());
+    }
 
     #[test]
     fn valid_jobs_parse_and_mistakes_name_the_key_and_line() {
