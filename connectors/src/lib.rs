@@ -7,6 +7,7 @@ pub mod delta;
 pub mod error;
 pub mod parquet;
 pub mod postgres;
+pub mod relational;
 
 pub use error::{Error, Result};
 

@@ -13,7 +13,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::{DataType, Float64Type, Int16Type, Int32Type, Int64Type, TimeUnit};
-use sluice_connectors::postgres::{PostgresConnection, PostgresRead, connect, plan};
+use sluice_connectors::postgres::{PostgresConnection, connect, plan};
+use sluice_connectors::relational::TableRead;
 use sluice_engine::sources::SourceTable;
 use sluice_engine::sources::table::SourcePlan;
 
@@ -74,7 +75,7 @@ async fn every_mapped_type_and_nulls_read_on_the_executors() {
     )
     .await;
     let (_cluster, ctx, _) = cluster().await;
-    let read = PostgresRead { table: Some(format!("{}.types", s.0)), partitions: 2, ..Default::default() };
+    let read = TableRead { table: Some(format!("{}.types", s.0)), partitions: 2, ..Default::default() };
     let planned = plan("crm", &s.1, &read, None).await.unwrap();
     let schema = planned.schema();
     let ty = |c: &str| schema.field_with_name(c).unwrap().data_type().clone();
@@ -116,7 +117,7 @@ async fn every_mapped_type_and_nulls_read_on_the_executors() {
     // A type Sluice does not map is named with its table and column, with what to do.
     let client = connect("test", &s.1).await.unwrap();
     client.batch_execute(&format!("CREATE TABLE {}.odd (id int, span interval)", s.0)).await.unwrap();
-    let read = PostgresRead { table: Some(format!("{}.odd", s.0)), ..Default::default() };
+    let read = TableRead { table: Some(format!("{}.odd", s.0)), ..Default::default() };
     let e = plan("crm", &s.1, &read, None).await.unwrap_err().to_string();
     assert!(e.contains("odd column 'span' has type interval") && e.contains("::text"), "{e}");
 }
@@ -130,7 +131,7 @@ async fn a_million_rows_read_in_partitions_by_range_and_by_pages() {
     .await;
     let (_cluster, ctx, _) = cluster().await;
     for (label, partition_column) in [("range", Some("id".to_string())), ("pages", None)] {
-        let read = PostgresRead {
+        let read = TableRead {
             table: Some(format!("{}.big", s.0)),
             partition_column: partition_column.clone(),
             partitions: 4,
@@ -155,7 +156,7 @@ async fn a_source_that_goes_away_mid_read_fails_clearly_and_commits_nothing() {
     let (_cluster, ctx, _) = cluster().await;
     let dir = tempfile::tempdir().unwrap();
     let lake = sluice_engine::Lake::open(dir.path().to_str().unwrap(), &[]).unwrap();
-    let read = PostgresRead { table: Some(format!("{}.slow", s.0)), partitions: 2, ..Default::default() };
+    let read = TableRead { table: Some(format!("{}.slow", s.0)), partitions: 2, ..Default::default() };
     let planned = plan("db", &s.1, &read, None).await.unwrap();
     ctx.register_table("slow", Arc::new(SourceTable::new(SourcePlan::Postgres(planned)))).unwrap();
     let writer = {

@@ -1,4 +1,4 @@
-//! Settings of a PostgreSQL source: the connection, then what to read from it.
+//! Connection settings of a PostgreSQL source (what to read is a [`crate::relational::TableRead`]).
 
 use serde::{Deserialize, Serialize};
 
@@ -27,24 +27,6 @@ pub struct PostgresConnection {
     pub connect_timeout_s: u64,
 }
 
-/// What to read: a table (partitioned by a column's range or by its physical pages) or a query.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PostgresRead {
-    /// `schema.table` or `table`.
-    pub table: Option<String>,
-    /// A query instead of a table (read as one partition unless `partition_column` is set).
-    pub query: Option<String>,
-    /// An integer, date or timestamp column whose range is split into `partitions` reads.
-    pub partition_column: Option<String>,
-    /// Parallel reads (default 4); each is one task on some executor.
-    #[serde(default = "default_partitions")]
-    pub partitions: usize,
-    /// A column that grows with every insert and update (e.g. `updated_at`): re-runs read only
-    /// rows above the watermark the previous version recorded.
-    pub watermark_column: Option<String>,
-}
-
 fn default_host() -> String {
     "127.0.0.1".into()
 }
@@ -56,7 +38,4 @@ fn default_user() -> String {
 }
 fn default_connect_timeout() -> u64 {
     10
-}
-fn default_partitions() -> usize {
-    4
 }

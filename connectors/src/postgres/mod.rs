@@ -7,6 +7,6 @@ mod config;
 mod source;
 mod types;
 
-pub use config::{PostgresConnection, PostgresRead};
+pub use config::PostgresConnection;
 pub use source::{PgColumn, PostgresPlan, Watermark, connect, plan, read_partition};
 pub use types::PgKind;

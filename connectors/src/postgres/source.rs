@@ -10,7 +10,8 @@ use futures::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 use tokio_postgres::{Client, NoTls};
 
-use super::config::{PostgresConnection, PostgresRead};
+use super::config::PostgresConnection;
+use crate::relational::{TableRead, ranges};
 use super::types::{Builder, PgKind};
 use crate::error::{Error, Result};
 
@@ -125,7 +126,7 @@ fn literal(text: &str, type_name: &str) -> String {
 pub async fn plan(
     source: &str,
     conn: &PostgresConnection,
-    read: &PostgresRead,
+    read: &TableRead,
     since: Option<String>,
 ) -> Result<PostgresPlan> {
     let client = connect(source, conn).await?;
@@ -257,28 +258,6 @@ pub async fn plan(
     })
 }
 
-/// `n` contiguous ranges of `expr` covering [lo, hi], NULLs in the first.
-fn ranges(expr: &str, lo: Option<i64>, hi: Option<i64>, n: usize) -> Vec<String> {
-    let (Some(lo), Some(hi)) = (lo, hi) else { return vec!["TRUE".to_string()] };
-    let span = (i128::from(hi) - i128::from(lo) + 1).max(1);
-    let step = (span / n as i128).max(1);
-    let mut parts = Vec::new();
-    let mut start = i128::from(lo);
-    for i in 0..n {
-        let end = if i + 1 == n { i128::from(hi) + 1 } else { (start + step).min(i128::from(hi) + 1) };
-        let mut p = format!("({expr} >= {start} AND {expr} < {end})");
-        if i == 0 {
-            p = format!("({p} OR {expr} IS NULL)");
-        }
-        parts.push(p);
-        start = end;
-        if start > i128::from(hi) {
-            break;
-        }
-    }
-    parts
-}
-
 fn watermark_predicate(w: &Option<Watermark>) -> String {
     let Some(w) = w else { return "TRUE".to_string() };
     let col = quote_ident(&w.column);
@@ -353,19 +332,4 @@ fn finish(schema: &SchemaRef, builders: &mut [Builder], rows: usize) -> Result<R
     let columns = builders.iter_mut().map(Builder::finish).collect();
     RecordBatch::try_new_with_options(schema.clone(), columns, &RecordBatchOptions::new().with_row_count(Some(rows)))
         .map_err(|e| Error::Source(e.to_string()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ranges_cover_every_value_once() {
-        let parts = ranges("x", Some(1), Some(10), 4);
-        assert_eq!(parts.len(), 4);
-        assert!(parts[0].contains("x IS NULL"));
-        assert!(parts[3].ends_with("x < 11)"), "{parts:?}");
-        assert_eq!(ranges("x", Some(5), Some(5), 4).len(), 1);
-        assert_eq!(ranges("x", None, None, 4), ["TRUE"]);
-    }
 }

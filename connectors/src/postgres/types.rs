@@ -11,6 +11,8 @@ use serde::{Deserialize, Serialize};
 use tokio_postgres::Row;
 use tokio_postgres::types::Type;
 
+use crate::relational::parse_decimal;
+
 /// How one column is read and typed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PgKind {
@@ -244,49 +246,12 @@ impl Builder {
     }
 }
 
-/// Parses a numeric's text form exactly into an i128 with `scale` digits after the point.
-fn parse_decimal(text: &str, precision: u8, scale: i8) -> Result<i128, String> {
-    let bad = |why: &str| format!("numeric value {text} does not fit numeric({precision}, {scale}): {why}");
-    if text.eq_ignore_ascii_case("nan") || text.contains("inf") || text.contains("Inf") {
-        return Err(bad("not a number"));
-    }
-    let (negative, digits) = match text.strip_prefix('-') {
-        Some(rest) => (true, rest),
-        None => (false, text),
-    };
-    let (int, frac) = digits.split_once('.').unwrap_or((digits, ""));
-    let scale = usize::try_from(scale).map_err(|_| bad("negative scale"))?;
-    if frac.len() > scale && frac[scale..].bytes().any(|b| b != b'0') {
-        return Err(bad("more digits after the point than the column's scale"));
-    }
-    let mut value: i128 = 0;
-    let frac_digits = frac.bytes().chain(std::iter::repeat(b'0')).take(scale);
-    for b in int.bytes().chain(frac_digits) {
-        if !b.is_ascii_digit() {
-            return Err(bad("not a decimal number"));
-        }
-        value =
-            value.checked_mul(10).and_then(|v| v.checked_add(i128::from(b - b'0'))).ok_or_else(|| bad("too large"))?;
-    }
-    if value >= 10i128.pow(u32::from(precision)) {
-        return Err(bad("too many digits"));
-    }
-    Ok(if negative { -value } else { value })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn numerics_parse_exactly_or_say_why_not() {
-        assert_eq!(parse_decimal("12.34", 10, 2).unwrap(), 1234);
-        assert_eq!(parse_decimal("-0.5", 10, 3).unwrap(), -500);
-        assert_eq!(parse_decimal("7", 5, 0).unwrap(), 7);
-        assert_eq!(parse_decimal("1.2300", 10, 2).unwrap(), 123);
-        assert!(parse_decimal("1.234", 10, 2).unwrap_err().contains("more digits after the point"));
-        assert!(parse_decimal("123456", 5, 0).unwrap_err().contains("too many digits"));
-        assert!(parse_decimal("NaN", 5, 0).is_err());
+    fn numeric_typmods_give_precision_and_scale() {
         assert_eq!(PgKind::of(&Type::NUMERIC, (12 << 16) + 3 + 4), Some(PgKind::Numeric { precision: 12, scale: 3 }));
     }
 }

@@ -20,7 +20,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::Deserialize;
-use sluice_connectors::postgres::{PostgresConnection, PostgresRead};
+use sluice_connectors::postgres::PostgresConnection;
+use sluice_connectors::relational::TableRead;
 
 use crate::error::{Error, Result};
 
@@ -59,7 +60,7 @@ pub enum SourceConfig {
         /// How to connect.
         connection: PostgresConnection,
         /// What to read.
-        read: PostgresRead,
+        read: TableRead,
     },
     /// Files in a datastore or a local directory (read by the executors).
     Files {
@@ -231,7 +232,8 @@ asset = "customers"
         assert_eq!(job.sql(), "SELECT * FROM \"crm\"");
         let e =
             JobFile::parse(&JOB.replace("partition_column", "partition_colum"), "job.toml").unwrap_err().to_string();
-        assert!(e.contains("job.toml") && e.contains("line 8") && e.contains("partition_colum"), "{e}");
+        // The key and the line of its section (kinds are told apart by `kind`, which hides the key's own line).
+        assert!(e.contains("job.toml") && e.contains("line 5") && e.contains("`partition_colum`"), "{e}");
         let e = JobFile::parse(&JOB.replace("kind = \"postgres\"", "kind = \"oracle\""), "job.toml").unwrap_err();
         assert!(e.to_string().contains("oracle"), "{e}");
         let e = JobFile::parse(&JOB.replace("asset = \"customers\"", "asset = \"_x\""), "j").unwrap_err().to_string();
