@@ -5,6 +5,7 @@
 pub mod datastore;
 pub mod delta;
 pub mod error;
+pub mod mysql;
 pub mod parquet;
 pub mod postgres;
 pub mod relational;
@@ -42,6 +43,11 @@ pub fn registry() -> Vec<Connector> {
         Connector {
             name: "postgres",
             description: "PostgreSQL tables and queries, read in parallel partitions, incrementally by a watermark",
+            roles: &[Role::Source],
+        },
+        Connector {
+            name: "mysql",
+            description: "MySQL and MariaDB tables and queries, read in parallel partitions, incrementally by a watermark",
             roles: &[Role::Source],
         },
         Connector {

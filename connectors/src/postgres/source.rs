@@ -11,9 +11,9 @@ use serde::{Deserialize, Serialize};
 use tokio_postgres::{Client, NoTls};
 
 use super::config::PostgresConnection;
-use crate::relational::{TableRead, ranges};
 use super::types::{Builder, PgKind};
 use crate::error::{Error, Result};
+use crate::relational::{TableRead, ranges};
 
 /// One column of the source.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -6,6 +6,7 @@ use std::any::Any;
 use std::fmt;
 use std::sync::Arc;
 
+use arrow::array::RecordBatch;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::physical_plan::{
@@ -116,24 +117,30 @@ impl FileSource for SourceFiles {
 impl FileOpener for SourceFiles {
     fn open(&self, file: PartitionedFile) -> Result<FileOpenFuture> {
         let partition = partition_of(file.path().as_ref())?;
-        let stream: std::pin::Pin<Box<dyn futures::Stream<Item = Result<arrow::array::RecordBatch>> + Send>> =
-            match &self.plan {
-                SourcePlan::Postgres(plan) => {
-                    let (source, label) = (plan.source.clone(), plan.label.clone());
-                    let inner =
-                        sluice_connectors::postgres::read_partition(plan.clone(), partition, None, self.batch_size);
-                    Box::pin(async_stream::try_stream! {
-                        futures::pin_mut!(inner);
-                        let mut rows = 0u64;
-                        while let Some(batch) = inner.next().await {
-                            let batch = batch.map_err(|e| DataFusionError::External(Box::new(e)))?;
-                            rows += batch.num_rows() as u64;
-                            yield batch;
-                        }
-                        tracing::info!(source = %source, table = %label, partition, rows, "read partition");
-                    })
-                }
-            };
+        type Batches = std::pin::Pin<Box<dyn futures::Stream<Item = sluice_connectors::Result<RecordBatch>> + Send>>;
+        let (inner, source, label): (Batches, String, String) = match &self.plan {
+            SourcePlan::Postgres(plan) => (
+                Box::pin(sluice_connectors::postgres::read_partition(plan.clone(), partition, None, self.batch_size)),
+                plan.source.clone(),
+                plan.label.clone(),
+            ),
+            SourcePlan::Mysql(plan) => (
+                Box::pin(sluice_connectors::mysql::read_partition(plan.clone(), partition, self.batch_size)),
+                plan.source.clone(),
+                plan.label.clone(),
+            ),
+        };
+        let stream = async_stream::try_stream! {
+            let mut inner = inner;
+            let mut rows = 0u64;
+            while let Some(batch) = inner.next().await {
+                let batch = batch.map_err(|e| DataFusionError::External(Box::new(e)))?;
+                rows += batch.num_rows() as u64;
+                yield batch;
+            }
+            tracing::info!(source = %source, table = %label, partition, rows, "read partition");
+        };
+        let stream: std::pin::Pin<Box<dyn futures::Stream<Item = Result<RecordBatch>> + Send>> = Box::pin(stream);
         Ok(Box::pin(async move { Ok(stream) }))
     }
 }

@@ -20,6 +20,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::Deserialize;
+use sluice_connectors::mysql::MysqlConnection;
 use sluice_connectors::postgres::PostgresConnection;
 use sluice_connectors::relational::TableRead;
 
@@ -59,6 +60,13 @@ pub enum SourceConfig {
     Postgres {
         /// How to connect.
         connection: PostgresConnection,
+        /// What to read.
+        read: TableRead,
+    },
+    /// A MySQL or MariaDB table or query, read in parallel partitions on the executors.
+    Mysql {
+        /// How to connect.
+        connection: MysqlConnection,
         /// What to read.
         read: TableRead,
     },
@@ -148,7 +156,9 @@ impl JobFile {
         let job: JobFile = toml::from_str(&text).map_err(|e| Error::Invalid(format!("{origin}: {e}")))?;
         let bad = |msg: String| Error::Invalid(format!("{origin}: {msg}"));
         if job.sources.is_empty() {
-            return Err(bad("no sources: add a [sources.NAME] table with kind = \"postgres\" or \"files\"".into()));
+            return Err(bad(
+                "no sources: add a [sources.NAME] table with kind = \"postgres\", \"mysql\" or \"files\"".into()
+            ));
         }
         sluice_connectors::delta::AssetRef::parse(&job.sink.asset).map_err(|e| bad(format!("sink.asset: {e}")))?;
         job.sink.mode.parse::<sluice_connectors::delta::WriteMode>().map_err(|e| bad(format!("sink.mode: {e}")))?;
@@ -156,7 +166,11 @@ impl JobFile {
             return Err(bad("several sources need [transform] sql = \"...\" saying how they combine".into()));
         }
         for (name, source) in &job.sources {
-            if let SourceConfig::Postgres { read, .. } = source
+            let read = match source {
+                SourceConfig::Postgres { read, .. } | SourceConfig::Mysql { read, .. } => Some(read),
+                SourceConfig::Files { .. } => None,
+            };
+            if let Some(read) = read
                 && read.table.is_some() == read.query.is_some()
             {
                 return Err(bad(format!("sources.{name}.read: give exactly one of table or query")));

@@ -34,12 +34,20 @@ pub async fn run(ctx: &SessionContext, lake: &Lake, job: &JobFile, path: &Path) 
     let mut watermarks = serde_json::Map::new();
     for (name, source) in &job.sources {
         match source {
-            SourceConfig::Postgres { connection, read } => {
+            SourceConfig::Postgres { .. } | SourceConfig::Mysql { .. } => {
                 let since = previous.get(name).and_then(|v| v.as_str()).map(str::to_string);
                 let spin = crate::progress::spinner(&format!("planning source {name}"));
-                let plan = sluice_connectors::postgres::plan(name, connection, read, since).await;
+                let plan = match source {
+                    SourceConfig::Postgres { connection, read } => {
+                        sluice_connectors::postgres::plan(name, connection, read, since).await.map(SourcePlan::Postgres)
+                    }
+                    SourceConfig::Mysql { connection, read } => {
+                        sluice_connectors::mysql::plan(name, connection, read, since).await.map(SourcePlan::Mysql)
+                    }
+                    SourceConfig::Files { .. } => unreachable_files(),
+                };
                 spin.finish_and_clear();
-                let plan = SourcePlan::Postgres(plan?);
+                let plan = plan?;
                 if let Some((_, upto)) = plan.next_watermark() {
                     // No new rows: keep the previous watermark.
                     let value = upto.or_else(|| previous.get(name).and_then(|v| v.as_str()).map(str::to_string));
@@ -77,6 +85,10 @@ pub async fn run(ctx: &SessionContext, lake: &Lake, job: &JobFile, path: &Path) 
     .await;
     spin.finish_and_clear();
     Ok(JobSummary { job: job.job.name.clone(), write: result?, partitions })
+}
+
+fn unreachable_files() -> sluice_connectors::Result<SourcePlan> {
+    Err(sluice_connectors::Error::Config("files sources are registered, not planned".into()))
 }
 
 /// The watermarks the asset's latest write recorded, by source.

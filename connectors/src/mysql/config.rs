@@ -1,0 +1,36 @@
+//! Connection settings of a MySQL or MariaDB source (what to read is a
+//! [`crate::relational::TableRead`]).
+
+use serde::{Deserialize, Serialize};
+
+use crate::datastore::SecretRef;
+
+/// How to reach the database. The password is a secret reference, resolved where the
+/// connection is opened (the client to plan, each executor to read).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MysqlConnection {
+    /// Host name or address.
+    #[serde(default = "default_host")]
+    pub host: String,
+    /// Port.
+    #[serde(default = "default_port")]
+    pub port: u16,
+    /// User name.
+    #[serde(default = "default_user")]
+    pub user: String,
+    /// Password: `{ env = "MYSQL_PWD" }` or `{ file = "/run/secrets/db" }` (none: no password).
+    pub password: Option<SecretRef>,
+    /// Database name.
+    pub database: String,
+}
+
+fn default_host() -> String {
+    "127.0.0.1".into()
+}
+fn default_port() -> u16 {
+    3306
+}
+fn default_user() -> String {
+    "root".into()
+}
