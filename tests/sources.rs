@@ -244,3 +244,42 @@ fn file_examples_land_ndjson_and_csv() {
     assert!(!out.status.success() && stderr.contains("bad.toml") && stderr.contains("delimitr"), "{stderr}");
     assert!(!stderr.contains("embedded cluster"), "nothing may start before the job file is valid: {stderr}");
 }
+
+fn mysql(sql: &str) {
+    assert!(Command::new("bash").arg(root().join("scripts/mariadb.sh")).status().unwrap().success());
+    let out = Command::new("mysql").args(["-h", "127.0.0.1", "-u", "root", "-e", sql]).output().unwrap();
+    assert!(out.status.success(), "mysql: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn mysql_example_reruns_pick_up_inserts_and_updates_only() {
+    let db = format!("sluice_o{}", std::process::id());
+    mysql(&format!(
+        "DROP DATABASE IF EXISTS {db}; CREATE DATABASE {db}; USE {db}; \
+         CREATE TABLE {db}.orders (order_id BIGINT PRIMARY KEY, account_id INT, amount DECIMAL(10,2), \
+         status ENUM('open','paid','refunded'), updated_at DATETIME(6) NOT NULL); \
+         INSERT INTO {db}.orders SELECT seq, seq % 50, seq * 0.5, 'open', \
+         TIMESTAMP '2026-01-01 00:00:00' + INTERVAL seq SECOND FROM seq_1_to_2000;"
+    ));
+    let lake = tempfile::tempdir().unwrap();
+    let run = || {
+        let out = sluice(lake.path())
+            .args(["run", "examples/mysql_orders.toml"])
+            .env("MYSQL_DATABASE", &db)
+            .output()
+            .unwrap();
+        ok(out, "sluice run examples/mysql_orders.toml")
+    };
+    let first = run();
+    assert!(first.contains("orders@0: 2000 rows") && first.contains("shop: 4 partitions"), "{first}");
+    mysql(&format!(
+        "INSERT INTO {db}.orders VALUES (2001, 1, 9.99, 'open', '2026-05-01 00:00:00'); \
+         UPDATE {db}.orders SET status = 'paid', updated_at = '2026-05-02 00:00:00' WHERE order_id IN (7, 8, 9);"
+    ));
+    let second = run();
+    assert!(second.contains("orders@1: 4 rows"), "{second}");
+    assert_eq!(count(lake.path(), "SELECT COUNT(*) FROM orders@1 WHERE status = 'paid'"), "3");
+    let third = run();
+    assert!(third.contains("orders@2: 0 rows"), "{third}");
+    mysql(&format!("DROP DATABASE IF EXISTS {db}"));
+}
