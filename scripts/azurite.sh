@@ -15,16 +15,17 @@ if ! command -v npm >/dev/null 2>&1; then
   say "npm not found: installing nodejs and npm from Debian"
   apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null
 fi
+listening() { (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; }
+# One starter at a time: tests run in parallel and may all find the port closed.
+mkdir -p "$cache"
+exec 9>"$cache/azurite.lock"
+flock 9
 if [ ! -x "$dir/node_modules/.bin/azurite-blob" ] || [ ! -d "$dir/node_modules/@azure/storage-blob" ]; then
   say "installing azurite@3 and @azure/storage-blob@12 into $dir (npm, once)"
   mkdir -p "$dir"
   (cd "$dir" && npm install --silent --no-audit --no-fund azurite@3 @azure/storage-blob@12 >/dev/null)
 fi
 
-listening() { (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; }
-# One starter at a time: tests run in parallel and may all find the port closed.
-exec 9>"$cache/azurite.lock"
-flock 9
 if ! listening; then
   say "starting azurite-blob on 127.0.0.1:$port (data in $cache/azurite-data, log $cache/azurite.log)"
   mkdir -p "$cache/azurite-data"

@@ -4,21 +4,18 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-fn sluice(workspace: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
-    cmd.env("SLUICE_LOG", "warn").env("SLUICE_WORKSPACE", workspace).env_remove("SLUICE_ASSETS");
-    cmd
-}
+use common::*;
 
-fn ok(output: Output, what: &str) -> String {
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{what} failed\nstdout:\n{stdout}\nstderr:\n{stderr}");
-    stdout
+fn sluice(workspace: &Path) -> Command {
+    let mut cmd = sluice_cmd();
+    cmd.env("SLUICE_WORKSPACE", workspace);
+    cmd
 }
 
 /// Workspace files for each backend: a local assets directory, and Azurite (started by
@@ -41,11 +38,7 @@ fn backends(dir: &Path, test: &str) -> Vec<(&'static str, PathBuf)> {
 }
 
 fn count(ws: &Path, sql: &str) -> String {
-    let out = ok(sluice(ws).args(["sql", sql]).output().unwrap(), sql);
-    out.lines()
-        .find(|l| l.starts_with("| ") && l.trim_start_matches("| ").starts_with(char::is_numeric))
-        .unwrap_or("")
-        .replace(['|', ' '], "")
+    first_value(&ok(sluice(ws).args(["sql", sql]).output().unwrap(), sql))
 }
 
 /// Unreferenced files `vacuum --dry-run` reports for `asset`.

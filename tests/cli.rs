@@ -2,17 +2,18 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::{DataType, Float32Type};
+use common::{Child, free_port};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 fn sluice() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
-    cmd.env("SLUICE_LOG", "warn");
-    cmd
+    common::sluice_cmd()
 }
 
 fn fixture(name: &str) -> String {
@@ -118,16 +119,6 @@ fn bad_sql_fails_with_a_message_and_exit_code() {
     assert!(String::from_utf8_lossy(&result.stderr).contains("expected df://HOST:PORT"));
 }
 
-/// A child process killed when dropped.
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn spawn(args: &[&str], log: PathBuf, filter: &str, workspace: &Path) -> Child {
     let file = std::fs::File::create(&log).unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
@@ -139,10 +130,6 @@ fn spawn(args: &[&str], log: PathBuf, filter: &str, workspace: &Path) -> Child {
         .spawn()
         .unwrap();
     Child(child)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// Executors the scheduler's REST API lists.

@@ -3,26 +3,19 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
+
+use std::path::Path;
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+use common::*;
 
 fn sluice(assets: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
-    cmd.env("SLUICE_LOG", "warn").env("SLUICE_ASSETS", assets).env_remove("SLUICE_WORKSPACE").current_dir(root());
+    let mut cmd = sluice_cmd();
+    cmd.env("SLUICE_ASSETS", assets).current_dir(root());
     cmd
-}
-
-fn ok(output: Output, what: &str) -> String {
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{what} failed\nstdout:\n{stdout}\nstderr:\n{stderr}");
-    stdout
 }
 
 fn psql(sql: &str) {
@@ -65,11 +58,7 @@ impl Drop for Customers {
 }
 
 fn count(assets: &Path, sql: &str) -> String {
-    let out = ok(sluice(assets).args(["sql", sql]).output().unwrap(), sql);
-    out.lines()
-        .find(|l| l.starts_with("| ") && l.trim_start_matches("| ").starts_with(|c: char| c.is_ascii_digit()))
-        .unwrap_or("")
-        .replace(['|', ' '], "")
+    first_value(&ok(sluice(assets).args(["sql", sql]).output().unwrap(), sql))
 }
 
 #[test]
@@ -106,20 +95,6 @@ fn postgres_example_reruns_pick_up_inserts_and_updates_only() {
     assert!(versions.contains(&format!("postgres:test/{}", db.table())), "{versions}");
     // Sums over all versions: every source row landed once per change.
     assert_eq!(count(lake.path(), "SELECT COUNT(DISTINCT id) FROM customers"), "1010");
-}
-
-/// A child process killed on drop.
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 #[test]

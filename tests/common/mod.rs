@@ -1,0 +1,52 @@
+//! Shared by the tests that run the `sluice` binary: the command, its output, child processes.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+/// The repository root (examples/ and scripts/ are found from here).
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The `sluice` binary with quiet logs and no workspace or assets location from the caller's
+/// environment.
+pub fn sluice_cmd() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
+    cmd.env("SLUICE_LOG", "warn").env_remove("SLUICE_WORKSPACE").env_remove("SLUICE_ASSETS");
+    cmd
+}
+
+/// The stdout of a command that must succeed; otherwise fails with both streams.
+pub fn ok(output: Output, what: &str) -> String {
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{what} failed\nstdout:\n{stdout}\nstderr:\n{stderr}");
+    stdout
+}
+
+/// The first value of the first row `sluice sql` printed (a table): e.g. a count.
+pub fn first_value(table: &str) -> String {
+    table
+        .lines()
+        .find(|l| l.starts_with("| ") && l.trim_start_matches("| ").starts_with(|c: char| c.is_ascii_digit()))
+        .unwrap_or("")
+        .replace(['|', ' '], "")
+}
+
+/// A child process, killed on drop.
+pub struct Child(pub std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A free TCP port on loopback.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
