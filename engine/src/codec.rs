@@ -21,7 +21,7 @@ use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConve
 
 use crate::assets::table::{AssetScan, AssetTable};
 use crate::sources::files::{SourceFiles, as_source_scan};
-use crate::sources::table::{SourcePlan, SourceTable};
+use crate::sources::{SourcePlan, SourceTable};
 
 /// Marks an encoded [`AssetTable`] (the rest is its [`AssetScan`] as JSON).
 const MAGIC: &[u8] = b"sluice.asset.v1\n";

@@ -16,8 +16,8 @@ use arrow::datatypes::{DataType, Int64Type, TimeUnit};
 use mysql_async::prelude::Queryable;
 use sluice_connectors::mysql::{MysqlConnection, connect, plan};
 use sluice_connectors::relational::TableRead;
+use sluice_engine::sources::SourcePlan;
 use sluice_engine::sources::SourceTable;
-use sluice_engine::sources::table::SourcePlan;
 
 use common::*;
 

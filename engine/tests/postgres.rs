@@ -15,8 +15,8 @@ use arrow::array::{Array, AsArray};
 use arrow::datatypes::{DataType, Float64Type, Int16Type, Int32Type, Int64Type, TimeUnit};
 use sluice_connectors::postgres::{PostgresConnection, connect, plan};
 use sluice_connectors::relational::TableRead;
+use sluice_engine::sources::SourcePlan;
 use sluice_engine::sources::SourceTable;
-use sluice_engine::sources::table::SourcePlan;
 
 use common::*;
 

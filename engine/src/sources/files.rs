@@ -22,7 +22,7 @@ use datafusion::physical_plan::DisplayFormatType;
 use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
 use futures::StreamExt;
 
-use super::table::SourcePlan;
+use super::plan::SourcePlan;
 
 /// The file source of a planned read: opens "file" `i` by reading partition `i`.
 #[derive(Debug, Clone)]

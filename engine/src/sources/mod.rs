@@ -3,7 +3,9 @@
 //! and each executor task streams its own partitions straight from the source system.
 
 pub mod files;
+pub mod plan;
 pub mod table;
 
 pub use files::SourceFiles;
+pub use plan::SourcePlan;
 pub use table::SourceTable;

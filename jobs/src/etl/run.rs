@@ -9,8 +9,8 @@ use datafusion::prelude::{CsvReadOptions, JsonReadOptions, ParquetReadOptions, S
 use serde::Serialize;
 use sluice_connectors::delta::Lake;
 use sluice_engine::assets::{WriteOptions, WriteSummary, write_asset};
+use sluice_engine::sources::SourcePlan;
 use sluice_engine::sources::SourceTable;
-use sluice_engine::sources::table::SourcePlan;
 
 use super::config::{FileFormat, JobFile, SourceConfig};
 use crate::error::{Error, Result};
