@@ -137,6 +137,7 @@ impl LogicalExtensionCodec for AssetCodec {
 #[derive(serde::Serialize, serde::Deserialize)]
 struct ScanSpec {
     plan: SourcePlan,
+    projection: Option<Vec<usize>>,
     partitions: Vec<usize>,
 }
 
@@ -168,7 +169,7 @@ impl PhysicalExtensionCodec for ScanCodec {
         match buf.strip_prefix(SOURCE_SCAN) {
             Some(json) => {
                 let spec: ScanSpec = serde_json::from_slice(json).map_err(|e| json_error("a source scan", e))?;
-                Ok(SourceFiles::new(spec.plan).scan(&spec.partitions))
+                Ok(SourceFiles::new(spec.plan, spec.projection)?.scan(&spec.partitions))
             }
             None => self.inner.try_decode(buf, inputs, ctx, proto_converter),
         }
@@ -183,7 +184,11 @@ impl PhysicalExtensionCodec for ScanCodec {
         if let Some(exec) = node.downcast_ref::<DataSourceExec>() {
             let source: &dyn std::any::Any = exec.data_source().as_ref();
             if let Some((config, files)) = as_source_scan(source) {
-                let spec = ScanSpec { plan: files.plan().clone(), partitions: SourceFiles::partitions_of(config)? };
+                let spec = ScanSpec {
+                    plan: files.plan().clone(),
+                    projection: files.projection().cloned(),
+                    partitions: SourceFiles::partitions_of(config)?,
+                };
                 buf.extend_from_slice(SOURCE_SCAN);
                 return serde_json::to_writer(buf, &spec).map_err(|e| json_error("a source scan", e));
             }

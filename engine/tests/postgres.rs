@@ -114,6 +114,24 @@ async fn every_mapped_type_and_nulls_read_on_the_executors() {
     assert_eq!(text("f4"), (Some("1.5".into()), true));
     assert_eq!(b.column_by_name("id").unwrap().as_primitive::<Int32Type>().values(), &[1, 2]);
 
+    // Only the columns a query needs are read: a NaN numeric (no Decimal128 form) fails the
+    // query that reads it, naming the column and row, and not the one that does not.
+    let client = connect("test", &s.1).await.unwrap();
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE {0}.nan (id int, n numeric(10,2)); INSERT INTO {0}.nan VALUES (1, 1.5), (2, 'NaN')",
+            s.0
+        ))
+        .await
+        .unwrap();
+    let read = TableRead { table: Some(format!("{}.nan", s.0)), partitions: 1, ..Default::default() };
+    let planned = plan("crm", &s.1, &read, None).await.unwrap();
+    ctx.register_table("nan", Arc::new(SourceTable::new(SourcePlan::Postgres(planned)))).unwrap();
+    let ids = ctx.sql("SELECT SUM(id) FROM nan").await.unwrap().collect().await.unwrap();
+    assert_eq!(ids[0].column(0).as_primitive::<Int64Type>().value(0), 3);
+    let e = error_of(&ctx, "SELECT SUM(n) FROM nan").await;
+    assert!(e.contains("column 'n'") && e.contains("row 2") && e.contains("NaN"), "{e}");
+
     // A type Sluice does not map is named with its table and column, with what to do.
     let client = connect("test", &s.1).await.unwrap();
     client.batch_execute(&format!("CREATE TABLE {}.odd (id int, span interval)", s.0)).await.unwrap();

@@ -224,25 +224,32 @@ fn window(w: &Option<(String, Option<String>, Option<String>)>) -> String {
     p.join(" AND ")
 }
 
-/// Streams partition `partition` of `plan` as batches of at most `batch_rows` rows.
+/// Streams partition `partition` of `plan` as batches of at most `batch_rows` rows, with the
+/// columns in `projection` (all when None).
 pub fn read_partition(
     plan: MysqlPlan,
     partition: usize,
+    projection: Option<Vec<usize>>,
     batch_rows: usize,
 ) -> impl Stream<Item = Result<RecordBatch>> + Send {
     async_stream::try_stream! {
         let predicate = plan.partitions.get(partition).cloned().ok_or_else(|| {
             Error::Source(format!("source '{}': no partition {partition}", plan.source))
         })?;
-        let schema = plan.schema();
-        let select = plan.columns.iter().map(|c| c.kind.select(&quote_ident(&c.name))).collect::<Vec<_>>().join(", ");
+        let indices: Vec<usize> = projection.unwrap_or_else(|| (0..plan.columns.len()).collect());
+        let schema = Arc::new(plan.schema().project(&indices).map_err(|e| Error::Source(e.to_string()))?);
+        let select = if indices.is_empty() {
+            "1".to_string()
+        } else {
+            indices.iter().map(|&i| plan.columns[i].kind.select(&quote_ident(&plan.columns[i].name))).collect::<Vec<_>>().join(", ")
+        };
         let sql = format!("SELECT {select} FROM {} WHERE ({predicate}) AND ({})", plan.from, window(&plan.watermark));
         let mut conn = connect(&plan.source, &plan.connection).await?;
         let failed = |total: u64, e: mysql_async::Error| Error::Source(format!(
             "source '{}': reading {} (partition {partition}) failed after {total} rows: {e}", plan.source, plan.label
         ));
         let mut result = conn.query_iter(sql).await.map_err(|e| failed(0, e))?;
-        let mut builders = plan.columns.iter().map(|c| Builder::new(&c.kind)).collect::<std::result::Result<Vec<_>, _>>().map_err(Error::Source)?;
+        let mut builders = indices.iter().map(|&i| Builder::new(&plan.columns[i].kind)).collect::<std::result::Result<Vec<_>, _>>().map_err(Error::Source)?;
         let (mut n, mut total) = (0usize, 0u64);
         while let Some(row) = result.next().await.map_err(|e| failed(total + n as u64, e))? {
             for (i, builder) in builders.iter_mut().enumerate() {
@@ -253,7 +260,7 @@ pub fn read_partition(
                 };
                 builder.push(value).map_err(|why| Error::Source(format!(
                     "source '{}': {} column '{}' in partition {partition}, row {}: {why}",
-                    plan.source, plan.label, plan.columns[i].name, total + n as u64 + 1
+                    plan.source, plan.label, plan.columns[indices[i]].name, total + n as u64 + 1
                 )))?;
             }
             n += 1;

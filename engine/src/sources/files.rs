@@ -28,16 +28,28 @@ use super::plan::SourcePlan;
 #[derive(Debug, Clone)]
 pub struct SourceFiles {
     plan: SourcePlan,
+    /// Columns read (all when None): only these are selected from the source.
+    projection: Option<Vec<usize>>,
     table_schema: TableSchema,
     metrics: ExecutionPlanMetricsSet,
     batch_size: usize,
 }
 
 impl SourceFiles {
-    /// The file source of `plan`.
-    pub fn new(plan: SourcePlan) -> Self {
-        let table_schema = TableSchema::from(plan.schema());
-        Self { plan, table_schema, metrics: ExecutionPlanMetricsSet::new(), batch_size: 8192 }
+    /// The file source of `plan`, reading the columns in `projection` (all when None); its
+    /// "file schema" is those columns.
+    pub fn new(plan: SourcePlan, projection: Option<Vec<usize>>) -> Result<Self> {
+        let schema = match &projection {
+            Some(p) => Arc::new(plan.schema().project(p)?),
+            None => plan.schema(),
+        };
+        let table_schema = TableSchema::from(schema);
+        Ok(Self { plan, projection, table_schema, metrics: ExecutionPlanMetricsSet::new(), batch_size: 8192 })
+    }
+
+    /// The columns read.
+    pub fn projection(&self) -> Option<&Vec<usize>> {
+        self.projection.as_ref()
     }
 
     /// The planned read.
@@ -120,12 +132,22 @@ impl FileOpener for SourceFiles {
         type Batches = std::pin::Pin<Box<dyn futures::Stream<Item = sluice_connectors::Result<RecordBatch>> + Send>>;
         let (inner, source, label): (Batches, String, String) = match &self.plan {
             SourcePlan::Postgres(plan) => (
-                Box::pin(sluice_connectors::postgres::read_partition(plan.clone(), partition, None, self.batch_size)),
+                Box::pin(sluice_connectors::postgres::read_partition(
+                    plan.clone(),
+                    partition,
+                    self.projection.clone(),
+                    self.batch_size,
+                )),
                 plan.source.clone(),
                 plan.label.clone(),
             ),
             SourcePlan::Mysql(plan) => (
-                Box::pin(sluice_connectors::mysql::read_partition(plan.clone(), partition, self.batch_size)),
+                Box::pin(sluice_connectors::mysql::read_partition(
+                    plan.clone(),
+                    partition,
+                    self.projection.clone(),
+                    self.batch_size,
+                )),
                 plan.source.clone(),
                 plan.label.clone(),
             ),

@@ -9,9 +9,6 @@ use datafusion::datasource::{TableProvider, TableType};
 use datafusion::logical_expr::Expr;
 use datafusion::physical_plan::ExecutionPlan;
 
-use datafusion::physical_expr::expressions::Column;
-use datafusion::physical_plan::projection::ProjectionExec;
-
 use super::files::SourceFiles;
 use super::plan::SourcePlan;
 
@@ -52,20 +49,8 @@ impl TableProvider for SourceTable {
         _filters: &[Expr],
         _limit: Option<usize>,
     ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        // Only the columns the query needs are selected from the source.
         let partitions: Vec<usize> = (0..self.plan.partitions()).collect();
-        let scan = SourceFiles::new(self.plan.clone()).scan(&partitions);
-        match projection {
-            None => Ok(scan),
-            Some(columns) => {
-                let exprs = columns
-                    .iter()
-                    .map(|&i| {
-                        let name = self.schema.field(i).name().clone();
-                        (Arc::new(Column::new(&name, i)) as Arc<dyn datafusion::physical_expr::PhysicalExpr>, name)
-                    })
-                    .collect::<Vec<_>>();
-                Ok(Arc::new(ProjectionExec::try_new(exprs, scan)?))
-            }
-        }
+        Ok(SourceFiles::new(self.plan.clone(), projection.cloned())?.scan(&partitions))
     }
 }
