@@ -1,6 +1,11 @@
 //! What relational sources share: what to read from a table, partition ranges, exact decimals.
 
+use arrow::array::ArrayRef;
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
 
 /// What to read: a table (partitioned by a column's range or by its physical pages) or a query.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -74,6 +79,13 @@ pub(crate) fn parse_decimal(text: &str, precision: u8, scale: i8) -> Result<i128
         return Err(bad("too many digits"));
     }
     Ok(if negative { -value } else { value })
+}
+
+/// A batch of `rows` rows from finished column arrays (no columns: a row count only, as
+/// `COUNT(*)` reads).
+pub(crate) fn batch(schema: &SchemaRef, columns: Vec<ArrayRef>, rows: usize) -> Result<RecordBatch> {
+    RecordBatch::try_new_with_options(schema.clone(), columns, &RecordBatchOptions::new().with_row_count(Some(rows)))
+        .map_err(|e| Error::Source(e.to_string()))
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use arrow::datatypes::{Field, Schema, SchemaRef};
-use arrow::record_batch::{RecordBatch, RecordBatchOptions};
+use arrow::record_batch::RecordBatch;
 use futures::Stream;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, OptsBuilder, Value};
@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::config::MysqlConnection;
 use super::types::{Builder, MyKind};
 use crate::error::{Error, Result};
-use crate::relational::{TableRead, ranges};
+use crate::relational::{TableRead, batch, ranges};
 
 /// One column of the source.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -279,7 +279,5 @@ pub fn read_partition(
 }
 
 fn finish(schema: &SchemaRef, builders: &mut [Builder], rows: usize) -> Result<RecordBatch> {
-    let columns = builders.iter_mut().map(Builder::finish).collect();
-    RecordBatch::try_new_with_options(schema.clone(), columns, &RecordBatchOptions::new().with_row_count(Some(rows)))
-        .map_err(|e| Error::Source(e.to_string()))
+    batch(schema, builders.iter_mut().map(Builder::finish).collect(), rows)
 }

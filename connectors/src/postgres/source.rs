@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arrow::datatypes::{Field, Schema, SchemaRef};
-use arrow::record_batch::{RecordBatch, RecordBatchOptions};
+use arrow::record_batch::RecordBatch;
 use futures::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 use tokio_postgres::{Client, NoTls};
@@ -13,7 +13,7 @@ use tokio_postgres::{Client, NoTls};
 use super::config::PostgresConnection;
 use super::types::{Builder, PgKind};
 use crate::error::{Error, Result};
-use crate::relational::{TableRead, ranges};
+use crate::relational::{TableRead, batch, ranges};
 
 /// One column of the source.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -329,7 +329,5 @@ pub fn read_partition(
 }
 
 fn finish(schema: &SchemaRef, builders: &mut [Builder], rows: usize) -> Result<RecordBatch> {
-    let columns = builders.iter_mut().map(Builder::finish).collect();
-    RecordBatch::try_new_with_options(schema.clone(), columns, &RecordBatchOptions::new().with_row_count(Some(rows)))
-        .map_err(|e| Error::Source(e.to_string()))
+    batch(schema, builders.iter_mut().map(Builder::finish).collect(), rows)
 }

@@ -129,29 +129,8 @@ impl FileSource for SourceFiles {
 impl FileOpener for SourceFiles {
     fn open(&self, file: PartitionedFile) -> Result<FileOpenFuture> {
         let partition = partition_of(file.path().as_ref())?;
-        type Batches = std::pin::Pin<Box<dyn futures::Stream<Item = sluice_connectors::Result<RecordBatch>> + Send>>;
-        let (inner, source, label): (Batches, String, String) = match &self.plan {
-            SourcePlan::Postgres(plan) => (
-                Box::pin(sluice_connectors::postgres::read_partition(
-                    plan.clone(),
-                    partition,
-                    self.projection.clone(),
-                    self.batch_size,
-                )),
-                plan.source.clone(),
-                plan.label.clone(),
-            ),
-            SourcePlan::Mysql(plan) => (
-                Box::pin(sluice_connectors::mysql::read_partition(
-                    plan.clone(),
-                    partition,
-                    self.projection.clone(),
-                    self.batch_size,
-                )),
-                plan.source.clone(),
-                plan.label.clone(),
-            ),
-        };
+        let inner = self.plan.read_partition(partition, self.projection.clone(), self.batch_size);
+        let label = self.plan.label();
         let stream = async_stream::try_stream! {
             let mut inner = inner;
             let mut rows = 0u64;
@@ -160,7 +139,7 @@ impl FileOpener for SourceFiles {
                 rows += batch.num_rows() as u64;
                 yield batch;
             }
-            tracing::info!(source = %source, table = %label, partition, rows, "read partition");
+            tracing::info!(source = %label, partition, rows, "read partition");
         };
         let stream: std::pin::Pin<Box<dyn futures::Stream<Item = Result<RecordBatch>> + Send>> = Box::pin(stream);
         Ok(Box::pin(async move { Ok(stream) }))

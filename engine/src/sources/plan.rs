@@ -36,6 +36,24 @@ impl SourcePlan {
             Self::Mysql(p) => format!("{}.{}", p.source, p.label),
         }
     }
+    /// Streams partition `partition`, with the columns in `projection` (all when None).
+    pub fn read_partition(
+        &self,
+        partition: usize,
+        projection: Option<Vec<usize>>,
+        batch_rows: usize,
+    ) -> futures::stream::BoxStream<'static, sluice_connectors::Result<arrow::array::RecordBatch>> {
+        use futures::StreamExt;
+        match self {
+            Self::Postgres(p) => {
+                sluice_connectors::postgres::read_partition(p.clone(), partition, projection, batch_rows).boxed()
+            }
+            Self::Mysql(p) => {
+                sluice_connectors::mysql::read_partition(p.clone(), partition, projection, batch_rows).boxed()
+            }
+        }
+    }
+
     /// Parallel reads.
     pub fn partitions(&self) -> usize {
         match self {
