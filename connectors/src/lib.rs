@@ -5,9 +5,12 @@
 pub mod datastore;
 pub mod delta;
 pub mod error;
+pub mod files;
+pub mod json;
 pub mod mysql;
 pub mod parquet;
 pub mod postgres;
+pub mod quarantine;
 pub mod relational;
 
 pub use error::{Error, Result};
@@ -48,6 +51,11 @@ pub fn registry() -> Vec<Connector> {
         Connector {
             name: "mysql",
             description: "MySQL and MariaDB tables and queries, read in parallel partitions, incrementally by a watermark",
+            roles: &[Role::Source],
+        },
+        Connector {
+            name: "files",
+            description: "Files from any datastore: NDJSON (plain or gzip, bad lines quarantined), CSV, Parquet",
             roles: &[Role::Source],
         },
         Connector {
