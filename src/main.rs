@@ -329,6 +329,19 @@ async fn run(cli: Cli) -> Result<()> {
                 w.seconds,
                 w.rows as f64 / w.seconds.max(1e-9)
             );
+            if let Some(c) = &s.records {
+                let dropped = c.read.saturating_sub(c.rejected).saturating_sub(w.rows);
+                println!(
+                    "records      {} read = {} landed + {} quarantined{}",
+                    c.read,
+                    w.rows.min(c.read - c.rejected),
+                    c.rejected,
+                    if dropped > 0 { format!(" + {dropped} dropped (duplicates, transform filters)") } else { String::new() }
+                );
+            }
+            if let Some(q) = &s.quarantine {
+                println!("quarantined  {}@{}: {} records with location, raw text and reason", q.asset, q.version, q.rows);
+            }
         }
         Command::Scheduler { bind, external_host, port, executor_timeout, workspace } => {
             sluice_engine::cluster::run_scheduler(SchedulerOptions {

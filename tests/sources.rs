@@ -161,30 +161,65 @@ fn a_million_postgres_rows_are_read_by_both_executor_processes() {
 fn file_examples_land_ndjson_and_csv() {
     let dir = tempfile::tempdir().unwrap();
     let lake = dir.path().join("lake");
-    // NDJSON: two files of device events. (Gzip NDJSON read on executors waits for the events
-    // reader: DataFusion 55's JSON scan serialisation drops the compression.)
+    // NDJSON: a plain file and a gzip file of device events; the gzip one re-sends 20 events of the
+    // first, and the plain one has a cut-off line, a reading that is not a number and a blank line.
     let events = dir.path().join("events");
     std::fs::create_dir_all(&events).unwrap();
     let line = |i: usize| {
         format!(
-            "{{\"device_id\": \"d{}\", \"ts\": \"2026-11-{:02}T10:00:00\", \"temperature\": {}.5, \"battery\": {}}}\n",
+            "{{\"device_id\": \"d{}\", \"ts\": \"2026-11-{:02}T10:{:02}:{:02}\", \"temperature\": {}.5, \"battery\": {}}}\n",
             i % 7,
             20 + i % 3,
+            i / 60,
+            i % 60,
             i % 40,
             i % 100
         )
     };
-    std::fs::write(events.join("a.json"), (0..300).map(line).collect::<String>()).unwrap();
-    std::fs::write(events.join("b.json"), (300..500).map(line).collect::<String>()).unwrap();
-    let out = sluice(&lake)
-        .args(["run", "examples/files_device_events.toml"])
-        .env("EVENTS_DIR", format!("{}/", events.display()))
-        .output()
-        .unwrap();
-    let stdout = ok(out, "device events");
+    let mut plain: String = (0..150).map(line).collect();
+    plain.push_str("{\"device_id\": \"d1\", \"ts\": \"2026-11-20T11:00:00\", \"temp\n");
+    plain.push_str("\n");
+    plain.push_str("{\"device_id\": \"d2\", \"ts\": \"2026-11-20T11:00:01\", \"temperature\": \"hot\"}\n");
+    plain.extend((150..300).map(line));
+    std::fs::write(events.join("a.json"), plain).unwrap();
+    let resent: String = (280..500).map(line).collect();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut gz, resent.as_bytes()).unwrap();
+    std::fs::write(events.join("b.json.gz"), gz.finish().unwrap()).unwrap();
+
+    let run_events = |max_errors: &str| {
+        sluice(&lake)
+            .args(["run", "examples/files_device_events.toml"])
+            .env("EVENTS_DIR", format!("{}/", events.display()))
+            .env("EVENTS_MAX_ERRORS", max_errors)
+            .output()
+            .unwrap()
+    };
+    let stdout = ok(run_events("5%"), "device events");
     assert!(stdout.contains("device_events@0: 500 rows"), "{stdout}");
+    assert!(stdout.contains("records      522 read = 500 landed + 2 quarantined + 20 dropped"), "{stdout}");
+    assert!(stdout.contains("device_events_quarantine@0: 2 records"), "{stdout}");
     assert_eq!(count(&lake, "SELECT COUNT(*) FROM device_events"), "500");
+    assert_eq!(count(&lake, "SELECT COUNT(DISTINCT (device_id, ts)) FROM device_events"), "500");
     assert_eq!(count(&lake, "SELECT COUNT(*) FROM device_events WHERE day = DATE '2026-11-21'"), "167");
+    let bad = ok(
+        sluice(&lake)
+            .args(["sql", "SELECT location, reason, raw FROM device_events_quarantine ORDER BY location"])
+            .output()
+            .unwrap(),
+        "quarantine",
+    );
+    assert!(bad.contains("a.json line 151") && bad.contains("a.json line 153"), "{bad}");
+    assert!(bad.contains("temperature") && bad.contains("hot"), "{bad}");
+
+    // Over the error threshold: the job fails with a summary, the events asset gets no version,
+    // and the bad records are kept.
+    let out = run_events("1");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("bad") && stderr.contains("device_events_quarantine@1"), "{stderr}");
+    let versions = ok(sluice(&lake).args(["asset", "versions", "device_events"]).output().unwrap(), "versions");
+    assert!(!versions.contains("\n1 ") && !versions.contains("| 1 "), "no new version: {versions}");
 
     // CSV with ';' and a header.
     let accounts = dir.path().join("accounts");

@@ -12,6 +12,7 @@ pub mod parquet;
 pub mod postgres;
 pub mod quarantine;
 pub mod relational;
+pub mod rest;
 
 pub use error::{Error, Result};
 
@@ -51,6 +52,11 @@ pub fn registry() -> Vec<Connector> {
         Connector {
             name: "mysql",
             description: "MySQL and MariaDB tables and queries, read in parallel partitions, incrementally by a watermark",
+            roles: &[Role::Source],
+        },
+        Connector {
+            name: "rest",
+            description: "REST/JSON APIs (CRM systems): next-link, cursor, offset and page pagination, bearer or OAuth2, retries, incremental",
             roles: &[Role::Source],
         },
         Connector {

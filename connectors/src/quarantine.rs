@@ -73,16 +73,18 @@ impl Counts {
     }
 }
 
-/// Writes partition `partition`'s rejects (if any) and counts under `target` in `store`; the
-/// names are fixed per partition so a retried task replaces its first attempt's files.
+/// Writes rejects of partition `partition` (if any) as its file `file_no` and, at its end, its
+/// counts, under `target` in `store`; the names are fixed per partition so a retried task
+/// replaces its first attempt's files.
 pub async fn write_partition(
     store: &Arc<dyn ObjectStore>,
     target: &QuarantineTarget,
     partition: usize,
+    file_no: usize,
     rejects: &[Reject],
-    counts: Counts,
+    counts: Option<Counts>,
 ) -> Result<()> {
-    let rows_path = Path::from(target.rows_path.as_str()).clone().join(format!("part-{partition:05}.parquet").as_str());
+    let rows_path = Path::from(target.rows_path.as_str()).join(format!("part-{partition:05}-{file_no:04}.parquet").as_str());
     if !rejects.is_empty() {
         let batch = batch(&target.source, rejects)?;
         let mut bytes = Vec::new();
@@ -94,7 +96,8 @@ pub async fn write_partition(
         writer.write(&batch).and_then(|_| writer.close().map(|_| ())).map_err(|e| Error::Schema(format!("quarantine file: {e}")))?;
         put(store, &rows_path, bytes).await?;
     }
-    let counts_path = Path::from(target.counts_path.as_str()).clone().join(format!("part-{partition:05}.json").as_str());
+    let Some(counts) = counts else { return Ok(()) };
+    let counts_path = Path::from(target.counts_path.as_str()).join(format!("part-{partition:05}.json").as_str());
     let json = serde_json::to_vec(&counts).map_err(|e| Error::Schema(e.to_string()))?;
     put(store, &counts_path, json).await
 }
@@ -117,6 +120,21 @@ pub async fn read_counts(store: &Arc<dyn ObjectStore>, target: &QuarantineTarget
         total.add(counts);
     }
     Ok(total)
+}
+
+/// Removes the partitions' counts once summed.
+pub async fn remove_counts(store: &Arc<dyn ObjectStore>, target: &QuarantineTarget) -> Result<()> {
+    use futures::TryStreamExt;
+    let prefix = Path::from(target.counts_path.as_str());
+    let objects: Vec<_> = store
+        .list(Some(&prefix))
+        .try_collect()
+        .await
+        .map_err(|e| Error::Asset(format!("listing quarantine counts at {prefix}: {e}")))?;
+    for object in objects {
+        store.delete(&object.location).await.map_err(|e| Error::Asset(format!("removing {}: {e}", object.location)))?;
+    }
+    Ok(())
 }
 
 async fn put(store: &Arc<dyn ObjectStore>, path: &Path, bytes: Vec<u8>) -> Result<()> {

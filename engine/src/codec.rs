@@ -20,7 +20,8 @@ use datafusion_proto::logical_plan::LogicalExtensionCodec;
 use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConverterExtension};
 
 use crate::assets::table::{AssetScan, AssetTable};
-use crate::sources::files::{SourceFiles, as_source_scan};
+use crate::sources::files::{Quarantine, SourceFiles, as_source_scan};
+use sluice_connectors::quarantine::QuarantineTarget;
 use crate::sources::{SourcePlan, SourceTable};
 
 /// Marks an encoded [`AssetTable`] (the rest is its [`AssetScan`] as JSON).
@@ -73,9 +74,9 @@ impl LogicalExtensionCodec for AssetCodec {
             return Ok(Arc::new(AssetTable::from_scan(scan, schema)?));
         }
         if let Some(json) = buf.strip_prefix(SOURCE_TABLE) {
-            let plan: SourcePlan =
+            let spec: TableSpec =
                 serde_json::from_slice(json).map_err(|e| json_error(&format!("the source '{table_ref}'"), e))?;
-            return Ok(Arc::new(SourceTable::new(plan)));
+            return Ok(Arc::new(SourceTable::new(spec.plan, spec.quarantine)));
         }
         self.inner.try_decode_table_provider(buf, table_ref, schema, ctx)
     }
@@ -93,7 +94,8 @@ impl LogicalExtensionCodec for AssetCodec {
         }
         if let Some(table) = node.downcast_ref::<SourceTable>() {
             buf.extend_from_slice(SOURCE_TABLE);
-            return serde_json::to_writer(buf, table.plan())
+            let spec = TableSpec { plan: table.plan().clone(), quarantine: table.quarantine().cloned() };
+            return serde_json::to_writer(buf, &spec)
                 .map_err(|e| json_error(&format!("the source '{table_ref}'"), e));
         }
         self.inner.try_encode_table_provider(table_ref, node, buf)
@@ -132,6 +134,13 @@ impl LogicalExtensionCodec for AssetCodec {
     }
 }
 
+/// A source table as it travels.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct TableSpec {
+    plan: SourcePlan,
+    quarantine: Option<QuarantineTarget>,
+}
+
 /// A source scan as it travels: the planned read and the partitions this scan reads (all of them
 /// in the stage plan; the task's own slice once the scheduler restricted it).
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -139,6 +148,7 @@ struct ScanSpec {
     plan: SourcePlan,
     projection: Option<Vec<usize>>,
     partitions: Vec<usize>,
+    quarantine: Option<QuarantineTarget>,
 }
 
 /// Ballista's physical codec extended with source scans.
@@ -169,7 +179,11 @@ impl PhysicalExtensionCodec for ScanCodec {
         match buf.strip_prefix(SOURCE_SCAN) {
             Some(json) => {
                 let spec: ScanSpec = serde_json::from_slice(json).map_err(|e| json_error("a source scan", e))?;
-                Ok(SourceFiles::new(spec.plan, spec.projection)?.scan(&spec.partitions))
+                let quarantine = match spec.quarantine {
+                    Some(target) => Some(Quarantine::resolve(target, ctx.runtime_env().as_ref())?),
+                    None => None,
+                };
+                Ok(SourceFiles::new(spec.plan, spec.projection, quarantine)?.scan(&spec.partitions))
             }
             None => self.inner.try_decode(buf, inputs, ctx, proto_converter),
         }
@@ -188,6 +202,7 @@ impl PhysicalExtensionCodec for ScanCodec {
                     plan: files.plan().clone(),
                     projection: files.projection().cloned(),
                     partitions: SourceFiles::partitions_of(config)?,
+                    quarantine: files.quarantine().cloned(),
                 };
                 buf.extend_from_slice(SOURCE_SCAN);
                 return serde_json::to_writer(buf, &spec).map_err(|e| json_error("a source scan", e));
@@ -244,7 +259,7 @@ mod tests {
             partitions: vec!["TRUE".into(), "FALSE".into()],
             watermark: None,
         });
-        let table: Arc<dyn TableProvider> = Arc::new(SourceTable::new(plan.clone()));
+        let table: Arc<dyn TableProvider> = Arc::new(SourceTable::new(plan.clone(), None));
         let mut buf = Vec::new();
         let codec = AssetCodec::default();
         codec.try_encode_table_provider(&TableReference::bare("t"), table.clone(), &mut buf).unwrap();

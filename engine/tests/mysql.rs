@@ -83,7 +83,7 @@ async fn every_mapped_type_and_nulls_read_on_the_executors() {
     assert_eq!(ty("vb"), DataType::Binary);
     assert_eq!(ty("ts"), DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())));
     assert_eq!(planned.partitions.len(), 2, "split by the integer primary key");
-    ctx.register_table("types", Arc::new(SourceTable::new(SourcePlan::Mysql(planned)))).unwrap();
+    ctx.register_table("types", Arc::new(SourceTable::new(SourcePlan::Mysql(planned), None))).unwrap();
     let batches = ctx.sql("SELECT * FROM types ORDER BY id").await.unwrap().collect().await.unwrap();
     let b = arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap();
     assert_eq!(b.num_rows(), 2);
@@ -137,7 +137,7 @@ async fn a_million_rows_split_by_the_primary_key() {
     let read = TableRead { table: Some("big".into()), partitions: 4, ..Default::default() };
     let planned = plan("shop", &db.0, &read, None).await.unwrap();
     assert_eq!(planned.partitions.len(), 4);
-    ctx.register_table("big", Arc::new(SourceTable::new(SourcePlan::Mysql(planned)))).unwrap();
+    ctx.register_table("big", Arc::new(SourceTable::new(SourcePlan::Mysql(planned), None))).unwrap();
     let batches =
         ctx.sql("SELECT COUNT(*), SUM(id), COUNT(DISTINCT id) FROM big").await.unwrap().collect().await.unwrap();
     let v: Vec<i64> = (0..3).map(|c| batches[0].column(c).as_primitive::<Int64Type>().value(0)).collect();
@@ -156,7 +156,7 @@ async fn a_source_that_goes_away_mid_read_fails_clearly_and_commits_nothing() {
     let lake = sluice_engine::Lake::open(dir.path().to_str().unwrap(), &[]).unwrap();
     let read = TableRead { table: Some("slow".into()), partitions: 2, ..Default::default() };
     let planned = plan("shop", &db.0, &read, None).await.unwrap();
-    ctx.register_table("slow", Arc::new(SourceTable::new(SourcePlan::Mysql(planned)))).unwrap();
+    ctx.register_table("slow", Arc::new(SourceTable::new(SourcePlan::Mysql(planned), None))).unwrap();
     let writer = {
         let (ctx, lake) = (ctx.clone(), lake.clone());
         tokio::spawn(async move {

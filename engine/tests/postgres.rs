@@ -83,7 +83,7 @@ async fn every_mapped_type_and_nulls_read_on_the_executors() {
     assert_eq!(ty("tz"), DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())));
     assert_eq!(ty("ts"), DataType::Timestamp(TimeUnit::Microsecond, None));
     assert!(matches!(ty("ai"), DataType::List(_)));
-    ctx.register_table("types", Arc::new(SourceTable::new(SourcePlan::Postgres(planned)))).unwrap();
+    ctx.register_table("types", Arc::new(SourceTable::new(SourcePlan::Postgres(planned), None))).unwrap();
 
     let batches = ctx.sql("SELECT * FROM types ORDER BY id").await.unwrap().collect().await.unwrap();
     let b = arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap();
@@ -126,7 +126,7 @@ async fn every_mapped_type_and_nulls_read_on_the_executors() {
         .unwrap();
     let read = TableRead { table: Some(format!("{}.nan", s.0)), partitions: 1, ..Default::default() };
     let planned = plan("crm", &s.1, &read, None).await.unwrap();
-    ctx.register_table("nan", Arc::new(SourceTable::new(SourcePlan::Postgres(planned)))).unwrap();
+    ctx.register_table("nan", Arc::new(SourceTable::new(SourcePlan::Postgres(planned), None))).unwrap();
     let ids = ctx.sql("SELECT SUM(id) FROM nan").await.unwrap().collect().await.unwrap();
     assert_eq!(ids[0].column(0).as_primitive::<Int64Type>().value(0), 3);
     let e = error_of(&ctx, "SELECT SUM(n) FROM nan").await;
@@ -158,7 +158,7 @@ async fn a_million_rows_read_in_partitions_by_range_and_by_pages() {
         let planned = plan("db", &s.1, &read, None).await.unwrap();
         assert_eq!(planned.partitions.len(), 4, "{label}: {:?}", planned.partitions);
         ctx.deregister_table("big").unwrap();
-        ctx.register_table("big", Arc::new(SourceTable::new(SourcePlan::Postgres(planned)))).unwrap();
+        ctx.register_table("big", Arc::new(SourceTable::new(SourcePlan::Postgres(planned), None))).unwrap();
         let batches =
             ctx.sql("SELECT COUNT(*), SUM(id), COUNT(DISTINCT id) FROM big").await.unwrap().collect().await.unwrap();
         let v: Vec<i64> = (0..3).map(|c| batches[0].column(c).as_primitive::<Int64Type>().value(0)).collect();
@@ -176,7 +176,7 @@ async fn a_source_that_goes_away_mid_read_fails_clearly_and_commits_nothing() {
     let lake = sluice_engine::Lake::open(dir.path().to_str().unwrap(), &[]).unwrap();
     let read = TableRead { table: Some(format!("{}.slow", s.0)), partitions: 2, ..Default::default() };
     let planned = plan("db", &s.1, &read, None).await.unwrap();
-    ctx.register_table("slow", Arc::new(SourceTable::new(SourcePlan::Postgres(planned)))).unwrap();
+    ctx.register_table("slow", Arc::new(SourceTable::new(SourcePlan::Postgres(planned), None))).unwrap();
     let writer = {
         let (ctx, lake) = (ctx.clone(), lake.clone());
         tokio::spawn(async move {

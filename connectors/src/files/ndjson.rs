@@ -50,6 +50,15 @@ impl NdjsonPlan {
         Arc::new(self.schema.clone())
     }
 
+    /// A file's path as users know it: `/data/a.json`, `az://raw/a.json`.
+    pub fn shown(&self, path: &str) -> String {
+        if self.store_url.starts_with("file:") {
+            format!("/{path}")
+        } else {
+            format!("{}/{path}", self.store_url.trim_end_matches('/'))
+        }
+    }
+
     /// What lineage records as the input.
     pub fn lineage(&self) -> String {
         let files: std::collections::BTreeSet<&str> =
@@ -192,6 +201,7 @@ pub fn read_partition(
     let pieces = plan.partitions.get(partition).cloned().unwrap_or_default();
     async_stream::try_stream! {
         for piece in pieces {
+            let shown = plan.shown(&piece.path);
             let mut lines = LineBuffer::new(piece.start, piece.end);
             let mut chunks = std::pin::pin!(chunks(store.clone(), piece.clone()));
             while let Some(chunk) = chunks.next().await {
@@ -199,17 +209,17 @@ pub fn read_partition(
                     Ok(bytes) => lines.feed(&bytes),
                     Err(Chunk::Corrupt(reason)) => {
                         // The unreadable rest of a file is kept as one reject; the lines before it land.
-                        let reject = Reject { location: piece.path.clone(), raw: String::new(), reason };
+                        let reject = Reject { location: shown.clone(), raw: String::new(), reason };
                         yield (Decoded { batch: None, rejects: vec![reject] }, 1);
                         break;
                     }
                     Err(Chunk::Unreadable(e)) => {
-                        Err(Error::Source(format!("source '{}': {}: {e}", plan.source, piece.path)))?;
+                        Err(Error::Source(format!("source '{}': {shown}: {e}", plan.source)))?;
                     }
                 }
                 while lines.complete() >= batch_rows {
                     let taken = lines.lines(false);
-                    yield decode(&decoder, &lines, &taken, &piece)?;
+                    yield decode(&decoder, &lines, &taken, &shown)?;
                     lines.consume(&taken);
                     if lines.finished() {
                         break;
@@ -221,19 +231,19 @@ pub fn read_partition(
             }
             if !lines.finished() {
                 let taken = lines.lines(true);
-                yield decode(&decoder, &lines, &taken, &piece)?;
+                yield decode(&decoder, &lines, &taken, &shown)?;
             }
         }
     }
 }
 
-fn decode(decoder: &RecordDecoder, lines: &LineBuffer, taken: &[Line], piece: &Piece) -> Result<(Decoded, u64)> {
+fn decode(decoder: &RecordDecoder, lines: &LineBuffer, taken: &[Line], shown: &str) -> Result<(Decoded, u64)> {
     let mut texts = Vec::with_capacity(taken.len());
     let mut at = Vec::with_capacity(taken.len());
     let mut rejects = Vec::new();
     let locate = |line: &Line| match line.number {
-        Some(n) => format!("{} line {n}", piece.path),
-        None => format!("{} byte {}", piece.path, line.offset),
+        Some(n) => format!("{} line {n}", shown),
+        None => format!("{} byte {}", shown, line.offset),
     };
     for line in taken {
         let bytes = lines.text(line);

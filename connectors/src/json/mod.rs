@@ -22,7 +22,8 @@ pub struct JsonOptions {
     /// types.
     #[serde(default)]
     pub schema: Option<String>,
-    /// Infer columns from a sample of records (default: true unless `schema` is given).
+    /// Infer columns from a sample of records (default true; false reads exactly the `schema`
+    /// columns).
     #[serde(default)]
     pub infer: Option<bool>,
     /// Records sampled to infer columns (default 1000).
@@ -45,7 +46,7 @@ impl JsonOptions {
             Some(spec) => parse_columns(spec)?,
             None => Vec::new(),
         };
-        let infer = self.infer.unwrap_or(declared.is_empty());
+        let infer = self.infer.unwrap_or(true);
         resolve(&declared, infer, sample, self.flatten.as_deref())
     }
 }

@@ -74,8 +74,61 @@ pub struct WriteSummary {
     pub seconds: f64,
 }
 
+/// Files written for a new version, not yet committed (readers do not see them).
+#[derive(Debug)]
+pub struct StagedWrite {
+    name: String,
+    run_id: String,
+    inputs: Vec<String>,
+    new: NewFiles,
+    mode: WriteMode,
+    lineage: serde_json::Value,
+    started: Instant,
+}
+
+impl StagedWrite {
+    /// Rows written.
+    pub fn rows(&self) -> u64 {
+        self.new.rows()
+    }
+
+    /// The write's run id.
+    pub fn run_id(&self) -> &str {
+        &self.run_id
+    }
+
+    /// Adds to the lineage the version will record.
+    pub fn add_lineage(&mut self, key: &str, value: serde_json::Value) {
+        if let Some(map) = self.lineage.as_object_mut() {
+            map.insert(key.to_string(), value);
+        }
+    }
+
+    /// Commits the files as one new version.
+    pub async fn commit(self, lake: &Lake) -> Result<WriteSummary> {
+        let version = lake.commit(&self.name, self.mode, &self.new, self.lineage).await?;
+        let summary = WriteSummary {
+            asset: self.name,
+            version,
+            rows: self.new.rows(),
+            files: self.new.files.len(),
+            bytes: self.new.bytes(),
+            inputs: self.inputs,
+            run_id: self.run_id,
+            seconds: self.started.elapsed().as_secs_f64(),
+        };
+        tracing::info!(asset = %summary.asset, version, rows = summary.rows, files = summary.files, "committed");
+        Ok(summary)
+    }
+}
+
 /// Writes `df`'s rows as a new version of asset `name` in `lake` and returns what was written.
 pub async fn write_asset(lake: &Lake, name: &str, df: DataFrame, options: &WriteOptions) -> Result<WriteSummary> {
+    stage_asset(lake, name, df, options).await?.commit(lake).await
+}
+
+/// Writes `df`'s rows into a new folder of asset `name`, ready to be committed as a version.
+pub async fn stage_asset(lake: &Lake, name: &str, df: DataFrame, options: &WriteOptions) -> Result<StagedWrite> {
     let started = Instant::now();
     let run_id = run_id();
     let prefix = lake.asset_url(name)?.join(&format!("run-{run_id}/")).map_err(|e| Error::Config(e.to_string()))?;
@@ -120,23 +173,11 @@ pub async fn write_asset(lake: &Lake, name: &str, df: DataFrame, options: &Write
     if let Some(map) = lineage.as_object_mut() {
         map.extend(options.lineage.clone());
     }
-    let version = lake.commit(name, options.mode, &new, lineage).await?;
-    let summary = WriteSummary {
-        asset: name.to_string(),
-        version,
-        rows: new.rows(),
-        files: new.files.len(),
-        bytes: new.bytes(),
-        inputs,
-        run_id,
-        seconds: started.elapsed().as_secs_f64(),
-    };
-    tracing::info!(asset = name, version, rows = summary.rows, files = summary.files, "committed");
-    Ok(summary)
+    Ok(StagedWrite { name: name.to_string(), run_id, inputs, new, mode: options.mode, lineage, started })
 }
 
 /// A fresh, sortable, unique id: UTC time and random bits.
-fn run_id() -> String {
+pub fn run_id() -> String {
     format!("{}-{}", chrono::Utc::now().format("%Y%m%dT%H%M%S"), &uuid::Uuid::new_v4().simple().to_string()[..8])
 }
 
@@ -241,4 +282,25 @@ fn with_rows_per_file(df: DataFrame, target: Option<u64>, schema: &Schema) -> Re
 
 fn column_names(schema: &Schema) -> String {
     schema.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ")
+}
+
+/// Commits the Parquet files that others wrote under `prefix` (e.g. the executors' quarantined
+/// records) as a new version of asset `name` appending rows of `schema`; None when there are none.
+pub async fn commit_folder(
+    lake: &Lake,
+    name: &str,
+    prefix: &url::Url,
+    schema: Arc<Schema>,
+    lineage: serde_json::Value,
+) -> Result<Option<WriteSummary>> {
+    let started = Instant::now();
+    let files = lake.collect_written(name, prefix, &[]).await?;
+    if files.is_empty() {
+        return Ok(None);
+    }
+    let new = NewFiles { schema, partition_by: Vec::new(), files };
+    let run_id = lineage.get("run_id").and_then(|v| v.as_str()).unwrap_or_default().to_string();
+    let inputs = Vec::new();
+    let staged = StagedWrite { name: name.to_string(), run_id, inputs, new, mode: WriteMode::Append, lineage, started };
+    staged.commit(lake).await.map(Some)
 }

@@ -22,7 +22,26 @@ use datafusion::physical_plan::DisplayFormatType;
 use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
 use futures::StreamExt;
 
+use sluice_connectors::quarantine::{self, Counts, QuarantineTarget};
+
 use super::plan::SourcePlan;
+
+/// Where rejected records go: the target and its object store (resolved in each site's runtime).
+#[derive(Debug, Clone)]
+pub struct Quarantine {
+    /// The folders and limits.
+    pub target: QuarantineTarget,
+    /// The store the folders are in.
+    pub store: Arc<dyn ObjectStore>,
+}
+
+impl Quarantine {
+    /// The quarantine of `target`, its store found in `runtime`.
+    pub fn resolve(target: QuarantineTarget, runtime: &datafusion::execution::runtime_env::RuntimeEnv) -> Result<Self> {
+        let url = ObjectStoreUrl::parse(&target.store_url)?;
+        Ok(Self { store: runtime.object_store(&url)?, target })
+    }
+}
 
 /// The file source of a planned read: opens "file" `i` by reading partition `i`.
 #[derive(Debug, Clone)]
@@ -30,21 +49,32 @@ pub struct SourceFiles {
     plan: SourcePlan,
     /// Columns read (all when None): only these are selected from the source.
     projection: Option<Vec<usize>>,
+    /// Where rejected records go; without one, a rejected record fails the read.
+    quarantine: Option<Quarantine>,
     table_schema: TableSchema,
     metrics: ExecutionPlanMetricsSet,
     batch_size: usize,
 }
 
+/// Rejects are written out in files of at most this many rows, so a source of mostly bad
+/// records does not hold them all in memory.
+const REJECTS_PER_FILE: usize = 10_000;
+
 impl SourceFiles {
     /// The file source of `plan`, reading the columns in `projection` (all when None); its
     /// "file schema" is those columns.
-    pub fn new(plan: SourcePlan, projection: Option<Vec<usize>>) -> Result<Self> {
+    pub fn new(plan: SourcePlan, projection: Option<Vec<usize>>, quarantine: Option<Quarantine>) -> Result<Self> {
         let schema = match &projection {
             Some(p) => Arc::new(plan.schema().project(p)?),
             None => plan.schema(),
         };
         let table_schema = TableSchema::from(schema);
-        Ok(Self { plan, projection, table_schema, metrics: ExecutionPlanMetricsSet::new(), batch_size: 8192 })
+        Ok(Self { plan, projection, quarantine, table_schema, metrics: ExecutionPlanMetricsSet::new(), batch_size: 8192 })
+    }
+
+    /// Where rejected records go.
+    pub fn quarantine(&self) -> Option<&QuarantineTarget> {
+        self.quarantine.as_ref().map(|q| &q.target)
     }
 
     /// The columns read.
@@ -64,7 +94,7 @@ impl SourceFiles {
             .iter()
             .map(|i| FileGroup::new(vec![PartitionedFile::new(format!("sluice-source/{label}/{i}"), 1)]))
             .collect();
-        let config = FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), Arc::new(self))
+        let config = FileScanConfigBuilder::new(self.plan.store_url(), Arc::new(self))
             .with_file_groups(groups)
             .build();
         DataSourceExec::from_data_source(config)
@@ -86,11 +116,11 @@ fn partition_of(path: &str) -> Result<usize> {
 impl FileSource for SourceFiles {
     fn create_file_opener(
         &self,
-        _object_store: Arc<dyn ObjectStore>,
+        object_store: Arc<dyn ObjectStore>,
         _base_config: &FileScanConfig,
         _partition: usize,
     ) -> Result<Arc<dyn FileOpener>> {
-        Ok(Arc::new(self.clone()))
+        Ok(Arc::new(SourceOpener { files: self.clone(), store: object_store }))
     }
 
     fn table_schema(&self) -> &TableSchema {
@@ -126,24 +156,82 @@ impl FileSource for SourceFiles {
     }
 }
 
-impl FileOpener for SourceFiles {
+/// Opens a source's partitions, with the store its files are in.
+struct SourceOpener {
+    files: SourceFiles,
+    store: Arc<dyn ObjectStore>,
+}
+
+impl FileOpener for SourceOpener {
     fn open(&self, file: PartitionedFile) -> Result<FileOpenFuture> {
         let partition = partition_of(file.path().as_ref())?;
-        let inner = self.plan.read_partition(partition, self.projection.clone(), self.batch_size);
-        let label = self.plan.label();
+        let files = &self.files;
+        let inner = files.plan.read_partition(partition, files.projection.clone(), files.batch_size, self.store.clone());
+        let label = files.plan.label();
+        let quarantine = files.quarantine.clone();
         let stream = async_stream::try_stream! {
             let mut inner = inner;
-            let mut rows = 0u64;
-            while let Some(batch) = inner.next().await {
-                let batch = batch.map_err(|e| DataFusionError::External(Box::new(e)))?;
-                rows += batch.num_rows() as u64;
-                yield batch;
+            let mut counts = Counts::default();
+            let mut rejects = Vec::new();
+            let mut file_no = 0;
+            while let Some(chunk) = inner.next().await {
+                let chunk = chunk.map_err(|e| DataFusionError::External(Box::new(e)))?;
+                counts.read += chunk.read;
+                counts.rejected += chunk.rejects.len() as u64;
+                let Some(q) = &quarantine else {
+                    if let Some(first) = chunk.rejects.first() {
+                        Err(DataFusionError::Execution(format!(
+                            "source {label}: bad record at {}: {}; add a [quarantine] section to the job to keep bad \
+                             records aside instead of failing",
+                            first.location, first.reason
+                        )))?;
+                    }
+                    if let Some(batch) = chunk.batch {
+                        yield batch;
+                    }
+                    continue;
+                };
+                rejects.extend(chunk.rejects);
+                let over = q.target.max_errors.is_some_and(|max| counts.rejected > max);
+                if rejects.len() >= REJECTS_PER_FILE || over {
+                    // On the way out, the counts too: the summary says how far the read got.
+                    write_rejects(q, partition, &mut file_no, &mut rejects, over.then_some(counts)).await?;
+                }
+                if over {
+                    Err(DataFusionError::Execution(format!(
+                        "source {label}: more than {} bad records in partition {partition} (max_errors); each one \
+                         is in the quarantine asset with its location and reason",
+                        q.target.max_errors.unwrap_or_default()
+                    )))?;
+                }
+                if let Some(batch) = chunk.batch {
+                    yield batch;
+                }
             }
-            tracing::info!(source = %label, partition, rows, "read partition");
+            if let Some(q) = &quarantine {
+                write_rejects(q, partition, &mut file_no, &mut rejects, Some(counts)).await?;
+            }
+            tracing::info!(source = %label, partition, read = counts.read, rejected = counts.rejected, "read partition");
         };
         let stream: std::pin::Pin<Box<dyn futures::Stream<Item = Result<RecordBatch>> + Send>> = Box::pin(stream);
         Ok(Box::pin(async move { Ok(stream) }))
     }
+}
+
+/// Writes the rejects held (as file `file_no` of the partition) and, at the end, the counts.
+async fn write_rejects(
+    q: &Quarantine,
+    partition: usize,
+    file_no: &mut usize,
+    rejects: &mut Vec<sluice_connectors::json::Reject>,
+    counts: Option<Counts>,
+) -> Result<()> {
+    quarantine::write_partition(&q.store, &q.target, partition, *file_no, rejects, counts)
+        .await
+        .map_err(|e| DataFusionError::External(Box::new(e)))?;
+    rejects.clear();
+    *file_no += 1;
+    Ok(())
 }
 
 /// Whether `any` is a source file scan config, with its source.

@@ -23,6 +23,7 @@ use serde::Deserialize;
 use sluice_connectors::mysql::MysqlConnection;
 use sluice_connectors::postgres::PostgresConnection;
 use sluice_connectors::relational::TableRead;
+use sluice_connectors::rest::{RestConnection, RestRead};
 
 use crate::error::{Error, Result};
 
@@ -39,6 +40,76 @@ pub struct JobFile {
     pub transform: Transform,
     /// Where the rows land.
     pub sink: SinkConfig,
+    /// Where records that cannot be parsed or typed go, and how many a run tolerates.
+    #[serde(default)]
+    pub quarantine: QuarantineConfig,
+}
+
+/// The quarantine of a job: bad records land there with their location and reason.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuarantineConfig {
+    /// The quarantine asset (default: the sink's name with `_quarantine`).
+    pub asset: Option<String>,
+    /// The run fails once more records than this are bad: a count (`100`) or a percentage of
+    /// the records read (`"2.5%"`); default: no limit, every bad record is quarantined.
+    pub max_errors: Option<ErrorThreshold>,
+}
+
+/// A limit on bad records.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(try_from = "RawThreshold")]
+pub enum ErrorThreshold {
+    /// At most this many.
+    Count(u64),
+    /// At most this share, written as `"2.5%"`.
+    Percent(f64),
+}
+
+/// A threshold as written: `100`, `"100"` (from `${VAR}`) or `"2.5%"`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawThreshold {
+    Count(u64),
+    Text(String),
+}
+
+impl TryFrom<RawThreshold> for ErrorThreshold {
+    type Error = String;
+    fn try_from(raw: RawThreshold) -> std::result::Result<Self, String> {
+        let text = match raw {
+            RawThreshold::Count(n) => return Ok(Self::Count(n)),
+            RawThreshold::Text(text) => text,
+        };
+        let t = text.trim();
+        if let Ok(n) = t.parse::<u64>() {
+            return Ok(Self::Count(n));
+        }
+        t.strip_suffix('%')
+            .and_then(|n| n.trim().parse::<f64>().ok())
+            .filter(|p| (0.0..=100.0).contains(p))
+            .map(Self::Percent)
+            .ok_or_else(|| format!("max_errors: '{text}' is neither a count (100) nor a percentage (\"2.5%\")"))
+    }
+}
+
+impl ErrorThreshold {
+    /// Whether `bad` of `read` records passes the limit.
+    pub fn exceeded(&self, bad: u64, read: u64) -> bool {
+        match *self {
+            Self::Count(max) => bad > max,
+            Self::Percent(p) => read > 0 && (bad as f64) * 100.0 > p * read as f64,
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorThreshold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Count(n) => write!(f, "{n} records"),
+            Self::Percent(p) => write!(f, "{p}% of the records read"),
+        }
+    }
 }
 
 /// The job's name and description.
@@ -70,6 +141,25 @@ pub enum SourceConfig {
         /// What to read.
         read: TableRead,
     },
+    /// A REST/JSON API (a CRM): pages of records, read on the executors.
+    Rest {
+        /// How to reach the API (base URL, auth, retries).
+        connection: RestConnection,
+        /// What to read (path, records, pagination, incremental).
+        read: RestRead,
+        /// Column types, `"Id string, Amount double"` (they win over inferred types).
+        schema: Option<String>,
+        /// Infer columns from the first page (default true; false reads exactly `schema`).
+        infer: Option<bool>,
+        /// Records sampled to infer columns (default 1000).
+        #[serde(default = "default_sample")]
+        sample: usize,
+        /// Flatten nested objects into `parent<sep>child` columns (e.g. `"_"`); default keeps
+        /// them as structs.
+        flatten: Option<String>,
+        /// De-duplicate records with the same key (and time), keeping one.
+        dedup: Option<Dedup>,
+    },
     /// Files in a datastore or a local directory (read by the executors).
     Files {
         /// A directory or file URL: `az://raw/events/`, `file:///data/x.csv`, a local path
@@ -85,7 +175,33 @@ pub enum SourceConfig {
         delimiter: char,
         /// File extension to read (default: by format, e.g. `.csv`; `.csv.gz` for gzip).
         extension: Option<String>,
+        /// NDJSON: column types, `"device_id string, ts timestamp, reading double"` (they win
+        /// over inferred types).
+        schema: Option<String>,
+        /// NDJSON: infer columns from a sample (default true; false reads exactly `schema`).
+        infer: Option<bool>,
+        /// NDJSON: records sampled to infer columns (default 1000).
+        #[serde(default = "default_sample")]
+        sample: usize,
+        /// NDJSON: flatten nested objects into `parent<sep>child` columns (e.g. `"_"`); default
+        /// keeps them as structs.
+        flatten: Option<String>,
+        /// NDJSON: parallel reads (default: the session's target partitions).
+        partitions: Option<usize>,
+        /// De-duplicate records with the same key and event time (late re-sends, retries),
+        /// keeping one.
+        dedup: Option<Dedup>,
     },
+}
+
+/// Which records are the same event.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dedup {
+    /// The key columns (e.g. `["device_id"]`).
+    pub key: Vec<String>,
+    /// The event-time column; records with the same key and time are one event.
+    pub time: Option<String>,
 }
 
 /// Formats of a files source.
@@ -131,6 +247,9 @@ pub struct SinkConfig {
 fn default_true() -> bool {
     true
 }
+fn default_sample() -> usize {
+    1000
+}
 fn default_delimiter() -> char {
     ','
 }
@@ -158,7 +277,7 @@ impl JobFile {
         let bad = |msg: String| Error::Invalid(format!("{origin}: {msg}"));
         if job.sources.is_empty() {
             return Err(bad(
-                "no sources: add a [sources.NAME] table with kind = \"postgres\", \"mysql\" or \"files\"".into()
+                "no sources: add a [sources.NAME] table with kind = \"postgres\", \"mysql\", \"rest\" or \"files\"".into()
             ));
         }
         sluice_connectors::delta::AssetRef::parse(&job.sink.asset).map_err(|e| bad(format!("sink.asset: {e}")))?;
@@ -169,15 +288,34 @@ impl JobFile {
         for (name, source) in &job.sources {
             let read = match source {
                 SourceConfig::Postgres { read, .. } | SourceConfig::Mysql { read, .. } => Some(read),
-                SourceConfig::Files { .. } => None,
+                SourceConfig::Files { .. } | SourceConfig::Rest { .. } => None,
             };
             if let Some(read) = read
                 && read.table.is_some() == read.query.is_some()
             {
                 return Err(bad(format!("sources.{name}.read: give exactly one of table or query")));
             }
+            if let SourceConfig::Files { format, schema, flatten, dedup, .. } = source {
+                if *format != FileFormat::Ndjson && (schema.is_some() || flatten.is_some()) {
+                    return Err(bad(format!("sources.{name}: schema and flatten are for format = \"ndjson\"")));
+                }
+                if let Some(spec) = schema {
+                    sluice_connectors::json::parse_columns(spec).map_err(|e| bad(format!("sources.{name}.{e}")))?;
+                }
+                if dedup.as_ref().is_some_and(|d| d.key.is_empty()) {
+                    return Err(bad(format!("sources.{name}.dedup.key: name at least one key column")));
+                }
+            }
+        }
+        if let Some(asset) = &job.quarantine.asset {
+            sluice_connectors::delta::AssetRef::parse(asset).map_err(|e| bad(format!("quarantine.asset: {e}")))?;
         }
         Ok(job)
+    }
+
+    /// The quarantine asset's name.
+    pub fn quarantine_asset(&self) -> String {
+        self.quarantine.asset.clone().unwrap_or_else(|| format!("{}_quarantine", self.sink.asset))
     }
 
     /// The transform's SQL.
@@ -275,5 +413,19 @@ asset = "customers"
         assert!(e.contains("sink.asset"), "{e}");
         let e = JobFile::parse(&JOB.replace("[sink]", "[sink]\nmode = \"upsert\""), "j").unwrap_err().to_string();
         assert!(e.contains("write mode 'upsert'"), "{e}");
+    }
+
+    #[test]
+    fn error_thresholds_are_counts_or_percentages() {
+        let with = |t: &str| JobFile::parse(&format!("{JOB}\n[quarantine]\nmax_errors = {t}\n"), "j");
+        assert_eq!(with("10").unwrap().quarantine.max_errors, Some(ErrorThreshold::Count(10)));
+        assert_eq!(with("\"2.5%\"").unwrap().quarantine.max_errors, Some(ErrorThreshold::Percent(2.5)));
+        assert_eq!(with("\"3\"").unwrap().quarantine.max_errors, Some(ErrorThreshold::Count(3)));
+        let e = with("\"lots\"").unwrap_err().to_string();
+        assert!(e.contains("'lots' is neither a count"), "{e}");
+        assert!(ErrorThreshold::Percent(2.5).exceeded(3, 100));
+        assert!(!ErrorThreshold::Percent(2.5).exceeded(2, 100));
+        assert!(ErrorThreshold::Count(2).exceeded(3, 1_000_000));
+        assert_eq!(with("1").unwrap().quarantine_asset(), "customers_quarantine");
     }
 }

@@ -5,15 +5,21 @@ use std::path::Path;
 use std::sync::Arc;
 
 use datafusion::datasource::file_format::file_compression_type::FileCompressionType;
-use datafusion::prelude::{CsvReadOptions, JsonReadOptions, ParquetReadOptions, SessionContext};
+use datafusion::logical_expr::col;
+use datafusion::prelude::{CsvReadOptions, ParquetReadOptions, SessionContext};
 use serde::Serialize;
 use sluice_connectors::delta::Lake;
-use sluice_engine::assets::{WriteOptions, WriteSummary, write_asset};
+use sluice_connectors::json::JsonOptions;
+use sluice_connectors::quarantine::{self, Counts, QuarantineTarget};
+use sluice_engine::assets::{WriteOptions, WriteSummary, commit_folder, stage_asset};
 use sluice_engine::sources::SourcePlan;
 use sluice_engine::sources::SourceTable;
 
-use super::config::{FileFormat, JobFile, SourceConfig};
+use super::config::{Dedup, ErrorThreshold, FileFormat, JobFile, SourceConfig};
 use crate::error::{Error, Result};
+
+/// NDJSON files are read in pieces of about this size, so one big file spreads over executors.
+const PIECE_BYTES: u64 = 32 << 20;
 
 /// What a job run did.
 #[derive(Debug, Clone, Serialize)]
@@ -24,17 +30,80 @@ pub struct JobSummary {
     pub write: WriteSummary,
     /// Partitions read per source.
     pub partitions: Vec<(String, usize)>,
+    /// Records read from the sources that quarantine bad records (JSON files), and of those
+    /// quarantined; every record read is landed, quarantined, or dropped by de-duplication or
+    /// the transform.
+    pub records: Option<Counts>,
+    /// The quarantine version written, when records were bad.
+    pub quarantine: Option<WriteSummary>,
+}
+
+/// Where the run's bad records go.
+struct QuarantineRun {
+    asset: String,
+    run: String,
+    rows_url: url::Url,
+    target: QuarantineTarget,
+    threshold: Option<ErrorThreshold>,
+}
+
+impl QuarantineRun {
+    fn new(lake: &Lake, job: &JobFile) -> Result<Self> {
+        let asset = job.quarantine_asset();
+        let run = sluice_engine::assets::write::run_id();
+        let base = lake.asset_url(&asset)?;
+        let join = |p: &str| base.join(p).map_err(|e| Error::Invalid(format!("quarantine asset '{asset}': {e}")));
+        let rows_url = join(&format!("run-{run}/"))?;
+        let counts_url = join(&format!("_counts/run-{run}/"))?;
+        let threshold = job.quarantine.max_errors;
+        let target = QuarantineTarget {
+            source: String::new(),
+            store_url: lake.store_url().to_string(),
+            rows_path: lake.store_path(&rows_url)?.to_string(),
+            counts_path: lake.store_path(&counts_url)?.to_string(),
+            // Executors stop early on a count; a percentage needs every partition's counts.
+            max_errors: match threshold {
+                Some(ErrorThreshold::Count(n)) => Some(n),
+                _ => None,
+            },
+        };
+        Ok(Self { asset, run, rows_url, target, threshold })
+    }
+
+    fn for_source(&self, name: &str) -> QuarantineTarget {
+        QuarantineTarget { source: name.to_string(), ..self.target.clone() }
+    }
+
+    /// Sums the partitions' counts, commits the bad records (if any) and removes the counts.
+    async fn finish(&self, lake: &Lake, job: &JobFile) -> Result<(Counts, Option<WriteSummary>)> {
+        let store = lake.store();
+        let counts = quarantine::read_counts(&store, &self.target).await?;
+        let lineage = serde_json::json!({
+            "run_id": self.run,
+            "job": job.job.name,
+            "inputs": job.sources.keys().collect::<Vec<_>>(),
+            "mode": "append",
+            "quarantine_of": job.sink.asset,
+            "records_read": counts.read,
+        });
+        let written =
+            commit_folder(lake, &self.asset, &self.rows_url, quarantine::schema(), lineage).await?;
+        quarantine::remove_counts(&store, &self.target).await?;
+        Ok((counts, written))
+    }
 }
 
 /// Runs `job` (read from `path`, which relative file paths are resolved against).
 pub async fn run(ctx: &SessionContext, lake: &Lake, job: &JobFile, path: &Path) -> Result<JobSummary> {
     let base = path.parent().unwrap_or(Path::new("."));
     let previous = previous_watermarks(lake, &job.sink.asset).await?;
+    let quarantine = QuarantineRun::new(lake, job)?;
+    let mut quarantined_sources = 0;
     let mut partitions = Vec::new();
     let mut watermarks = serde_json::Map::new();
     for (name, source) in &job.sources {
         match source {
-            SourceConfig::Postgres { .. } | SourceConfig::Mysql { .. } => {
+            SourceConfig::Postgres { .. } | SourceConfig::Mysql { .. } | SourceConfig::Rest { .. } => {
                 let since = previous.get(name).and_then(|v| v.as_str()).map(str::to_string);
                 let spin = crate::progress::spinner(&format!("planning source {name}"));
                 let plan = match source {
@@ -43,6 +112,15 @@ pub async fn run(ctx: &SessionContext, lake: &Lake, job: &JobFile, path: &Path) 
                     }
                     SourceConfig::Mysql { connection, read } => {
                         sluice_connectors::mysql::plan(name, connection, read, since).await.map(SourcePlan::Mysql)
+                    }
+                    SourceConfig::Rest { connection, read, schema, infer, sample, flatten, .. } => {
+                        let options = JsonOptions {
+                            schema: schema.clone(),
+                            infer: *infer,
+                            sample: *sample,
+                            flatten: flatten.clone(),
+                        };
+                        sluice_connectors::rest::plan(name, connection, read, &options, since).await.map(SourcePlan::Rest)
                     }
                     SourceConfig::Files { .. } => unreachable_files(),
                 };
@@ -54,11 +132,52 @@ pub async fn run(ctx: &SessionContext, lake: &Lake, job: &JobFile, path: &Path) 
                     watermarks.insert(name.clone(), value.map_or(serde_json::Value::Null, serde_json::Value::String));
                 }
                 partitions.push((name.clone(), plan.partitions()));
-                ctx.register_table(name.as_str(), Arc::new(SourceTable::new(plan)))?;
+                let dedup = match source {
+                    SourceConfig::Rest { dedup, .. } => dedup.as_ref(),
+                    _ => None,
+                };
+                // Sources of JSON records keep their bad records aside; SQL rows are typed already.
+                let quarantined = matches!(plan, SourcePlan::Rest(_)).then(|| quarantine.for_source(name));
+                quarantined_sources += usize::from(quarantined.is_some());
+                let table = Arc::new(SourceTable::new(plan, quarantined));
+                register_deduplicated(ctx, name, ctx.read_table(table)?, dedup)?;
             }
-            SourceConfig::Files { url, format, header, delimiter, extension } => {
+            SourceConfig::Files {
+                url,
+                format: FileFormat::Ndjson,
+                extension,
+                schema,
+                infer,
+                sample,
+                flatten,
+                partitions: parallel,
+                dedup,
+                ..
+            } => {
+                let url = resolve(base, url);
+                let options =
+                    JsonOptions { schema: schema.clone(), infer: *infer, sample: *sample, flatten: flatten.clone() };
+                let parallel = parallel.unwrap_or_else(|| ctx.state().config().target_partitions());
+                let ext = extension.as_deref().unwrap_or(".json");
+                let spin = crate::progress::spinner(&format!("planning source {name}"));
+                let plan = sluice_engine::sources::plan_ndjson(ctx, name, &url, ext, &options, parallel, PIECE_BYTES).await;
+                spin.finish_and_clear();
+                let plan = plan?;
+                partitions.push((name.clone(), plan.partitions()));
+                quarantined_sources += 1;
+                let table = Arc::new(SourceTable::new(plan, Some(quarantine.for_source(name))));
+                register_deduplicated(ctx, name, ctx.read_table(table)?, dedup.as_ref())?;
+            }
+            SourceConfig::Files { url, format, header, delimiter, extension, dedup, .. } => {
                 let url = resolve(base, url);
                 register_files(ctx, name, &url, *format, *header, *delimiter, extension.as_deref()).await?;
+                if dedup.is_some() {
+                    let raw = format!("__{name}_raw");
+                    ctx.deregister_table(name.as_str())?;
+                    register_files(ctx, &raw, &url, *format, *header, *delimiter, extension.as_deref()).await?;
+                    let df = ctx.table(raw.as_str()).await?;
+                    register_deduplicated(ctx, name, df, dedup.as_ref())?;
+                }
                 partitions.push((name.clone(), 0));
             }
         }
@@ -78,13 +197,88 @@ pub async fn run(ctx: &SessionContext, lake: &Lake, job: &JobFile, path: &Path) 
     };
     let spin =
         crate::progress::spinner(&format!("job {}: reading, transforming, writing {}", job.job.name, job.sink.asset));
-    let result = async {
+    let staged = async {
         let df = ctx.sql(&job.sql()).await?;
-        Ok::<_, Error>(write_asset(lake, &job.sink.asset, df, &options).await?)
+        Ok::<_, Error>(stage_asset(lake, &job.sink.asset, df, &options).await?)
     }
     .await;
     spin.finish_and_clear();
-    Ok(JobSummary { job: job.job.name.clone(), write: result?, partitions })
+    if quarantined_sources == 0 {
+        let write = staged?.commit(lake).await?;
+        return Ok(JobSummary { job: job.job.name.clone(), write, partitions, records: None, quarantine: None });
+    }
+
+    // Bad records are kept whether or not the run lands, so the reason is there to read.
+    let (counts, kept) = quarantine.finish(lake, job).await?;
+    let kept_at = kept.as_ref().map(|k| format!("{}@{}", k.asset, k.version));
+    let look = |at: &str| {
+        format!("see them with: sluice sql \"SELECT source, location, reason, raw FROM {at} LIMIT 20\"")
+    };
+    let mut staged = match staged {
+        Ok(staged) => staged,
+        Err(e) => {
+            return Err(match &kept_at {
+                Some(at) => Error::Invalid(format!(
+                    "{e}\n{} bad records (of {} read before the run stopped) are kept in {at}; {}",
+                    counts.rejected,
+                    counts.read,
+                    look(at)
+                )),
+                None => e,
+            });
+        }
+    };
+    if let (Some(threshold), Some(at)) = (quarantine.threshold, &kept_at)
+        && threshold.exceeded(counts.rejected, counts.read)
+    {
+        return Err(Error::Invalid(format!(
+            "job {}: {} of {} records read were bad ({:.2}%), over max_errors = {threshold}; nothing was landed \
+             in {} (its written files stay invisible; `sluice asset vacuum` deletes them). The bad records are \
+             in {at}; {}",
+            job.job.name,
+            counts.rejected,
+            counts.read,
+            counts.rejected as f64 * 100.0 / counts.read.max(1) as f64,
+            job.sink.asset,
+            look(at)
+        )));
+    }
+    staged.add_lineage(
+        "records",
+        serde_json::json!({ "read": counts.read, "quarantined": counts.rejected, "quarantine": kept_at }),
+    );
+    let write = staged.commit(lake).await?;
+    Ok(JobSummary { job: job.job.name.clone(), write, partitions, records: Some(counts), quarantine: kept })
+}
+
+/// Registers `df` as table `name`, without repeated events when `dedup` says which are the same.
+fn register_deduplicated(
+    ctx: &SessionContext,
+    name: &str,
+    df: datafusion::dataframe::DataFrame,
+    dedup: Option<&Dedup>,
+) -> Result<()> {
+    let df = match dedup {
+        None => df,
+        Some(dedup) => {
+            let columns: Vec<_> = dedup.key.iter().chain(dedup.time.iter()).collect();
+            for column in &columns {
+                if df.schema().field_with_unqualified_name(column).is_err() {
+                    return Err(Error::Invalid(format!(
+                        "sources.{name}.dedup: '{column}' is not a column of the source (columns: {})",
+                        df.schema().fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ")
+                    )));
+                }
+            }
+            let on: Vec<_> = columns.iter().map(|c| col(datafusion::common::Column::from_name(*c))).collect();
+            let select: Vec<_> =
+                df.schema().fields().iter().map(|f| col(datafusion::common::Column::from_name(f.name()))).collect();
+            let sort = on.iter().map(|e| e.clone().sort(true, false)).collect();
+            df.distinct_on(on, select, Some(sort))?
+        }
+    };
+    ctx.register_table(name, df.into_view())?;
+    Ok(())
 }
 
 fn unreachable_files() -> sluice_connectors::Result<SourcePlan> {
@@ -137,9 +331,7 @@ async fn register_files(
             ctx.register_csv(name, url, options).await
         }
         FileFormat::Ndjson => {
-            let ext = extension.unwrap_or(if gz { ".json.gz" } else { ".json" });
-            let options = JsonReadOptions::default().file_extension(ext).file_compression_type(compression);
-            ctx.register_json(name, url, options).await
+            return Err(Error::Invalid(format!("sources.{name}: NDJSON files are planned as a source, not registered")));
         }
     };
     registered.map_err(|e| Error::Invalid(format!("sources.{name}: cannot read {url}: {e}")))

@@ -1,0 +1,215 @@
+//! Planning and reading a REST source: the client samples the first page for the columns and
+//! fixes the incremental window; each partition walks its pages.
+
+use arrow::datatypes::{Schema, SchemaRef};
+use futures::Stream;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::sync::Arc;
+use url::Url;
+
+use super::client::{Client, Fetched};
+use super::config::{Pagination, RestConnection, RestRead};
+use crate::error::{Error, Result};
+use crate::json::{Decoded, JsonOptions, RecordDecoder, Reject};
+
+/// A planned read of a REST source.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RestPlan {
+    /// The source's name.
+    pub source: String,
+    /// How to reach the API.
+    pub connection: RestConnection,
+    /// What to read.
+    pub read: RestRead,
+    /// The records' columns.
+    pub schema: Schema,
+    /// Separator nested objects are flattened with, when they are.
+    pub flatten: Option<String>,
+    /// Parallel readers.
+    pub partitions: usize,
+    /// Incremental window: records modified after `since` (the previous run's start)...
+    pub since: Option<String>,
+    /// ...up to this run's start, which the next run starts from.
+    pub upto: Option<String>,
+}
+
+impl RestPlan {
+    /// The records' schema.
+    pub fn schema(&self) -> SchemaRef {
+        Arc::new(self.schema.clone())
+    }
+
+    /// What lineage records as the input.
+    pub fn lineage(&self) -> String {
+        let mut text = format!("rest:{}{}", self.connection.url.trim_end_matches('/'), self.read.path);
+        if let Some(inc) = &self.read.incremental {
+            text.push_str(&format!(
+                " {} in ({}, {}]",
+                inc.field,
+                self.since.as_deref().unwrap_or("-inf"),
+                self.upto.as_deref().unwrap_or("+inf")
+            ));
+        }
+        text
+    }
+
+    /// The URL of page `k` (0-based) of offset or page pagination, or of the first page.
+    fn page_url(&self, client: &Client, k: u64) -> Result<Url> {
+        let mut url = client.url(&self.read.path)?;
+        {
+            let mut query = url.query_pairs_mut();
+            for (name, value) in &self.read.query {
+                query.append_pair(name, value);
+            }
+            if let (Some(inc), Some(since)) = (&self.read.incremental, &self.since) {
+                query.append_pair(&inc.param, since);
+            }
+            if let (Some(inc), Some(upto)) = (&self.read.incremental, &self.upto)
+                && let Some(param) = &inc.until_param
+            {
+                query.append_pair(param, upto);
+            }
+            match &self.read.pagination {
+                Pagination::Offset { param, limit_param, limit } => {
+                    query.append_pair(param, &(k * limit).to_string());
+                    query.append_pair(limit_param, &limit.to_string());
+                }
+                Pagination::Page { param, size_param, size, first } => {
+                    query.append_pair(param, &(first + k).to_string());
+                    query.append_pair(size_param, &size.to_string());
+                }
+                _ => {}
+            }
+        }
+        Ok(url)
+    }
+}
+
+/// Plans reading source `source`: the columns from `options` and the first page's records, and
+/// the incremental window from `since` (the previous run's start) to now.
+pub async fn plan(
+    source: &str,
+    connection: &RestConnection,
+    read: &RestRead,
+    options: &JsonOptions,
+    since: Option<String>,
+) -> Result<RestPlan> {
+    let partitions = match read.pagination {
+        Pagination::Offset { .. } | Pagination::Page { .. } => read.partitions.unwrap_or(1).max(1),
+        _ if read.partitions.is_some_and(|p| p > 1) => {
+            return Err(Error::Config(format!(
+                "source '{source}': partitions > 1 needs offset or page pagination (next links and cursors are \
+                 followed one page after another)"
+            )));
+        }
+        _ => 1,
+    };
+    let upto = read.incremental.as_ref().map(|_| chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+    let mut plan = RestPlan {
+        source: source.to_string(),
+        connection: connection.clone(),
+        read: read.clone(),
+        schema: Schema::empty(),
+        flatten: options.flatten.clone(),
+        partitions,
+        since,
+        upto,
+    };
+    let infer = options.infer.unwrap_or(true);
+    let sample = if infer {
+        let mut client = Client::new(source, connection)?;
+        let url = plan.page_url(&client, 0)?;
+        match client.get(&url, "page 1").await? {
+            Fetched::Json(page) => records_of(&page, &read.records)
+                .map(|records| records.iter().take(options.sample).map(Value::to_string).collect())
+                .unwrap_or_default(),
+            Fetched::Malformed { .. } => Vec::new(),
+        }
+    } else {
+        Vec::new()
+    };
+    plan.schema = options.schema_from(&sample).map_err(|e| Error::Config(format!("source '{source}': {e}")))?.as_ref().clone();
+    Ok(plan)
+}
+
+/// The records array at dotted `path` in `page`.
+fn records_of<'a>(page: &'a Value, path: &str) -> std::result::Result<&'a Vec<Value>, String> {
+    let found = lookup(page, path).ok_or_else(|| format!("no '{path}' in the page"))?;
+    found.as_array().ok_or_else(|| format!("'{path}' is not an array of records"))
+}
+
+fn lookup<'a>(value: &'a Value, path: &str) -> Option<&'a Value> {
+    path.split('.').filter(|p| !p.is_empty()).try_fold(value, |v, key| v.get(key))
+}
+
+/// Reads partition `partition` of `plan`: batches of the records of its pages, with the
+/// records (or pages) rejected among them and the number of records read.
+pub fn read_partition(plan: RestPlan, partition: usize) -> impl Stream<Item = Result<(Decoded, u64)>> + Send + 'static {
+    let decoder = RecordDecoder::new(plan.schema(), plan.flatten.clone());
+    async_stream::try_stream! {
+        let mut client = Client::new(&plan.source, &plan.connection)?;
+        let stride = plan.partitions as u64;
+        let mut k = partition as u64;
+        let mut url = plan.page_url(&client, k)?;
+        let mut number = 1u64;
+        loop {
+            let page = format!("page {} ({}{})", if stride > 1 { k + 1 } else { number }, url.path(), url.query().map(|q| format!("?{q}")).unwrap_or_default());
+            let json = match client.get(&url, &page).await? {
+                Fetched::Json(json) => json,
+                Fetched::Malformed { body, reason } => {
+                    let reject = Reject { location: page.clone(), raw: body, reason };
+                    yield (Decoded { batch: None, rejects: vec![reject] }, 1);
+                    match plan.read.pagination {
+                        Pagination::Offset { .. } | Pagination::Page { .. } => {
+                            k += stride;
+                            url = plan.page_url(&client, k)?;
+                            continue;
+                        }
+                        _ => Err(Error::Source(format!(
+                            "source '{}': {page} is not valid JSON after every retry, so the pages after it \
+                             cannot be found; it is kept in the quarantine",
+                            plan.source
+                        )))?,
+                    }
+                    break;
+                }
+            };
+            let records = records_of(&json, &plan.read.records)
+                .map_err(|e| Error::Source(format!("source '{}': {page}: {e}; check `records`", plan.source)))?;
+            let texts: Vec<String> = records.iter().map(Value::to_string).collect();
+            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+            let decoded = decoder.decode(&refs, &|i| format!("{page} record {}", i + 1))?;
+            let count = records.len() as u64;
+            yield (decoded, count);
+            let next = match &plan.read.pagination {
+                Pagination::None => None,
+                Pagination::NextLink { field } => {
+                    lookup(&json, field).and_then(Value::as_str).filter(|s| !s.is_empty()).map(|link| client.url(link)).transpose()?
+                }
+                Pagination::Cursor { field, param } => match lookup(&json, field).filter(|v| !v.is_null()) {
+                    Some(cursor) => {
+                        let cursor = cursor.as_str().map(str::to_string).unwrap_or_else(|| cursor.to_string());
+                        let mut next = plan.page_url(&client, 0)?;
+                        next.query_pairs_mut().append_pair(param, &cursor);
+                        Some(next)
+                    }
+                    None => None,
+                },
+                Pagination::Offset { limit, .. } | Pagination::Page { size: limit, .. } => {
+                    if count < *limit {
+                        None
+                    } else {
+                        k += stride;
+                        Some(plan.page_url(&client, k)?)
+                    }
+                }
+            };
+            match next {
+                Some(next) => url = next,
+                None => break,
+            }
+            number += 1;
+        }
+    }
+}
