@@ -42,7 +42,8 @@ impl RestPlan {
 
     /// What lineage records as the input.
     pub fn lineage(&self) -> String {
-        let mut text = format!("rest:{}{}", self.connection.url.trim_end_matches('/'), self.read.path);
+        let url = Url::parse(&self.connection.url).and_then(|base| base.join(&self.read.path));
+        let mut text = format!("rest:{}", url.map_or_else(|_| self.read.path.clone(), String::from));
         if let Some(inc) = &self.read.incremental {
             text.push_str(&format!(
                 " {} in ({}, {}]",

@@ -1,0 +1,288 @@
+//! The REST source against a CRM-like API served by this test: next-link, cursor and offset
+//! pagination; OAuth2 tokens that expire mid-read and a fixed bearer token; a 429 with
+//! Retry-After, a 500, a page slower than the timeout and a malformed page, each once; a record
+//! that does not fit its columns; incremental re-runs by LastModifiedDate.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Form, Router};
+use common::{ok, root, sluice_cmd};
+use serde_json::{Value, json};
+
+const SECRET: &str = "client-s3cret";
+const BEARER: &str = "fixed-bearer-token";
+const PAGE: usize = 10;
+
+/// The API's state: accounts, issued tokens and their uses, faults still to inject.
+#[derive(Default)]
+struct Crm {
+    accounts: Vec<Value>,
+    tokens: HashMap<String, u32>,
+    issued: u32,
+    faults: HashSet<&'static str>,
+    log: Vec<String>,
+}
+
+type Shared = Arc<Mutex<Crm>>;
+
+fn account(i: usize, modified: &str) -> Value {
+    let revenue = if i == 17 { json!("lots") } else { json!(i as f64 * 1000.0) };
+    json!({
+        "Id": format!("001{i:05}"),
+        "Name": format!("Account {i}"),
+        "AnnualRevenue": revenue,
+        "BillingAddress": { "City": format!("City {}", i % 4), "Country": "NL" },
+        "LastModifiedDate": modified,
+    })
+}
+
+fn authorized(crm: &mut Crm, headers: &HeaderMap) -> bool {
+    let Some(token) = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    if token == BEARER {
+        return true;
+    }
+    // OAuth2 tokens are good for 3 requests: every read of more than 3 pages sees one expire.
+    match crm.tokens.get_mut(token) {
+        Some(uses) if *uses < 3 => {
+            *uses += 1;
+            true
+        }
+        _ => false,
+    }
+}
+
+async fn token(State(crm): State<Shared>, Form(form): Form<HashMap<String, String>>) -> Response {
+    let mut crm = crm.lock().unwrap();
+    if form.get("grant_type").map(String::as_str) != Some("client_credentials")
+        || form.get("client_secret").map(String::as_str) != Some(SECRET)
+    {
+        return (StatusCode::UNAUTHORIZED, "invalid_client").into_response();
+    }
+    crm.issued += 1;
+    let token = format!("tok-{}", crm.issued);
+    crm.tokens.insert(token.clone(), 0);
+    axum::Json(json!({ "access_token": token, "token_type": "Bearer", "expires_in": 3600 })).into_response()
+}
+
+/// The accounts modified after `since`, ordered by Id.
+fn selected(crm: &Crm, since: Option<&String>) -> Vec<Value> {
+    let since = since.map(|s| chrono::DateTime::parse_from_rfc3339(s).unwrap());
+    crm.accounts
+        .iter()
+        .filter(|a| {
+            since.is_none_or(|s| chrono::DateTime::parse_from_rfc3339(a["LastModifiedDate"].as_str().unwrap()).unwrap() > s)
+        })
+        .cloned()
+        .collect()
+}
+
+/// Injects each fault once, on the page it belongs to.
+async fn fault(crm: &Shared, page: usize) -> Option<Response> {
+    let fault = {
+        let mut crm = crm.lock().unwrap();
+        let fault = match page {
+            2 => "429",
+            3 => "500",
+            4 => "slow",
+            5 => "malformed",
+            _ => return None,
+        };
+        if !crm.faults.remove(fault) {
+            return None;
+        }
+        crm.log.push(format!("{fault} on page {page}"));
+        fault
+    };
+    Some(match fault {
+        "429" => (StatusCode::TOO_MANY_REQUESTS, [("retry-after", "1")], "slow down").into_response(),
+        "500" => (StatusCode::INTERNAL_SERVER_ERROR, "oops").into_response(),
+        "slow" => {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            (StatusCode::OK, "{\"records\": []}").into_response()
+        }
+        _ => (StatusCode::OK, "{\"records\": [{\"Id\": ").into_response(),
+    })
+}
+
+/// Next-link style: `GET /services/data/query?modified_since=..` then the `nextRecordsUrl`s.
+async fn query(State(crm): State<Shared>, headers: HeaderMap, Query(q): Query<HashMap<String, String>>) -> Response {
+    let page: usize = q.get("page").and_then(|p| p.parse().ok()).unwrap_or(1);
+    if !authorized(&mut crm.lock().unwrap(), &headers) {
+        return (StatusCode::UNAUTHORIZED, "[{\"errorCode\": \"INVALID_SESSION_ID\"}]").into_response();
+    }
+    if let Some(response) = fault(&crm, page).await {
+        return response;
+    }
+    let crm = crm.lock().unwrap();
+    let all = selected(&crm, q.get("modified_since"));
+    let records: Vec<_> = all.iter().skip((page - 1) * PAGE).take(PAGE).cloned().collect();
+    let done = page * PAGE >= all.len();
+    let mut body = json!({ "totalSize": all.len(), "done": done, "records": records });
+    if !done {
+        let since = q.get("modified_since").map(|s| format!("&modified_since={}", s.replace('+', "%2B"))).unwrap_or_default();
+        body["nextRecordsUrl"] = json!(format!("/services/data/query/more?page={}{since}", page + 1));
+    }
+    axum::Json(body).into_response()
+}
+
+/// Cursor style: `{"data": [...], "meta": {"next_cursor": ".."}}`.
+async fn cursor(State(crm): State<Shared>, headers: HeaderMap, Query(q): Query<HashMap<String, String>>) -> Response {
+    let mut crm = crm.lock().unwrap();
+    if !authorized(&mut crm, &headers) {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    let start: usize = q.get("cursor").map(|c| c.trim_start_matches("c-").parse().unwrap()).unwrap_or(0);
+    let all = selected(&crm, None);
+    let data: Vec<_> = all.iter().skip(start).take(PAGE).cloned().collect();
+    let next = if start + PAGE < all.len() { json!(format!("c-{}", start + PAGE)) } else { Value::Null };
+    axum::Json(json!({ "data": data, "meta": { "next_cursor": next } })).into_response()
+}
+
+/// Offset style: a bare array per page.
+async fn offset(State(crm): State<Shared>, headers: HeaderMap, Query(q): Query<HashMap<String, String>>) -> Response {
+    let mut crm = crm.lock().unwrap();
+    if !authorized(&mut crm, &headers) {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    let offset: usize = q["offset"].parse().unwrap();
+    let limit: usize = q["limit"].parse().unwrap();
+    crm.log.push(format!("offset {offset}"));
+    let all = selected(&crm, None);
+    axum::Json(all.iter().skip(offset).take(limit).cloned().collect::<Vec<_>>()).into_response()
+}
+
+/// Serves the API on a free port of loopback from a thread of its own; returns its URL.
+fn serve(crm: Shared) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    listener.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        runtime.block_on(async move {
+            let app = Router::new()
+                .route("/oauth/token", post(token))
+                .route("/services/data/query", get(query))
+                .route("/services/data/query/more", get(query))
+                .route("/cursor", get(cursor))
+                .route("/offset", get(offset))
+                .with_state(crm);
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            axum::serve(listener, app).await.unwrap();
+        });
+    });
+    url
+}
+
+fn sluice(lake: &Path, url: &str) -> Command {
+    let mut cmd = sluice_cmd();
+    cmd.current_dir(root())
+        .env("SLUICE_ASSETS", lake)
+        .env("CRM_URL", url)
+        .env("CRM_CLIENT_SECRET", SECRET)
+        .env("CRM_TIMEOUT_S", "1");
+    cmd
+}
+
+fn sql(lake: &Path, query: &str) -> String {
+    let out = sluice_cmd().current_dir(root()).env("SLUICE_ASSETS", lake).args(["sql", query]).output().unwrap();
+    ok(out, query)
+}
+
+#[test]
+fn crm_pages_land_through_faults_and_reruns_read_only_modified_accounts() {
+    let old = "2026-01-01T00:00:00Z";
+    let crm: Shared = Arc::new(Mutex::new(Crm {
+        accounts: (0..45).map(|i| account(i, old)).collect(),
+        faults: ["429", "500", "slow", "malformed"].into_iter().collect(),
+        ..Default::default()
+    }));
+    let url = serve(crm.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+
+    let stdout = ok(sluice(&lake, &url).args(["run", "examples/rest_crm_accounts.toml"]).output().unwrap(), "crm run 1");
+    assert!(stdout.contains("crm_accounts@0: 44 rows"), "{stdout}");
+    assert!(stdout.contains("records      45 read = 44 landed + 1 quarantined"), "{stdout}");
+    {
+        let crm = crm.lock().unwrap();
+        assert!(crm.faults.is_empty(), "every fault was met: {:?}", crm.log);
+        assert!(crm.issued >= 2, "the expired token was replaced: {} issued", crm.issued);
+    }
+    let table = sql(&lake, "SELECT COUNT(DISTINCT \"Id\"), SUM(\"AnnualRevenue\") FROM crm_accounts");
+    let expected: f64 = (0..45).filter(|i| *i != 17).map(|i| i as f64 * 1000.0).sum();
+    assert!(table.contains(&format!("| 44 ")) && table.contains(&format!("{expected}")), "{table}");
+    let city = sql(&lake, "SELECT COUNT(*) FROM crm_accounts WHERE \"BillingAddress_City\" = 'City 1'");
+    assert_eq!(common::first_value(&city), "10", "{city}");
+    let bad = sql(&lake, "SELECT location, reason FROM crm_accounts_quarantine");
+    assert!(bad.contains("page 2") && bad.contains("record 8") && bad.contains("AnnualRevenue"), "{bad}");
+
+    // Two accounts change and one is added: the next run reads exactly those.
+    let now = (chrono::Utc::now() + chrono::Duration::seconds(1)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    {
+        let mut crm = crm.lock().unwrap();
+        crm.accounts[3]["Name"] = json!("Renamed");
+        crm.accounts[3]["LastModifiedDate"] = json!(now);
+        crm.accounts[40]["AnnualRevenue"] = json!(1.5);
+        crm.accounts[40]["LastModifiedDate"] = json!(now);
+        crm.accounts.push(account(45, &now));
+    }
+    let stdout = ok(sluice(&lake, &url).args(["run", "examples/rest_crm_accounts.toml"]).output().unwrap(), "crm run 2");
+    assert!(stdout.contains("crm_accounts@1: 3 rows"), "{stdout}");
+    let renamed = sql(&lake, "SELECT COUNT(*) FROM crm_accounts WHERE \"Name\" = 'Renamed'");
+    assert_eq!(common::first_value(&renamed), "1", "{renamed}");
+
+    // The same API by cursor with a fixed bearer token, and by offset with two parallel readers.
+    let job = std::fs::read_to_string(root().join("examples/rest_crm_accounts.toml")).unwrap();
+    let auth = "[sources.accounts.connection.auth.oauth2]\ntoken_url = \"oauth/token\"\nclient_id = \"${CRM_CLIENT_ID:-sluice}\"\nclient_secret = { env = \"CRM_CLIENT_SECRET\" }";
+    assert!(job.contains(auth), "the example's auth section moved");
+    let variants = [
+        (
+            "cursor",
+            "path = \"cursor\"\nrecords = \"data\"\npagination = { style = \"cursor\", field = \"meta.next_cursor\", param = \"cursor\" }",
+        ),
+        ("offset", "path = \"offset\"\npartitions = 2\npagination = { style = \"offset\", limit = 7 }"),
+    ];
+    for (name, read) in variants {
+        let mut text = job.replace(auth, "[sources.accounts.connection.auth.bearer]\ntoken = { env = \"CRM_BEARER\" }");
+        let start = text.find("path = \"services").unwrap();
+        let end = text.find("incremental =").unwrap();
+        text.replace_range(start..end, &format!("{read}\n"));
+        let text = text.replace("${CRM_ASSET:-crm_accounts}", &format!("crm_{name}"));
+        let path = dir.path().join(format!("{name}.toml"));
+        std::fs::write(&path, text).unwrap();
+        let out = sluice(&lake, &url).env("CRM_BEARER", BEARER).arg("run").arg(&path).output().unwrap();
+        let stdout = ok(out, name);
+        assert!(stdout.contains(&format!("crm_{name}@0: 45 rows")), "{name}: {stdout}");
+        let ids = sql(&lake, &format!("SELECT COUNT(DISTINCT \"Id\") FROM crm_{name}"));
+        assert_eq!(common::first_value(&ids), "45", "{name}: {ids}");
+    }
+    let offsets = crm.lock().unwrap().log.iter().filter(|l| l.starts_with("offset")).count();
+    // Pages of 7 records: 6 full ones and a short one, the empty one after it (the other reader's
+    // stop), and the first page once more, sampled for the columns when the job was planned.
+    assert_eq!(offsets, 7 + 1 + 1, "each page read once by one reader");
+
+    // A wrong secret is a clear error that never shows the secret.
+    let out = sluice(&lake, &url)
+        .env("CRM_CLIENT_SECRET", "wrong-secret-value")
+        .args(["run", "examples/rest_crm_accounts.toml"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("refused the client credentials"), "{stderr}");
+    assert!(!stderr.contains("wrong-secret-value"), "{stderr}");
+}
