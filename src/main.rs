@@ -308,6 +308,35 @@ async fn run(cli: Cli) -> Result<()> {
             // Validated before anything starts.
             let spec = sluice_jobs::etl::JobFile::load(&job)?;
             let lake = cluster.workspace.lake()?;
+            if sluice_jobs::etl::is_stream(&spec) {
+                // A live subscription lands in micro-batches in this process, until stopped.
+                let mut print = |event: &sluice_jobs::etl::StreamEvent| match event {
+                    sluice_jobs::etl::StreamEvent::Subscribed { topics } => {
+                        println!("subscribed   {} (Ctrl-C stops after the batch in hand)", topics.join(", "))
+                    }
+                    sluice_jobs::etl::StreamEvent::Batch(b) => println!(
+                        "batch {:<6} {} read = {} landed{} + {} quarantined + {} duplicates in {:.2} s",
+                        b.number,
+                        b.read,
+                        b.landed,
+                        b.version.map(|v| format!(" as {}@{v}", spec.sink.asset)).unwrap_or_default(),
+                        b.quarantined,
+                        b.duplicates,
+                        b.seconds
+                    ),
+                };
+                let batches = sluice_jobs::etl::run_stream(&lake, &spec, &mut print).await?;
+                let sum = |f: fn(&sluice_jobs::etl::stream::BatchSummary) -> u64| batches.iter().map(f).sum::<u64>();
+                println!(
+                    "stopped      {} batches: {} read = {} landed + {} quarantined + {} duplicates",
+                    batches.len(),
+                    sum(|b| b.read),
+                    sum(|b| b.landed),
+                    sum(|b| b.quarantined),
+                    sum(|b| b.duplicates)
+                );
+                return Ok(());
+            }
             let (ctx, _cluster) = session(&cluster).await?;
             let ctx = ctx.enable_url_table();
             let s = sluice_jobs::etl::run(&ctx, &lake, &spec, &job).await?;

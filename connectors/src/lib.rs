@@ -7,6 +7,7 @@ pub mod delta;
 pub mod error;
 pub mod files;
 pub mod json;
+pub mod mqtt;
 pub mod mysql;
 pub mod parquet;
 pub mod postgres;
@@ -57,6 +58,11 @@ pub fn registry() -> Vec<Connector> {
         Connector {
             name: "rest",
             description: "REST/JSON APIs (CRM systems): next-link, cursor, offset and page pagination, bearer or OAuth2, retries, incremental",
+            roles: &[Role::Source],
+        },
+        Connector {
+            name: "mqtt",
+            description: "MQTT subscriptions (IoT devices) landed in micro-batches, acknowledged after each commit",
             roles: &[Role::Source],
         },
         Connector {

@@ -211,7 +211,9 @@ impl FileOpener for SourceOpener {
             if let Some(q) = &quarantine {
                 write_rejects(q, partition, &mut file_no, &mut rejects, Some(counts)).await?;
             }
-            tracing::info!(source = %label, partition, read = counts.read, rejected = counts.rejected, "read partition");
+            tracing::info!(
+                source = %label, partition, rows = counts.read - counts.rejected, rejected = counts.rejected, "read partition"
+            );
         };
         let stream: std::pin::Pin<Box<dyn futures::Stream<Item = Result<RecordBatch>> + Send>> = Box::pin(stream);
         Ok(Box::pin(async move { Ok(stream) }))

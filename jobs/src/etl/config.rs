@@ -23,6 +23,7 @@ use serde::Deserialize;
 use sluice_connectors::mysql::MysqlConnection;
 use sluice_connectors::postgres::PostgresConnection;
 use sluice_connectors::relational::TableRead;
+use sluice_connectors::mqtt::{MqttConnection, MqttRead};
 use sluice_connectors::rest::{RestConnection, RestRead};
 
 use crate::error::{Error, Result};
@@ -160,6 +161,24 @@ pub enum SourceConfig {
         /// De-duplicate records with the same key (and time), keeping one.
         dedup: Option<Dedup>,
     },
+    /// A live MQTT subscription (IoT devices), landed in micro-batches until stopped.
+    Mqtt {
+        /// How to reach the broker.
+        connection: MqttConnection,
+        /// Topics and micro-batches.
+        read: MqttRead,
+        /// Column types, `"device_id string, ts timestamp"` (they win over inferred types).
+        schema: Option<String>,
+        /// Infer columns from the first micro-batch (default true; false reads exactly `schema`).
+        infer: Option<bool>,
+        /// Records sampled to infer columns (default 1000).
+        #[serde(default = "default_sample")]
+        sample: usize,
+        /// Flatten nested objects into `parent<sep>child` columns (e.g. `"_"`).
+        flatten: Option<String>,
+        /// Drop events seen before (same key and event time: re-sends, late duplicates).
+        dedup: Option<Dedup>,
+    },
     /// Files in a datastore or a local directory (read by the executors).
     Files {
         /// A directory or file URL: `az://raw/events/`, `file:///data/x.csv`, a local path
@@ -277,7 +296,7 @@ impl JobFile {
         let bad = |msg: String| Error::Invalid(format!("{origin}: {msg}"));
         if job.sources.is_empty() {
             return Err(bad(
-                "no sources: add a [sources.NAME] table with kind = \"postgres\", \"mysql\", \"rest\" or \"files\"".into()
+                "no sources: add a [sources.NAME] table with kind = \"postgres\", \"mysql\", \"rest\", \"mqtt\" or \"files\"".into()
             ));
         }
         sluice_connectors::delta::AssetRef::parse(&job.sink.asset).map_err(|e| bad(format!("sink.asset: {e}")))?;
@@ -288,7 +307,7 @@ impl JobFile {
         for (name, source) in &job.sources {
             let read = match source {
                 SourceConfig::Postgres { read, .. } | SourceConfig::Mysql { read, .. } => Some(read),
-                SourceConfig::Files { .. } | SourceConfig::Rest { .. } => None,
+                SourceConfig::Files { .. } | SourceConfig::Rest { .. } | SourceConfig::Mqtt { .. } => None,
             };
             if let Some(read) = read
                 && read.table.is_some() == read.query.is_some()

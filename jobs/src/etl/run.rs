@@ -122,7 +122,7 @@ pub async fn run(ctx: &SessionContext, lake: &Lake, job: &JobFile, path: &Path) 
                         };
                         sluice_connectors::rest::plan(name, connection, read, &options, since).await.map(SourcePlan::Rest)
                     }
-                    SourceConfig::Files { .. } => unreachable_files(),
+                    SourceConfig::Files { .. } | SourceConfig::Mqtt { .. } => unreachable_files(),
                 };
                 spin.finish_and_clear();
                 let plan = plan?;
@@ -167,6 +167,12 @@ pub async fn run(ctx: &SessionContext, lake: &Lake, job: &JobFile, path: &Path) 
                 quarantined_sources += 1;
                 let table = Arc::new(SourceTable::new(plan, Some(quarantine.for_source(name))));
                 register_deduplicated(ctx, name, ctx.read_table(table)?, dedup.as_ref())?;
+            }
+            SourceConfig::Mqtt { .. } => {
+                return Err(Error::Invalid(format!(
+                    "sources.{name}: an MQTT source runs as a stream (`sluice run` does that when it is the job's \
+                     only source)"
+                )));
             }
             SourceConfig::Files { url, format, header, delimiter, extension, dedup, .. } => {
                 let url = resolve(base, url);
