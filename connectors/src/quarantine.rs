@@ -104,15 +104,8 @@ pub async fn write_partition(
 
 /// Sums the counts every partition wrote under `target`.
 pub async fn read_counts(store: &Arc<dyn ObjectStore>, target: &QuarantineTarget) -> Result<Counts> {
-    use futures::TryStreamExt;
-    let prefix = Path::from(target.counts_path.as_str());
-    let objects: Vec<_> = store
-        .list(Some(&prefix))
-        .try_collect()
-        .await
-        .map_err(|e| Error::Asset(format!("listing quarantine counts at {prefix}: {e}")))?;
     let mut total = Counts::default();
-    for object in objects {
+    for object in counts_files(store, target).await? {
         let read = async { store.get(&object.location).await?.bytes().await };
         let bytes = read.await.map_err(|e| Error::Asset(format!("reading {}: {e}", object.location)))?;
         let counts: Counts = serde_json::from_slice(&bytes)
@@ -124,17 +117,20 @@ pub async fn read_counts(store: &Arc<dyn ObjectStore>, target: &QuarantineTarget
 
 /// Removes the partitions' counts once summed.
 pub async fn remove_counts(store: &Arc<dyn ObjectStore>, target: &QuarantineTarget) -> Result<()> {
-    use futures::TryStreamExt;
-    let prefix = Path::from(target.counts_path.as_str());
-    let objects: Vec<_> = store
-        .list(Some(&prefix))
-        .try_collect()
-        .await
-        .map_err(|e| Error::Asset(format!("listing quarantine counts at {prefix}: {e}")))?;
-    for object in objects {
+    for object in counts_files(store, target).await? {
         store.delete(&object.location).await.map_err(|e| Error::Asset(format!("removing {}: {e}", object.location)))?;
     }
     Ok(())
+}
+
+async fn counts_files(store: &Arc<dyn ObjectStore>, target: &QuarantineTarget) -> Result<Vec<object_store::ObjectMeta>> {
+    use futures::TryStreamExt;
+    let prefix = Path::from(target.counts_path.as_str());
+    store
+        .list(Some(&prefix))
+        .try_collect()
+        .await
+        .map_err(|e| Error::Asset(format!("listing quarantine counts at {prefix}: {e}")))
 }
 
 async fn put(store: &Arc<dyn ObjectStore>, path: &Path, bytes: Vec<u8>) -> Result<()> {

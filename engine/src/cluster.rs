@@ -98,6 +98,12 @@ impl Default for ExecutorOptions {
 
 type Scheduler = SchedulerServer<LogicalPlanNode, PhysicalPlanNode>;
 
+/// Whether a start-up error is a port another process took.
+fn port_taken(e: &Error) -> bool {
+    let text = format!("{e} {e:?}");
+    text.contains("Address already in use") || text.contains("AddrInUse")
+}
+
 fn free_port(host: &str) -> Result<u16> {
     let listener = StdListener::bind((host, 0)).map_err(Error::io(format!("finding a free port on {host}")))?;
     let port = listener.local_addr().map_err(Error::io("reading a bound port"))?.port();
@@ -323,7 +329,8 @@ impl EmbeddedCluster {
                         Err(e) => Err(e),
                     };
                     match result {
-                        Err(e) if attempt < 5 && e.to_string().contains("Address already in use") => {
+                        // The flight server's bind error shows its cause only in the debug form.
+                        Err(e) if attempt < 5 && port_taken(&e) => {
                             tracing::debug!(executor = %exec_options.id, attempt, "port taken; retrying on new ports");
                         }
                         Err(e) => {
