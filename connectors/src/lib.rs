@@ -17,6 +17,15 @@ pub mod rest;
 
 pub use error::{Error, Result};
 
+/// `value` seconds from setting `key` as a duration: negative, NaN or endless values are errors
+/// that name the setting (`Duration::from_secs_f64` would panic on them).
+pub(crate) fn seconds(key: &str, value: f64) -> Result<std::time::Duration> {
+    std::time::Duration::try_from_secs_f64(value)
+        .ok()
+        .filter(|d| d.as_secs() < 10 * 365 * 24 * 3600)
+        .ok_or_else(|| Error::Config(format!("{key} = {value}: give a number of seconds from 0 up to a few years")))
+}
+
 /// What a connector can do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -76,4 +85,16 @@ pub fn registry() -> Vec<Connector> {
             roles: &[Role::Source, Role::Sink],
         },
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn seconds_refuse_what_is_no_duration() {
+        assert_eq!(super::seconds("a", 1.5).unwrap(), std::time::Duration::from_millis(1500));
+        for bad in [-1.0, f64::NAN, f64::INFINITY, 1e30] {
+            let e = super::seconds("read.batch_seconds", bad).unwrap_err().to_string();
+            assert!(e.starts_with("read.batch_seconds = "), "{e}");
+        }
+    }
 }

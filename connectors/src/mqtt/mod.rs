@@ -68,6 +68,10 @@ fn default_batch_seconds() -> f64 {
 /// A live subscription.
 pub struct Subscription {
     source: String,
+    /// How long a micro-batch stays open after its first message.
+    batch_window: Duration,
+    /// How long without a message ends the run.
+    idle_stop: Duration,
     client: AsyncClient,
     messages: mpsc::Receiver<std::result::Result<Publish, String>>,
 }
@@ -76,6 +80,13 @@ impl Subscription {
     /// Connects and subscribes; returns once the broker confirmed the subscription.
     pub async fn connect(source: &str, connection: &MqttConnection, read: &MqttRead) -> Result<Self> {
         let at = format!("{}:{}", connection.host, connection.port);
+        let key = |name: &str| format!("sources.{source}.read.{name}");
+        let batch_window = crate::seconds(&key("batch_seconds"), read.batch_seconds)?;
+        let idle_stop = match read.stop_when_idle_s {
+            Some(s) if s != 0.0 => crate::seconds(&key("stop_when_idle_s"), s)?,
+            // Run until stopped (a year of silence included).
+            _ => Duration::from_secs(365 * 24 * 3600),
+        };
         let client_id = connection.client_id.clone().unwrap_or_else(|| format!("sluice-{source}"));
         let mut options = MqttOptions::new(client_id, connection.host.clone(), connection.port);
         options.set_keep_alive(Duration::from_secs(30)).set_clean_session(false).set_manual_acks(true);
@@ -131,7 +142,7 @@ impl Subscription {
             }
         });
         match tokio::time::timeout(Duration::from_secs(10), ready).await {
-            Ok(Ok(Ok(_))) => Ok(Self { source: source.to_string(), client, messages }),
+            Ok(Ok(Ok(_))) => Ok(Self { source: source.to_string(), batch_window, idle_stop, client, messages }),
             Ok(Ok(Err(e))) => Err(Error::Source(format!(
                 "source '{source}': cannot connect to the MQTT broker at {at}: {e}; is it running?"
             ))),
@@ -143,10 +154,7 @@ impl Subscription {
     /// the first; None once idle for `read.stop_when_idle_s` or on Ctrl-C (what was not
     /// acknowledged comes again on the next run).
     pub async fn next_batch(&mut self, read: &MqttRead) -> Result<Option<Vec<Publish>>> {
-        let idle = match read.stop_when_idle_s {
-            Some(s) if s > 0.0 => Duration::from_secs_f64(s),
-            _ => Duration::from_secs(u64::from(u32::MAX)),
-        };
+        let idle = self.idle_stop;
         let first = tokio::select! {
             m = self.messages.recv() => m,
             _ = tokio::time::sleep(idle) => return Ok(None),
@@ -157,7 +165,7 @@ impl Subscription {
             Some(Err(e)) => return Err(Error::Source(format!("source '{}': {e}", self.source))),
             None => return Ok(None),
         };
-        let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(read.batch_seconds.max(0.0));
+        let deadline = tokio::time::Instant::now() + self.batch_window;
         while batch.len() < read.batch_messages {
             match tokio::time::timeout_at(deadline, self.messages.recv()).await {
                 Ok(Some(Ok(p))) => batch.push(p),

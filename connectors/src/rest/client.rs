@@ -30,6 +30,7 @@ pub struct Client {
     base: Url,
     http: reqwest::Client,
     token: Option<String>,
+    max_backoff: Duration,
 }
 
 impl Client {
@@ -37,11 +38,14 @@ impl Client {
     pub fn new(source: &str, connection: &RestConnection) -> Result<Self> {
         let base = Url::parse(&connection.url)
             .map_err(|e| Error::Config(format!("source '{source}': url '{}': {e}", connection.url)))?;
+        let key = |name: &str| format!("sources.{source}.connection.{name}");
+        let timeout = crate::seconds(&key("timeout_s"), connection.timeout_s)?.max(Duration::from_millis(1));
+        let max_backoff = crate::seconds(&key("max_backoff_s"), connection.max_backoff_s)?;
         let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs_f64(connection.timeout_s.max(0.001)))
+            .timeout(timeout)
             .build()
             .map_err(|e| Error::Source(format!("source '{source}': HTTP client: {e}")))?;
-        Ok(Self { source: source.to_string(), connection: connection.clone(), base, http, token: None })
+        Ok(Self { source: source.to_string(), connection: connection.clone(), base, http, token: None, max_backoff })
     }
 
     /// `path` (relative or absolute) against the base URL.
@@ -120,7 +124,7 @@ impl Client {
 
     fn backoff(&self, attempt: u32) -> Duration {
         let seconds = 0.2 * 2f64.powi(attempt.saturating_sub(1).min(16) as i32);
-        Duration::from_secs_f64(seconds.min(self.connection.max_backoff_s))
+        Duration::from_secs_f64(seconds).min(self.max_backoff)
     }
 
     /// GETs `url` as JSON, retrying what can succeed on a later try; `page` names it in errors.
@@ -160,7 +164,7 @@ impl Client {
             }
             if status == StatusCode::TOO_MANY_REQUESTS {
                 let wait = retry_after(&response).unwrap_or_else(|| self.backoff(attempt + 1));
-                let wait = wait.min(Duration::from_secs_f64(self.connection.max_backoff_s));
+                let wait = wait.min(self.max_backoff);
                 last = format!("HTTP 429 (rate limited; waited {:.1} s)", wait.as_secs_f64());
                 tracing::warn!(source = %self.source, page, wait_s = wait.as_secs_f64(), "rate limited");
                 attempt += 1;
@@ -210,10 +214,11 @@ impl Client {
     }
 }
 
-/// Retry-After in seconds (the HTTP-date form is rare in APIs and treated as absent).
+/// Retry-After in seconds (the HTTP-date form is rare in APIs and treated as absent, as is a
+/// value that is no duration).
 fn retry_after(response: &reqwest::Response) -> Option<Duration> {
     let value = response.headers().get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
-    value.trim().parse::<f64>().ok().filter(|s| *s >= 0.0).map(Duration::from_secs_f64)
+    Duration::try_from_secs_f64(value.trim().parse::<f64>().ok()?).ok()
 }
 
 /// A transport error without its URL (which may carry query parameters the user did not write).
