@@ -178,7 +178,7 @@ fn file_examples_land_ndjson_and_csv() {
     };
     let mut plain: String = (0..150).map(line).collect();
     plain.push_str("{\"device_id\": \"d1\", \"ts\": \"2026-11-20T11:00:00\", \"temp\n");
-    plain.push_str("\n");
+    plain.push('\n');
     plain.push_str("{\"device_id\": \"d2\", \"ts\": \"2026-11-20T11:00:01\", \"temperature\": \"hot\"}\n");
     plain.extend((150..300).map(line));
     std::fs::write(events.join("a.json"), plain).unwrap();
@@ -221,12 +221,24 @@ fn file_examples_land_ndjson_and_csv() {
     let versions = ok(sluice(&lake).args(["asset", "versions", "device_events"]).output().unwrap(), "versions");
     assert!(!versions.contains("\n1 ") && !versions.contains("| 1 "), "no new version: {versions}");
 
-    // CSV with ';' and a header.
+    // CSV from a spreadsheet: ';', a header, windows-1252 text, a quoted name holding the
+    // delimiter, a quote and a line break; one row with a missing field and one whose seats are
+    // not a number go to the quarantine, the other 250 land.
     let accounts = dir.path().join("accounts");
     std::fs::create_dir_all(&accounts).unwrap();
-    let csv: String = std::iter::once("account_id;plan;seats\n".to_string())
-        .chain((0..250).map(|i| format!("{i};{};{}\n", ["free", "pro", "team"][i % 3], i % 50)))
-        .collect();
+    let mut csv: Vec<u8> = b"account_id;name;plan;seats\r\n".to_vec();
+    for i in 0..250 {
+        let name: &[u8] = match i {
+            7 => b"\"M\xfcller; Sohn \"\"GmbH\"\"\nBerlin\"",
+            _ => b"Acme",
+        };
+        csv.extend_from_slice(format!("{i};").as_bytes());
+        csv.extend_from_slice(name);
+        csv.extend_from_slice(format!(";{};{}\r\n", ["free", "pro", "team"][i % 3], i % 50).as_bytes());
+        if i == 100 {
+            csv.extend_from_slice(b"1000;Short;pro\r\n1001;Bad;pro;many\r\n");
+        }
+    }
     std::fs::write(accounts.join("export.csv"), csv).unwrap();
     let out = sluice(&lake)
         .args(["run", "examples/files_accounts_csv.toml"])
@@ -235,10 +247,21 @@ fn file_examples_land_ndjson_and_csv() {
         .unwrap();
     let stdout = ok(out, "accounts csv");
     assert!(stdout.contains("accounts@0: 250 rows"), "{stdout}");
+    assert!(stdout.contains("records      252 read = 250 landed + 2 quarantined"), "{stdout}");
     assert_eq!(
         count(&lake, "SELECT SUM(seats) FROM accounts WHERE plan = 'team'"),
         (0..250).filter(|i| i % 3 == 2).map(|i| i % 50).sum::<usize>().to_string()
     );
+    assert_eq!(
+        count(&lake, "SELECT COUNT(*) FROM accounts WHERE account_id = 7 AND name = 'Müller; Sohn \"GmbH\"' || chr(10) || 'Berlin'"),
+        "1"
+    );
+    let bad = ok(
+        sluice(&lake).args(["sql", "SELECT location, reason FROM accounts_quarantine ORDER BY location"]).output().unwrap(),
+        "csv quarantine",
+    );
+    assert!(bad.contains("export.csv line 104") && bad.contains("3 fields where the source has 4 columns"), "{bad}");
+    assert!(bad.contains("export.csv line 105") && bad.contains("'many' is not a Int32"), "{bad}");
 
     // A mistake in a job file is reported with its line before anything runs.
     let bad = dir.path().join("bad.toml");
@@ -246,7 +269,7 @@ fn file_examples_land_ndjson_and_csv() {
         &bad,
         std::fs::read_to_string(root().join("examples/files_accounts_csv.toml"))
             .unwrap()
-            .replace("delimiter", "delimitr"),
+            .replace("delimiter =", "delimitr ="),
     )
     .unwrap();
     let out = sluice(&lake).args(["run"]).arg(&bad).output().unwrap();
@@ -292,4 +315,53 @@ fn mysql_example_reruns_pick_up_inserts_and_updates_only() {
     let third = run();
     assert!(third.contains("orders@2: 0 rows"), "{third}");
     mysql(&format!("DROP DATABASE IF EXISTS {db}"));
+}
+
+#[test]
+fn unstructured_files_land_as_rows_with_their_bytes_or_a_reference() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let docs = dir.path().join("docs");
+    std::fs::create_dir_all(docs.join("scans")).unwrap();
+    let png = [b"\x89PNG\r\n\x1a\n".as_slice(), &[7u8; 500]].concat();
+    std::fs::write(docs.join("logo.png"), &png).unwrap();
+    std::fs::write(docs.join("scans/contract.pdf"), b"%PDF-1.7 a contract").unwrap();
+    std::fs::write(docs.join("call.wav"), vec![1u8; 5000]).unwrap();
+    std::fs::write(docs.join(".hidden"), b"not landed").unwrap();
+    let out = sluice(&lake)
+        .args(["run", "examples/files_documents_binary.toml"])
+        .env("DOCS_DIR", format!("{}/", docs.display()))
+        .env("DOCS_MAX_INLINE_BYTES", "4096")
+        .output()
+        .unwrap();
+    let stdout = ok(out, "documents");
+    assert!(stdout.contains("documents@0: 3 rows"), "{stdout}");
+    let rows = ok(
+        sluice(&lake)
+            .args([
+                "sql",
+                "SELECT name, size, content_type, inline, character_length(encode(content, 'hex')) / 2 AS bytes, \
+                 modified > TIMESTAMP '2020-01-01T00:00:00Z' AS recent FROM documents ORDER BY name",
+            ])
+            .output()
+            .unwrap(),
+        "documents rows",
+    );
+    let lines: Vec<String> = rows
+        .lines()
+        .filter(|l| l.contains(".png") || l.contains(".pdf") || l.contains(".wav"))
+        .map(|l| l.split('|').map(str::trim).filter(|c| !c.is_empty()).collect::<Vec<_>>().join(" "))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            "call.wav 5000 audio/wav false true",
+            "contract.pdf 19 application/pdf true 19 true",
+            "logo.png 508 image/png true 508 true",
+        ],
+        "{rows}"
+    );
+    // The bytes are the file's, byte for byte.
+    let hex = count(&lake, "SELECT encode(content, 'hex') FROM documents WHERE name = 'contract.pdf'");
+    assert_eq!(hex, b"%PDF-1.7 a contract".iter().map(|b| format!("{b:02x}")).collect::<String>());
 }

@@ -29,6 +29,61 @@ fn default_partitions() -> usize {
     4
 }
 
+/// How a column may be compared in a condition sent to the source: only where the source's
+/// answer keeps every row the engine's own comparison would (conditions sent down are
+/// re-checked by the engine, so a source may return more rows, never fewer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FilterClass {
+    /// Integers, floats, decimals: every comparison.
+    Number,
+    /// Text compared only for equality (collations order text differently than bytes).
+    TextEquality,
+    /// Booleans.
+    Bool,
+    /// Dates.
+    Date,
+    /// Timestamps without (false) or with (true, UTC) a time zone.
+    Timestamp(bool),
+    /// Only `IS NULL` / `IS NOT NULL`.
+    NullOnly,
+}
+
+/// The SQL dialect of a source, for conditions sent to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// PostgreSQL.
+    Postgres,
+    /// MySQL and MariaDB.
+    Mysql,
+}
+
+impl Dialect {
+    /// A quoted identifier.
+    pub fn ident(self, name: &str) -> String {
+        match self {
+            Self::Postgres => format!("\"{}\"", name.replace('"', "\"\"")),
+            Self::Mysql => format!("`{}`", name.replace('`', "``")),
+        }
+    }
+
+    /// A quoted text literal.
+    pub fn text(self, value: &str) -> String {
+        match self {
+            Self::Postgres => format!("'{}'", value.replace('\'', "''")),
+            Self::Mysql => format!("'{}'", value.replace('\\', "\\\\").replace('\'', "''")),
+        }
+    }
+
+    /// A timestamp literal (`2026-01-02 03:04:05.000006`), in UTC when `utc`.
+    pub fn timestamp(self, value: &str, utc: bool) -> String {
+        match (self, utc) {
+            (Self::Postgres, false) => format!("TIMESTAMP '{value}'"),
+            (Self::Postgres, true) => format!("TIMESTAMPTZ '{value}+00'"),
+            (Self::Mysql, _) => format!("TIMESTAMP '{value}'"),
+        }
+    }
+}
+
 /// `n` contiguous ranges of `expr` covering [lo, hi], NULLs in the first.
 pub(crate) fn ranges(expr: &str, lo: Option<i64>, hi: Option<i64>, n: usize) -> Vec<String> {
     let (Some(lo), Some(hi)) = (lo, hi) else { return vec!["TRUE".to_string()] };

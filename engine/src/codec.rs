@@ -76,7 +76,11 @@ impl LogicalExtensionCodec for AssetCodec {
         if let Some(json) = buf.strip_prefix(SOURCE_TABLE) {
             let spec: TableSpec =
                 serde_json::from_slice(json).map_err(|e| json_error(&format!("the source '{table_ref}'"), e))?;
-            return Ok(Arc::new(SourceTable::new(spec.plan, spec.quarantine)));
+            let table = SourceTable::new(spec.plan, spec.quarantine);
+            return Ok(Arc::new(match spec.progress {
+                Some(key) => table.with_progress(key),
+                None => table,
+            }));
         }
         self.inner.try_decode_table_provider(buf, table_ref, schema, ctx)
     }
@@ -94,7 +98,11 @@ impl LogicalExtensionCodec for AssetCodec {
         }
         if let Some(table) = node.downcast_ref::<SourceTable>() {
             buf.extend_from_slice(SOURCE_TABLE);
-            let spec = TableSpec { plan: table.plan().clone(), quarantine: table.quarantine().cloned() };
+            let spec = TableSpec {
+                plan: table.plan().clone(),
+                quarantine: table.quarantine().cloned(),
+                progress: table.progress().cloned(),
+            };
             return serde_json::to_writer(buf, &spec)
                 .map_err(|e| json_error(&format!("the source '{table_ref}'"), e));
         }
@@ -139,6 +147,8 @@ impl LogicalExtensionCodec for AssetCodec {
 struct TableSpec {
     plan: SourcePlan,
     quarantine: Option<QuarantineTarget>,
+    #[serde(default)]
+    progress: Option<String>,
 }
 
 /// A source scan as it travels: the planned read and the partitions this scan reads (all of them
@@ -149,6 +159,8 @@ struct ScanSpec {
     projection: Option<Vec<usize>>,
     partitions: Vec<usize>,
     quarantine: Option<QuarantineTarget>,
+    #[serde(default)]
+    progress: Option<String>,
 }
 
 /// Ballista's physical codec extended with source scans.
@@ -183,7 +195,7 @@ impl PhysicalExtensionCodec for ScanCodec {
                     Some(target) => Some(Quarantine::resolve(target, ctx.runtime_env().as_ref())?),
                     None => None,
                 };
-                Ok(SourceFiles::new(spec.plan, spec.projection, quarantine)?.scan(&spec.partitions))
+                Ok(SourceFiles::new(spec.plan, spec.projection, quarantine)?.with_progress(spec.progress).scan(&spec.partitions))
             }
             None => self.inner.try_decode(buf, inputs, ctx, proto_converter),
         }
@@ -203,6 +215,7 @@ impl PhysicalExtensionCodec for ScanCodec {
                     projection: files.projection().cloned(),
                     partitions: SourceFiles::partitions_of(config)?,
                     quarantine: files.quarantine().cloned(),
+                    progress: files.progress().cloned(),
                 };
                 buf.extend_from_slice(SOURCE_SCAN);
                 return serde_json::to_writer(buf, &spec).map_err(|e| json_error("a source scan", e));
@@ -258,6 +271,7 @@ mod tests {
             columns: vec![PgColumn { name: "id".into(), kind: PgKind::Int8 }],
             partitions: vec!["TRUE".into(), "FALSE".into()],
             watermark: None,
+            filter: Some("\"id\" > 1".into()),
         });
         let table: Arc<dyn TableProvider> = Arc::new(SourceTable::new(plan.clone(), None));
         let mut buf = Vec::new();

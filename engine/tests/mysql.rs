@@ -142,6 +142,17 @@ async fn a_million_rows_split_by_the_primary_key() {
         ctx.sql("SELECT COUNT(*), SUM(id), COUNT(DISTINCT id) FROM big").await.unwrap().collect().await.unwrap();
     let v: Vec<i64> = (0..3).map(|c| batches[0].column(c).as_primitive::<Int64Type>().value(0)).collect();
     assert_eq!(v, [1_000_000, 500_000_500_000, 1_000_000], "every row exactly once");
+
+    // Conditions on numbers go down to MySQL: the source sends only the rows they select.
+    let read = TableRead { table: Some("big".into()), partitions: 4, ..Default::default() };
+    let planned = plan("shop", &db.0, &read, None).await.unwrap();
+    let (key, progress) = sluice_engine::sources::progress::track();
+    ctx.deregister_table("big").unwrap();
+    ctx.register_table("big", Arc::new(SourceTable::new(SourcePlan::Mysql(planned), None).with_progress(key))).unwrap();
+    let batches = ctx.sql("SELECT COUNT(*) FROM big WHERE id > 999000 AND k IN (1, 2)").await.unwrap().collect().await.unwrap();
+    let expected = (999_001..=1_000_000).filter(|i| i % 97 == 1 || i % 97 == 2).count();
+    assert_eq!(batches[0].column(0).as_primitive::<Int64Type>().value(0), expected as i64);
+    assert_eq!(progress.records(), expected as u64);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -164,6 +164,35 @@ async fn a_million_rows_read_in_partitions_by_range_and_by_pages() {
         let v: Vec<i64> = (0..3).map(|c| batches[0].column(c).as_primitive::<Int64Type>().value(0)).collect();
         assert_eq!(v, [1_000_000, 500_000_500_000, 1_000_000], "{label}: every row exactly once");
     }
+
+    // Conditions go down to PostgreSQL: the source sends only the rows they select.
+    let read = TableRead { table: Some(format!("{}.big", s.0)), partition_column: Some("id".into()), partitions: 4, ..Default::default() };
+    let planned = plan("db", &s.1, &read, None).await.unwrap();
+    let count = |sql: String, planned: sluice_connectors::postgres::PostgresPlan| {
+        let ctx = ctx.clone();
+        async move {
+            let (key, progress) = sluice_engine::sources::progress::track();
+            ctx.deregister_table("big").unwrap();
+            let table = SourceTable::new(SourcePlan::Postgres(planned), None).with_progress(key);
+            ctx.register_table("big", Arc::new(table)).unwrap();
+            let batches = ctx.sql(&sql).await.unwrap().collect().await.unwrap();
+            (batches[0].column(0).as_primitive::<Int64Type>().value(0), progress.records())
+        }
+    };
+    let expected = (1..=1000).filter(|g| g % 97 == 5).count() as i64;
+    let (n, read) = count("SELECT COUNT(*) FROM big WHERE id <= 1000 AND k = 5".into(), planned.clone()).await;
+    assert_eq!((n, read), (expected, expected as u64), "both conditions run in PostgreSQL");
+    // md5('5'): text equality is sent; text order is not (collations order text otherwise).
+    let (n, read) = count("SELECT COUNT(*) FROM big WHERE h = 'e4da3b7fbbce2345d7772b0674a318d5'".into(), planned.clone()).await;
+    assert_eq!((n, read), (1, 1));
+    let (n, read) = count("SELECT COUNT(*) FROM big WHERE h < '1' AND id BETWEEN 10 AND 19".into(), planned.clone()).await;
+    let client = connect("test", &s.1).await.unwrap();
+    let want: i64 = client
+        .query_one(&format!("SELECT COUNT(*) FROM {}.big WHERE h COLLATE \"C\" < '1' AND id BETWEEN 10 AND 19", s.0), &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!((n, read), (want, 10));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -91,3 +91,60 @@ impl Stages {
         out
     }
 }
+
+/// Sources being read, for a live progress line.
+#[derive(Debug, Default)]
+pub struct Reads {
+    sources: Vec<(std::sync::Arc<sluice_engine::sources::ReadProgress>, u64)>,
+}
+
+impl Reads {
+    /// Watches a read of `partitions` partitions.
+    pub fn add(&mut self, progress: std::sync::Arc<sluice_engine::sources::ReadProgress>, partitions: usize) {
+        self.sources.push((progress, partitions as u64));
+    }
+
+    fn now(&self) -> (u64, u64, u64) {
+        let records = self.sources.iter().map(|(p, _)| p.records()).sum();
+        let done = self.sources.iter().map(|(p, _)| p.partitions_done()).sum();
+        let total = self.sources.iter().map(|(_, n)| n).sum();
+        (records, done, total)
+    }
+
+    /// Runs `work`, showing the records read, records/s and partitions done (with an ETA from
+    /// them) while it runs: a bar on a terminal, a line every `every` otherwise.
+    pub async fn watch<T>(&self, message: &str, every: Duration, work: impl std::future::Future<Output = T>) -> T {
+        let (_, _, total) = self.now();
+        let bar = ProgressBar::new(total.max(1));
+        let template = "{spinner} {msg} [{bar:24}] {pos}/{len} partitions {elapsed} ETA {eta}";
+        if let Ok(style) = ProgressStyle::with_template(template) {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        let started = Instant::now();
+        let mut last_line = Instant::now();
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        let mut work = std::pin::pin!(work);
+        loop {
+            tokio::select! {
+                out = &mut work => {
+                    bar.finish_and_clear();
+                    return out;
+                }
+                _ = tick.tick() => {
+                    let (records, done, total) = self.now();
+                    let rate = records as f64 / started.elapsed().as_secs_f64().max(1e-3);
+                    let line = format!("{message}: {records} records read ({rate:.0}/s)");
+                    if terminal {
+                        bar.set_position(done);
+                        bar.set_message(line);
+                        bar.tick();
+                    } else if last_line.elapsed() >= every && total > 0 {
+                        last_line = Instant::now();
+                        eprintln!("{line}, {done}/{total} partitions, {:.0} s", started.elapsed().as_secs_f64());
+                    }
+                }
+            }
+        }
+    }
+}

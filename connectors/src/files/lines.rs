@@ -12,6 +12,16 @@ pub struct Line {
     end: usize,
 }
 
+impl Line {
+    /// Where the line is in file `shown`: its number, or its byte offset inside later pieces.
+    pub fn locate(&self, shown: &str) -> String {
+        match self.number {
+            Some(n) => format!("{shown} line {n}"),
+            None => format!("{shown} byte {}", self.offset),
+        }
+    }
+}
+
 /// Splits a piece's bytes into lines.
 #[derive(Debug)]
 pub struct LineBuffer {

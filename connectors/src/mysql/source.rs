@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::config::MysqlConnection;
 use super::types::{Builder, MyKind};
 use crate::error::{Error, Result};
-use crate::relational::{TableRead, batch, ranges};
+use crate::relational::{FilterClass, TableRead, batch, ranges};
 
 /// One column of the source.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -41,6 +41,9 @@ pub struct MysqlPlan {
     pub partitions: Vec<String>,
     /// Incremental window: (column, since, upto).
     pub watermark: Option<(String, Option<String>, Option<String>)>,
+    /// A condition of the query sent to the source with every partition's read.
+    #[serde(default)]
+    pub filter: Option<String>,
 }
 
 impl MysqlPlan {
@@ -51,8 +54,36 @@ impl MysqlPlan {
         ))
     }
 
+    /// How column `name` may be compared in a condition sent to MySQL. Text is not compared
+    /// there: its collations ignore case and trailing spaces, and JSON columns compare as JSON.
+    pub fn filter_class(&self, name: &str) -> Option<FilterClass> {
+        let column = self.columns.iter().find(|c| c.name == name)?;
+        Some(match &column.kind {
+            MyKind::Int8
+            | MyKind::Int16
+            | MyKind::Int32
+            | MyKind::Int64
+            | MyKind::UInt64AsDecimal
+            | MyKind::Float32
+            | MyKind::Float64
+            | MyKind::Decimal { .. } => FilterClass::Number,
+            MyKind::Bool => FilterClass::Bool,
+            MyKind::Date => FilterClass::Date,
+            MyKind::DateTime | MyKind::Timestamp => FilterClass::Timestamp(false),
+            MyKind::Text | MyKind::Binary => FilterClass::NullOnly,
+        })
+    }
+
     /// `mysql:database/table` as lineage records it, with the watermark window.
     pub fn lineage(&self) -> String {
+        let base = self.lineage_of_rows();
+        match &self.filter {
+            Some(filter) => format!("{base} where {filter}"),
+            None => base,
+        }
+    }
+
+    fn lineage_of_rows(&self) -> String {
         match &self.watermark {
             Some((column, since, upto)) => format!(
                 "mysql:{}/{} {column} in ({}, {}]",
@@ -188,7 +219,16 @@ pub async fn plan(source: &str, conn: &MysqlConnection, read: &TableRead, since:
         }
     };
     let _ = c.disconnect().await;
-    Ok(MysqlPlan { source: source.to_string(), connection: conn.clone(), from, label, columns, partitions, watermark })
+    Ok(MysqlPlan {
+        source: source.to_string(),
+        connection: conn.clone(),
+        from,
+        label,
+        columns,
+        partitions,
+        watermark,
+        filter: None,
+    })
 }
 
 /// The table's single-column integer primary key, to split reads by when no column is given.
@@ -243,7 +283,8 @@ pub fn read_partition(
         } else {
             indices.iter().map(|&i| plan.columns[i].kind.select(&quote_ident(&plan.columns[i].name))).collect::<Vec<_>>().join(", ")
         };
-        let sql = format!("SELECT {select} FROM {} WHERE ({predicate}) AND ({})", plan.from, window(&plan.watermark));
+        let filter = plan.filter.as_deref().unwrap_or("TRUE");
+        let sql = format!("SELECT {select} FROM {} WHERE ({predicate}) AND ({}) AND ({filter})", plan.from, window(&plan.watermark));
         let mut conn = connect(&plan.source, &plan.connection).await?;
         let failed = |total: u64, e: mysql_async::Error| Error::Source(format!(
             "source '{}': reading {} (partition {partition}) failed after {total} rows: {e}", plan.source, plan.label

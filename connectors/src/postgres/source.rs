@@ -13,7 +13,7 @@ use tokio_postgres::{Client, NoTls};
 use super::config::PostgresConnection;
 use super::types::{Builder, PgKind};
 use crate::error::{Error, Result};
-use crate::relational::{TableRead, batch, ranges};
+use crate::relational::{FilterClass, TableRead, batch, ranges};
 
 /// One column of the source.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -54,6 +54,9 @@ pub struct PostgresPlan {
     pub partitions: Vec<String>,
     /// Incremental bounds, when a watermark column is set.
     pub watermark: Option<Watermark>,
+    /// A condition of the query sent to the source with every partition's read.
+    #[serde(default)]
+    pub filter: Option<String>,
 }
 
 impl PostgresPlan {
@@ -64,8 +67,32 @@ impl PostgresPlan {
         ))
     }
 
+    /// How column `name` may be compared in a condition sent to PostgreSQL.
+    pub fn filter_class(&self, name: &str) -> Option<FilterClass> {
+        let column = self.columns.iter().find(|c| c.name == name)?;
+        Some(match &column.kind {
+            PgKind::Int2 | PgKind::Int4 | PgKind::Int8 | PgKind::Float4 | PgKind::Float8 | PgKind::Numeric { .. } => {
+                FilterClass::Number
+            }
+            PgKind::Text => FilterClass::TextEquality,
+            PgKind::Bool => FilterClass::Bool,
+            PgKind::Date => FilterClass::Date,
+            PgKind::Timestamp => FilterClass::Timestamp(false),
+            PgKind::Timestamptz => FilterClass::Timestamp(true),
+            PgKind::Uuid | PgKind::Json | PgKind::Bytea | PgKind::Array(_) => FilterClass::NullOnly,
+        })
+    }
+
     /// `source table` as lineage records it, with the watermark window.
     pub fn lineage(&self) -> String {
+        let base = self.lineage_of_rows();
+        match &self.filter {
+            Some(filter) => format!("{base} where {filter}"),
+            None => base,
+        }
+    }
+
+    fn lineage_of_rows(&self) -> String {
         match &self.watermark {
             Some(w) => format!(
                 "postgres:{}/{} {} in ({}, {}]",
@@ -255,6 +282,7 @@ pub async fn plan(
         columns,
         partitions,
         watermark,
+        filter: None,
     })
 }
 
@@ -292,7 +320,8 @@ pub fn read_partition(
         } else {
             indices.iter().map(|&i| plan.columns[i].kind.select(&quote_ident(&plan.columns[i].name))).collect::<Vec<_>>().join(", ")
         };
-        let sql = format!("SELECT {select} FROM {} WHERE ({predicate}) AND ({})", plan.from, watermark_predicate(&plan.watermark));
+        let filter = plan.filter.as_deref().unwrap_or("TRUE");
+        let sql = format!("SELECT {select} FROM {} WHERE ({predicate}) AND ({}) AND ({filter})", plan.from, watermark_predicate(&plan.watermark));
         let client = connect(&plan.source, &plan.connection).await?;
         let rows = client.query_raw(&sql, std::iter::empty::<i32>()).await.map_err(|e| {
             Error::Source(format!("source '{}': reading {} (partition {partition}) failed: {e}", plan.source, plan.label))

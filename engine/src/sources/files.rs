@@ -54,6 +54,8 @@ pub struct SourceFiles {
     table_schema: TableSchema,
     metrics: ExecutionPlanMetricsSet,
     batch_size: usize,
+    /// The key of the client's progress counter, when it watches the read.
+    progress: Option<String>,
 }
 
 /// Rejects are written out in files of at most this many rows, so a source of mostly bad
@@ -69,7 +71,25 @@ impl SourceFiles {
             None => plan.schema(),
         };
         let table_schema = TableSchema::from(schema);
-        Ok(Self { plan, projection, quarantine, table_schema, metrics: ExecutionPlanMetricsSet::new(), batch_size: 8192 })
+        Ok(Self {
+            plan,
+            projection,
+            quarantine,
+            table_schema,
+            metrics: ExecutionPlanMetricsSet::new(),
+            batch_size: 8192,
+            progress: None,
+        })
+    }
+
+    /// The read counted into the progress counter under `key` (when this process has it).
+    pub fn with_progress(self, key: Option<String>) -> Self {
+        Self { progress: key, ..self }
+    }
+
+    /// The key of the progress counter.
+    pub fn progress(&self) -> Option<&String> {
+        self.progress.as_ref()
     }
 
     /// Where rejected records go.
@@ -169,6 +189,7 @@ impl FileOpener for SourceOpener {
         let inner = files.plan.read_partition(partition, files.projection.clone(), files.batch_size, self.store.clone());
         let label = files.plan.label();
         let quarantine = files.quarantine.clone();
+        let progress = files.progress.as_deref().and_then(super::progress::find);
         let stream = async_stream::try_stream! {
             let mut inner = inner;
             let mut counts = Counts::default();
@@ -178,6 +199,9 @@ impl FileOpener for SourceOpener {
                 let chunk = chunk.map_err(|e| DataFusionError::External(Box::new(e)))?;
                 counts.read += chunk.read;
                 counts.rejected += chunk.rejects.len() as u64;
+                if let Some(progress) = &progress {
+                    progress.add_records(chunk.read);
+                }
                 let Some(q) = &quarantine else {
                     if let Some(first) = chunk.rejects.first() {
                         Err(DataFusionError::Execution(format!(
@@ -210,6 +234,9 @@ impl FileOpener for SourceOpener {
             }
             if let Some(q) = &quarantine {
                 write_rejects(q, partition, &mut file_no, &mut rejects, Some(counts)).await?;
+            }
+            if let Some(progress) = &progress {
+                progress.partition_done();
             }
             tracing::info!(
                 source = %label, partition, rows = counts.read - counts.rejected, rejected = counts.rejected, "read partition"

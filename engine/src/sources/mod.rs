@@ -4,43 +4,38 @@
 
 pub mod files;
 pub mod plan;
+pub mod progress;
+pub mod pushdown;
 pub mod table;
 
 pub use files::SourceFiles;
 pub use plan::SourcePlan;
+pub use progress::ReadProgress;
 pub use table::SourceTable;
 
 use datafusion::datasource::listing::ListingTableUrl;
 use datafusion::prelude::SessionContext;
-use sluice_connectors::json::JsonOptions;
+use sluice_connectors::files::{Format, Listing};
 
 use crate::error::{Error, Result};
 
-/// Plans reading the NDJSON files at `url` (a folder or one file, in any registered store) as
-/// source `name`: `partitions` parallel reads of pieces of about `piece_bytes`.
-pub async fn plan_ndjson(
+/// Plans reading the files at `url` (a folder or one file, in any registered store) whose names
+/// end in `extension` (all when None) as source `name`: `partitions` parallel reads of pieces of
+/// about `piece_bytes`.
+#[allow(clippy::too_many_arguments)]
+pub async fn plan_files(
     ctx: &SessionContext,
     name: &str,
     url: &str,
-    extension: &str,
-    options: &JsonOptions,
+    extension: Option<&str>,
+    format: Format,
     partitions: usize,
     piece_bytes: u64,
 ) -> Result<SourcePlan> {
     let listing = ListingTableUrl::parse(url).map_err(|e| Error::Config(format!("source '{name}': url '{url}': {e}")))?;
     let store_url = listing.object_store();
     let store = ctx.runtime_env().object_store(&store_url)?;
-    let plan = sluice_connectors::files::plan(
-        name,
-        url,
-        store,
-        store_url.as_str(),
-        listing.prefix(),
-        extension,
-        options,
-        partitions,
-        piece_bytes,
-    )
-    .await?;
-    Ok(SourcePlan::Ndjson(plan))
+    let files = Listing { source: name, url, store, store_url: store_url.as_str(), prefix: listing.prefix(), extension };
+    let plan = sluice_connectors::files::plan(files, format, partitions, piece_bytes).await?;
+    Ok(SourcePlan::Files(plan))
 }

@@ -9,21 +9,23 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use datafusion::object_store::ObjectStore;
 use serde::{Deserialize, Serialize};
-use sluice_connectors::files::NdjsonPlan;
+use sluice_connectors::files::FilesPlan;
 use sluice_connectors::json::Reject;
 use sluice_connectors::mysql::MysqlPlan;
 use sluice_connectors::postgres::PostgresPlan;
+use sluice_connectors::relational::Dialect;
 use sluice_connectors::rest::RestPlan;
 
 /// A source read planned on the client; serialised into plans as it is.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[allow(clippy::large_enum_variant)] // one per source, made once
 pub enum SourcePlan {
     /// PostgreSQL partition reads.
     Postgres(PostgresPlan),
     /// MySQL / MariaDB partition reads.
     Mysql(MysqlPlan),
-    /// Newline-delimited JSON files, in pieces.
-    Ndjson(NdjsonPlan),
+    /// Files (NDJSON, CSV, binary), in pieces.
+    Files(FilesPlan),
     /// Pages of a REST/JSON API.
     Rest(RestPlan),
 }
@@ -46,7 +48,7 @@ impl SourcePlan {
         match self {
             Self::Postgres(p) => p.schema(),
             Self::Mysql(p) => p.schema(),
-            Self::Ndjson(p) => p.schema(),
+            Self::Files(p) => p.schema(),
             Self::Rest(p) => p.schema(),
         }
     }
@@ -55,7 +57,7 @@ impl SourcePlan {
         match self {
             Self::Postgres(_) => "postgres",
             Self::Mysql(_) => "mysql",
-            Self::Ndjson(_) => "ndjson",
+            Self::Files(p) => p.kind(),
             Self::Rest(_) => "rest",
         }
     }
@@ -64,14 +66,14 @@ impl SourcePlan {
         match self {
             Self::Postgres(p) => format!("{}.{}", p.source, p.label),
             Self::Mysql(p) => format!("{}.{}", p.source, p.label),
-            Self::Ndjson(p) => p.source.clone(),
+            Self::Files(p) => p.source.clone(),
             Self::Rest(p) => p.source.clone(),
         }
     }
     /// The object store the read needs on the executors (files sources).
     pub fn store_url(&self) -> ObjectStoreUrl {
         match self {
-            Self::Ndjson(p) => ObjectStoreUrl::parse(&p.store_url).unwrap_or_else(|_| ObjectStoreUrl::local_filesystem()),
+            Self::Files(p) => ObjectStoreUrl::parse(&p.store_url).unwrap_or_else(|_| ObjectStoreUrl::local_filesystem()),
             _ => ObjectStoreUrl::local_filesystem(),
         }
     }
@@ -97,8 +99,8 @@ impl SourcePlan {
             Self::Rest(p) => sluice_connectors::rest::read_partition(p.clone(), partition)
                 .map(move |decoded| project(decoded, projection.as_deref()))
                 .boxed(),
-            Self::Ndjson(p) => sluice_connectors::files::read_partition(p.clone(), store, partition, batch_rows)
-                .map(move |decoded| project(decoded, projection.as_deref()))
+            Self::Files(p) => sluice_connectors::files::read_partition(p.clone(), store, partition, batch_rows, projection)
+                .map(|decoded| decoded.map(|(decoded, read)| ReadChunk { batch: decoded.batch, rejects: decoded.rejects, read }))
                 .boxed(),
         }
     }
@@ -108,7 +110,7 @@ impl SourcePlan {
         match self {
             Self::Postgres(p) => p.partitions.len(),
             Self::Mysql(p) => p.partitions.len(),
-            Self::Ndjson(p) => p.partitions.len(),
+            Self::Files(p) => p.partitions.len(),
             Self::Rest(p) => p.partitions,
         }
     }
@@ -117,16 +119,38 @@ impl SourcePlan {
         match self {
             Self::Postgres(p) => p.lineage(),
             Self::Mysql(p) => p.lineage(),
-            Self::Ndjson(p) => p.lineage(),
+            Self::Files(p) => p.lineage(),
             Self::Rest(p) => p.lineage(),
         }
     }
+    /// The condition sent to the source for `filter`, when the source takes conditions and this
+    /// one can be sent (see [`super::pushdown`]).
+    pub fn filter_sql(&self, filter: &datafusion::logical_expr::Expr) -> Option<String> {
+        match self {
+            Self::Postgres(p) => super::pushdown::to_sql(filter, Dialect::Postgres, &|c| p.filter_class(c)),
+            Self::Mysql(p) => super::pushdown::to_sql(filter, Dialect::Mysql, &|c| p.filter_class(c)),
+            Self::Files(_) | Self::Rest(_) => None,
+        }
+    }
+
+    /// The plan with the conditions of `filters` that can be sent to the source sent.
+    pub fn with_filters(mut self, filters: &[datafusion::logical_expr::Expr]) -> Self {
+        let sent: Vec<String> = filters.iter().filter_map(|f| self.filter_sql(f)).collect();
+        let condition = (!sent.is_empty()).then(|| sent.join(" AND "));
+        match &mut self {
+            Self::Postgres(p) => p.filter = condition,
+            Self::Mysql(p) => p.filter = condition,
+            Self::Files(_) | Self::Rest(_) => {}
+        }
+        self
+    }
+
     /// The watermark the next run starts from, when the read is incremental.
     pub fn next_watermark(&self) -> Option<(String, Option<String>)> {
         match self {
             Self::Postgres(p) => p.watermark.as_ref().map(|w| (w.column.clone(), w.upto.clone())),
             Self::Mysql(p) => p.watermark.as_ref().map(|(column, _, upto)| (column.clone(), upto.clone())),
-            Self::Ndjson(_) => None,
+            Self::Files(_) => None,
             Self::Rest(p) => p.read.incremental.as_ref().map(|i| (i.field.clone(), p.upto.clone())),
         }
     }

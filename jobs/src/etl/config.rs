@@ -20,6 +20,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::Deserialize;
+use sluice_connectors::files::{BinaryOptions, CsvOptions, Format};
+use sluice_connectors::json::JsonOptions;
 use sluice_connectors::mysql::MysqlConnection;
 use sluice_connectors::postgres::PostgresConnection;
 use sluice_connectors::relational::TableRead;
@@ -127,6 +129,7 @@ pub struct JobInfo {
 /// One source.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+#[allow(clippy::large_enum_variant)] // parsed once per job
 pub enum SourceConfig {
     /// A PostgreSQL table or query, read in parallel partitions on the executors.
     Postgres {
@@ -184,7 +187,8 @@ pub enum SourceConfig {
         /// A directory or file URL: `az://raw/events/`, `file:///data/x.csv`, a local path
         /// (relative to the job file).
         url: String,
-        /// `parquet`, `csv` or `ndjson` (also `.gz`).
+        /// `parquet`, `csv`, `ndjson` (CSV and NDJSON also `.gz`) or `binary` (any file as a row of
+        /// path, name, size, modified time, content type and bytes).
         format: FileFormat,
         /// CSV: whether the first line names the columns (default true).
         #[serde(default = "default_true")]
@@ -192,25 +196,110 @@ pub enum SourceConfig {
         /// CSV: the field delimiter (default `,`).
         #[serde(default = "default_delimiter")]
         delimiter: char,
-        /// File extension to read (default: by format, e.g. `.csv`; `.csv.gz` for gzip).
+        /// CSV: the quote character (default `"`; a quote inside quotes is doubled).
+        #[serde(default = "default_quote")]
+        quote: char,
+        /// CSV: an escape character inside quoted fields (e.g. `\\`), when quotes are not doubled.
+        escape: Option<char>,
+        /// CSV: the files' text encoding (default `utf-8`; `windows-1252`, `latin1`, `shift_jis`, ...).
+        #[serde(default = "default_encoding")]
+        encoding: String,
+        /// CSV: quoted fields may hold line breaks (files are then read whole, not in pieces).
+        #[serde(default)]
+        multiline: bool,
+        /// File name ending to read (default: by format, e.g. `.csv`, also `.csv.gz`; binary: all
+        /// files).
         extension: Option<String>,
-        /// NDJSON: column types, `"device_id string, ts timestamp, reading double"` (they win
-        /// over inferred types).
+        /// CSV and NDJSON: column types, `"device_id string, ts timestamp, reading double"` (they
+        /// win over inferred types; CSV without a header: the columns in order).
         schema: Option<String>,
-        /// NDJSON: infer columns from a sample (default true; false reads exactly `schema`).
+        /// CSV and NDJSON: infer columns from a sample (default true; false reads exactly `schema`).
         infer: Option<bool>,
-        /// NDJSON: records sampled to infer columns (default 1000).
+        /// CSV and NDJSON: records sampled to infer columns (default 1000).
         #[serde(default = "default_sample")]
         sample: usize,
         /// NDJSON: flatten nested objects into `parent<sep>child` columns (e.g. `"_"`); default
         /// keeps them as structs.
         flatten: Option<String>,
-        /// NDJSON: parallel reads (default: the session's target partitions).
+        /// Binary: files up to this many bytes carry their content; larger ones have NULL content
+        /// and are read by path (default 16 MiB).
+        max_inline_bytes: Option<u64>,
+        /// CSV, NDJSON and binary: parallel reads (default: the session's target partitions).
         partitions: Option<usize>,
         /// De-duplicate records with the same key and event time (late re-sends, retries),
         /// keeping one.
         dedup: Option<Dedup>,
     },
+}
+
+impl SourceConfig {
+    /// How a files source's records are read by Sluice's own reader (CSV, NDJSON, binary), with
+    /// the options checked; None for Parquet files and other sources.
+    pub fn files_format(&self) -> Option<std::result::Result<Format, String>> {
+        let SourceConfig::Files {
+            format,
+            header,
+            delimiter,
+            quote,
+            escape,
+            encoding,
+            multiline,
+            schema,
+            infer,
+            sample,
+            flatten,
+            max_inline_bytes,
+            ..
+        } = self
+        else {
+            return None;
+        };
+        let only = |set: bool, key: &str, formats: &str| {
+            if set { Err(format!("{key} is for format = {formats}, not {}", format.name())) } else { Ok(()) }
+        };
+        let checked = (|| {
+            only(flatten.is_some() && *format != FileFormat::Ndjson, "flatten", "\"ndjson\"")?;
+            only(max_inline_bytes.is_some() && *format != FileFormat::Binary, "max_inline_bytes", "\"binary\"")?;
+            let text = matches!(format, FileFormat::Csv | FileFormat::Ndjson);
+            only(!text && (schema.is_some() || infer.is_some()), "schema", "\"csv\" or \"ndjson\"")?;
+            let csv = *format == FileFormat::Csv;
+            only(!csv && (escape.is_some() || *multiline || encoding != &default_encoding()), "a CSV option", "\"csv\"")?;
+            if let Some(spec) = schema {
+                sluice_connectors::json::parse_columns(spec).map_err(|e| e.to_string())?;
+            }
+            Ok(Some(match format {
+                FileFormat::Parquet => return Ok(None),
+                FileFormat::Ndjson => Format::Ndjson(JsonOptions {
+                    schema: schema.clone(),
+                    infer: *infer,
+                    sample: *sample,
+                    flatten: flatten.clone(),
+                }),
+                FileFormat::Csv => {
+                    let options = CsvOptions {
+                        header: *header,
+                        delimiter: *delimiter,
+                        quote: *quote,
+                        escape: *escape,
+                        encoding: encoding.clone(),
+                        multiline: *multiline,
+                        schema: schema.clone(),
+                        infer: *infer,
+                        sample: *sample,
+                    };
+                    options.check().map_err(|e| e.to_string())?;
+                    Format::Csv(options)
+                }
+                FileFormat::Binary => {
+                    let defaults = BinaryOptions::default();
+                    Format::Binary(BinaryOptions {
+                        max_inline_bytes: max_inline_bytes.unwrap_or(defaults.max_inline_bytes),
+                    })
+                }
+            }))
+        })();
+        checked.transpose()
+    }
 }
 
 /// Which records are the same event.
@@ -233,6 +322,30 @@ pub enum FileFormat {
     Csv,
     /// Newline-delimited JSON.
     Ndjson,
+    /// Unstructured files (images, PDFs, audio) as rows with their bytes.
+    Binary,
+}
+
+impl FileFormat {
+    /// The name written in job files.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Parquet => "parquet",
+            Self::Csv => "csv",
+            Self::Ndjson => "ndjson",
+            Self::Binary => "binary",
+        }
+    }
+
+    /// The file name ending read by default (all files when None).
+    pub fn extension(self) -> Option<&'static str> {
+        match self {
+            Self::Parquet => Some(".parquet"),
+            Self::Csv => Some(".csv"),
+            Self::Ndjson => Some(".json"),
+            Self::Binary => None,
+        }
+    }
 }
 
 /// The transform step.
@@ -271,6 +384,12 @@ fn default_sample() -> usize {
 }
 fn default_delimiter() -> char {
     ','
+}
+fn default_quote() -> char {
+    '"'
+}
+fn default_encoding() -> String {
+    "utf-8".into()
 }
 fn default_mode() -> String {
     "append".into()
@@ -314,13 +433,8 @@ impl JobFile {
             {
                 return Err(bad(format!("sources.{name}.read: give exactly one of table or query")));
             }
-            if let SourceConfig::Files { format, schema, flatten, dedup, .. } = source {
-                if *format != FileFormat::Ndjson && (schema.is_some() || flatten.is_some()) {
-                    return Err(bad(format!("sources.{name}: schema and flatten are for format = \"ndjson\"")));
-                }
-                if let Some(spec) = schema {
-                    sluice_connectors::json::parse_columns(spec).map_err(|e| bad(format!("sources.{name}.{e}")))?;
-                }
+            if let SourceConfig::Files { dedup, .. } = source {
+                source.files_format().transpose().map_err(|e| bad(format!("sources.{name}: {e}")))?;
                 if dedup.as_ref().is_some_and(|d| d.key.is_empty()) {
                     return Err(bad(format!("sources.{name}.dedup.key: name at least one key column")));
                 }

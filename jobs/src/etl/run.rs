@@ -4,9 +4,8 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use datafusion::datasource::file_format::file_compression_type::FileCompressionType;
 use datafusion::logical_expr::col;
-use datafusion::prelude::{CsvReadOptions, ParquetReadOptions, SessionContext};
+use datafusion::prelude::{ParquetReadOptions, SessionContext};
 use serde::Serialize;
 use sluice_connectors::delta::Lake;
 use sluice_connectors::json::JsonOptions;
@@ -18,7 +17,7 @@ use sluice_engine::sources::SourceTable;
 use super::config::{Dedup, ErrorThreshold, FileFormat, JobFile, SourceConfig};
 use crate::error::{Error, Result};
 
-/// NDJSON files are read in pieces of about this size, so one big file spreads over executors.
+/// CSV and NDJSON files are read in pieces of about this size, so one big file spreads over executors.
 const PIECE_BYTES: u64 = 32 << 20;
 
 /// What a job run did.
@@ -101,6 +100,12 @@ pub async fn run(ctx: &SessionContext, lake: &Lake, job: &JobFile, path: &Path) 
     let mut quarantined_sources = 0;
     let mut partitions = Vec::new();
     let mut watermarks = serde_json::Map::new();
+    let mut reads = crate::progress::Reads::default();
+    let mut watched = |plan: &SourcePlan| {
+        let (key, progress) = sluice_engine::sources::progress::track();
+        reads.add(progress, plan.partitions());
+        key
+    };
     for (name, source) in &job.sources {
         match source {
             SourceConfig::Postgres { .. } | SourceConfig::Mysql { .. } | SourceConfig::Rest { .. } => {
@@ -139,33 +144,26 @@ pub async fn run(ctx: &SessionContext, lake: &Lake, job: &JobFile, path: &Path) 
                 // Sources of JSON records keep their bad records aside; SQL rows are typed already.
                 let quarantined = matches!(plan, SourcePlan::Rest(_)).then(|| quarantine.for_source(name));
                 quarantined_sources += usize::from(quarantined.is_some());
-                let table = Arc::new(SourceTable::new(plan, quarantined));
+                let key = watched(&plan);
+                let table = Arc::new(SourceTable::new(plan, quarantined).with_progress(key));
                 register_deduplicated(ctx, name, ctx.read_table(table)?, dedup)?;
             }
-            SourceConfig::Files {
-                url,
-                format: FileFormat::Ndjson,
-                extension,
-                schema,
-                infer,
-                sample,
-                flatten,
-                partitions: parallel,
-                dedup,
-                ..
-            } => {
+            SourceConfig::Files { url, format, extension, partitions: parallel, dedup, .. }
+                if *format != FileFormat::Parquet =>
+            {
                 let url = resolve(base, url);
-                let options =
-                    JsonOptions { schema: schema.clone(), infer: *infer, sample: *sample, flatten: flatten.clone() };
+                let files = source.files_format().transpose().map_err(|e| Error::Invalid(format!("sources.{name}: {e}")))?;
+                let files = files.ok_or_else(|| Error::Invalid(format!("sources.{name}: not read as records")))?;
                 let parallel = parallel.unwrap_or_else(|| ctx.state().config().target_partitions());
-                let ext = extension.as_deref().unwrap_or(".json");
+                let ext = extension.as_deref().or(format.extension());
                 let spin = crate::progress::spinner(&format!("planning source {name}"));
-                let plan = sluice_engine::sources::plan_ndjson(ctx, name, &url, ext, &options, parallel, PIECE_BYTES).await;
+                let plan = sluice_engine::sources::plan_files(ctx, name, &url, ext, files, parallel, PIECE_BYTES).await;
                 spin.finish_and_clear();
                 let plan = plan?;
                 partitions.push((name.clone(), plan.partitions()));
                 quarantined_sources += 1;
-                let table = Arc::new(SourceTable::new(plan, Some(quarantine.for_source(name))));
+                let key = watched(&plan);
+                let table = Arc::new(SourceTable::new(plan, Some(quarantine.for_source(name))).with_progress(key));
                 register_deduplicated(ctx, name, ctx.read_table(table)?, dedup.as_ref())?;
             }
             SourceConfig::Mqtt { .. } => {
@@ -174,13 +172,13 @@ pub async fn run(ctx: &SessionContext, lake: &Lake, job: &JobFile, path: &Path) 
                      only source)"
                 )));
             }
-            SourceConfig::Files { url, format, header, delimiter, extension, dedup, .. } => {
+            SourceConfig::Files { url, extension, dedup, .. } => {
                 let url = resolve(base, url);
-                register_files(ctx, name, &url, *format, *header, *delimiter, extension.as_deref()).await?;
+                register_parquet(ctx, name, &url, extension.as_deref()).await?;
                 if dedup.is_some() {
                     let raw = format!("__{name}_raw");
                     ctx.deregister_table(name.as_str())?;
-                    register_files(ctx, &raw, &url, *format, *header, *delimiter, extension.as_deref()).await?;
+                    register_parquet(ctx, &raw, &url, extension.as_deref()).await?;
                     let df = ctx.table(raw.as_str()).await?;
                     register_deduplicated(ctx, name, df, dedup.as_ref())?;
                 }
@@ -201,14 +199,12 @@ pub async fn run(ctx: &SessionContext, lake: &Lake, job: &JobFile, path: &Path) 
             serde_json::Map::from_iter([("watermarks".to_string(), serde_json::Value::Object(watermarks))])
         },
     };
-    let spin =
-        crate::progress::spinner(&format!("job {}: reading, transforming, writing {}", job.job.name, job.sink.asset));
-    let staged = async {
+    let staging = async {
         let df = ctx.sql(&job.sql()).await?;
         Ok::<_, Error>(stage_asset(lake, &job.sink.asset, df, &options).await?)
-    }
-    .await;
-    spin.finish_and_clear();
+    };
+    let message = format!("job {} -> {}", job.job.name, job.sink.asset);
+    let staged = reads.watch(&message, std::time::Duration::from_secs(10), staging).await;
     if quarantined_sources == 0 {
         let write = staged?.commit(lake).await?;
         return Ok(JobSummary { job: job.job.name.clone(), write, partitions, records: None, quarantine: None });
@@ -308,37 +304,9 @@ fn resolve(base: &Path, url: &str) -> String {
     }
 }
 
-async fn register_files(
-    ctx: &SessionContext,
-    name: &str,
-    url: &str,
-    format: FileFormat,
-    header: bool,
-    delimiter: char,
-    extension: Option<&str>,
-) -> Result<()> {
-    let gz = url.ends_with(".gz") || extension.is_some_and(|e| e.ends_with(".gz"));
-    let compression = if gz { FileCompressionType::GZIP } else { FileCompressionType::UNCOMPRESSED };
-    let registered = match format {
-        FileFormat::Parquet => {
-            let options = ParquetReadOptions { file_extension: extension.unwrap_or(".parquet"), ..Default::default() };
-            ctx.register_parquet(name, url, options).await
-        }
-        FileFormat::Csv => {
-            let delimiter = u8::try_from(delimiter).map_err(|_| {
-                Error::Invalid(format!("sources.{name}.delimiter: '{delimiter}' is not a single-byte character"))
-            })?;
-            let ext = extension.unwrap_or(if gz { ".csv.gz" } else { ".csv" });
-            let options = CsvReadOptions::new()
-                .has_header(header)
-                .delimiter(delimiter)
-                .file_extension(ext)
-                .file_compression_type(compression);
-            ctx.register_csv(name, url, options).await
-        }
-        FileFormat::Ndjson => {
-            return Err(Error::Invalid(format!("sources.{name}: NDJSON files are planned as a source, not registered")));
-        }
-    };
-    registered.map_err(|e| Error::Invalid(format!("sources.{name}: cannot read {url}: {e}")))
+async fn register_parquet(ctx: &SessionContext, name: &str, url: &str, extension: Option<&str>) -> Result<()> {
+    let options = ParquetReadOptions { file_extension: extension.unwrap_or(".parquet"), ..Default::default() };
+    ctx.register_parquet(name, url, options)
+        .await
+        .map_err(|e| Error::Invalid(format!("sources.{name}: cannot read {url}: {e}")))
 }
