@@ -64,6 +64,44 @@ enum Command {
         #[command(flatten)]
         cluster: ClusterArgs,
     },
+    /// Split an asset into train / validate / test, reproducibly (same rows in the same split on
+    /// every run, cluster size and file layout) and without leakage; writes a report with it.
+    Split {
+        /// The input asset: NAME, NAME@VERSION or NAME@TAG.
+        input: String,
+        /// The output asset (with a `split` column), or the prefix of three (--layout assets).
+        #[arg(long)]
+        output: Option<String>,
+        /// random (hash of the key), stratified (per label value), group (whole entities) or time.
+        #[arg(long, default_value = "random")]
+        method: String,
+        /// The row key, comma-separated columns (random, stratified).
+        #[arg(long, value_delimiter = ',')]
+        key: Vec<String>,
+        /// The label: kept in proportion (stratified) and reported per split.
+        #[arg(long)]
+        label: Option<String>,
+        /// The entity column whose rows stay together (group).
+        #[arg(long)]
+        group: Option<String>,
+        /// The event-time column (time).
+        #[arg(long)]
+        time: Option<String>,
+        /// Time: where validate and test start, T1,T2 (default: the ratios' quantiles).
+        #[arg(long, value_delimiter = ',', num_args = 2)]
+        cuts: Option<Vec<String>>,
+        /// Train, validate, test fractions (or train, test).
+        #[arg(long, default_value = "0.7,0.15,0.15")]
+        ratios: String,
+        /// Seed of the hash.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// column (one asset with a split column) or assets (NAME_train, NAME_validate, NAME_test).
+        #[arg(long, default_value = "column")]
+        layout: String,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
     /// Data assets: versioned Delta tables in the lake (list, show, versions, tag, write, vacuum).
     Asset {
         #[command(subcommand)]
@@ -370,6 +408,65 @@ async fn run(cli: Cli) -> Result<()> {
             }
             if let Some(q) = &s.quarantine {
                 println!("quarantined  {}@{}: {} records with location, raw text and reason", q.asset, q.version, q.rows);
+            }
+        }
+        Command::Split {
+            input,
+            output,
+            method,
+            key,
+            label,
+            group,
+            time,
+            cuts,
+            ratios,
+            seed,
+            layout,
+            cluster,
+        } => {
+            let lake = cluster.workspace.lake()?;
+            let name = AssetRef::parse(&input)?.name;
+            let spec = sluice_jobs::split::SplitSpec {
+                output: output.unwrap_or_else(|| format!("{name}_split")),
+                input,
+                method: method.parse()?,
+                key,
+                label,
+                group,
+                time,
+                cuts: cuts.map(|c| [c[0].clone(), c[1].clone()]),
+                ratios: sluice_jobs::split::parse_ratios(&ratios)?,
+                seed,
+                layout: layout.parse()?,
+            };
+            let (ctx, _cluster) = session(&cluster).await?;
+            let r = sluice_jobs::split::run(&ctx, &lake, &spec).await?;
+            let [train, validate, test] = r.ratios;
+            println!("split        {} ({} by {}, seed {}, {train}/{validate}/{test})", r.input, r.method, r.overlap_by, r.seed);
+            if let Some([t1, t2]) = &r.cuts {
+                println!("cuts         validate from {t1}, test from {t2}");
+            }
+            for (i, part) in sluice_jobs::split::SPLITS.iter().enumerate() {
+                let labels = r
+                    .labels
+                    .iter()
+                    .map(|(value, n)| format!("{value}: {}", n[i]))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let share = r.rows[i] as f64 * 100.0 / r.rows.iter().sum::<u64>().max(1) as f64;
+                let labels = if labels.is_empty() { String::new() } else { format!("  ({labels})") };
+                println!("{part:<12} {} rows, {share:.1}%{labels}", r.rows[i]);
+            }
+            let meaning = match r.cuts {
+                Some(_) => "rows of an earlier split at or after the start of a later one".to_string(),
+                None => format!("{} in more than one split", r.overlap_by),
+            };
+            println!("overlap      {} ({meaning}; must be 0)", r.overlap);
+            for w in &r.outputs {
+                println!("written      {}@{}: {} rows in {} files", w.asset, w.version, w.rows, w.files);
+            }
+            if r.overlap > 0 {
+                anyhow::bail!("the split overlaps: {} {} are in more than one split", r.overlap, r.overlap_by);
             }
         }
         Command::Scheduler { bind, external_host, port, executor_timeout, workspace } => {

@@ -2,7 +2,8 @@
 # NDJSON device events (about MB megabytes, default 1024) to a Parquet asset with `sluice run`
 # (examples/files_device_events.toml: declared types, de-duplication by device and time, daily
 # partitions, quarantine), on the embedded cluster; prints MB/s and MB/s per core per run.
-#   bash bench/ndjson/run.sh [MB] [RUNS]
+#   bash bench/ndjson/run.sh [MB] [RUNS] [JOB]   (JOB: bench/ndjson/read_only.toml reads without
+#   de-duplication or partitioning; SLUICE_BIN=.../release/sluice for a release build)
 # Needs the sluice binary built (scripts/setup.sh + cargo build) and python3; the events are
 # generated once into the cache.
 set -euo pipefail
@@ -10,6 +11,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cache="${SLUICE_CACHE:-$HOME/.cache/sluice}"
 mb="${1:-1024}"
 runs="${2:-3}"
+job="${3:-$root/examples/files_device_events.toml}"
 bin="${SLUICE_BIN:-$cache/target/debug/sluice}"
 data="$cache/bench-ndjson-${mb}mb"
 if [ ! -f "$data/.done" ]; then
@@ -40,7 +42,7 @@ cores=$(nproc)
 for run in $(seq 1 "$runs"); do
   lake="$(mktemp -d)"
   start=$(date +%s.%N)
-  EVENTS_DIR="$data/" SLUICE_LOG=warn "$bin" run --assets "$lake" "$root/examples/files_device_events.toml" > "$lake.out"
+  EVENTS_DIR="$data/" SLUICE_LOG=warn "$bin" run --assets "$lake" "$job" > "$lake.out"
   end=$(date +%s.%N)
   grep -E "^(landed|records)" "$lake.out" | sed 's/^/  /'
   python3 -c "b=$bytes; s=$end-$start; c=$cores; print(f'run $run: {b/1e6:.0f} MB in {s:.1f} s = {b/1e6/s:.1f} MB/s, {b/1e6/s/c:.1f} MB/s per core ({c} cores)')"

@@ -276,6 +276,9 @@ fn with_rows_per_file(df: DataFrame, target: Option<u64>, schema: &Schema) -> Re
     let mut config = state.config().clone();
     config.options_mut().execution.soft_max_rows_per_output_file =
         datafusion::common::config::ConfigNonZeroUsize::try_new(rows)?;
+    // With a size asked for, a small output is not spread over several files for parallelism.
+    config.options_mut().execution.minimum_parallel_output_files =
+        datafusion::common::config::ConfigNonZeroUsize::try_new(1)?;
     let state = SessionStateBuilder::new_from_existing(state).with_config(config).build();
     Ok(DataFrame::new(state, plan))
 }
