@@ -102,6 +102,58 @@ enum Command {
         #[command(flatten)]
         cluster: ClusterArgs,
     },
+    /// Train a baseline model (logistic/linear or a small MLP) on a split asset: train split,
+    /// early stopping on validate, metrics on test; saved as TorchScript, optionally registered.
+    Train {
+        /// A split asset (from `sluice split`) or the prefix of NAME_train / NAME_validate / NAME_test.
+        input: String,
+        /// The label column.
+        #[arg(long)]
+        label: String,
+        /// The feature columns, comma-separated, in the order the model takes them.
+        #[arg(long, value_delimiter = ',', required = true)]
+        features: Vec<String>,
+        /// classification or regression (default: from the label).
+        #[arg(long)]
+        task: Option<String>,
+        /// mlp or linear (logistic for classification).
+        #[arg(long, default_value = "mlp")]
+        model: String,
+        /// Hidden layer widths of the MLP.
+        #[arg(long, value_delimiter = ',', default_value = "32,16")]
+        hidden: Vec<i64>,
+        /// Most epochs.
+        #[arg(long, default_value_t = 30)]
+        epochs: usize,
+        /// Epochs without improvement on validate before stopping.
+        #[arg(long, default_value_t = 3)]
+        patience: usize,
+        /// Rows per step.
+        #[arg(long, default_value_t = 512)]
+        batch_size: usize,
+        /// Adam learning rate.
+        #[arg(long, default_value_t = 3e-3)]
+        learning_rate: f64,
+        /// Seed of weights and shuffling.
+        #[arg(long, default_value_t = 42)]
+        seed: i64,
+        /// The TorchScript file to write (default: models/NAME.pt).
+        #[arg(long)]
+        output: Option<PathBuf>,
+        /// Register the model under this name.
+        #[arg(long)]
+        register: Option<String>,
+        /// Point this alias (e.g. staging) at the registered version.
+        #[arg(long, requires = "register")]
+        alias: Option<String>,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+    /// The model registry: register, list, show, promote, archive.
+    Model {
+        #[command(subcommand)]
+        command: ModelCommand,
+    },
     /// Data assets: versioned Delta tables in the lake (list, show, versions, tag, write, vacuum).
     Asset {
         #[command(subcommand)]
@@ -231,6 +283,66 @@ enum AssetCommand {
     },
 }
 
+#[derive(Subcommand, Debug)]
+enum ModelCommand {
+    /// Register a TorchScript file as the next version of a model.
+    Register {
+        /// The model's name.
+        name: String,
+        /// The TorchScript file (torch.jit.save / torch.jit.trace output).
+        file: PathBuf,
+        /// The inputs, in order: "tenure float, spend float".
+        #[arg(long)]
+        inputs: String,
+        /// Names of the values it returns per row (default: prediction).
+        #[arg(long, value_delimiter = ',')]
+        outputs: Vec<String>,
+        /// classification, regression, ...
+        #[arg(long)]
+        task: Option<String>,
+        /// Metrics as JSON, e.g. '{"test": {"auc": 0.9}}'.
+        #[arg(long)]
+        metrics: Option<String>,
+        /// Free text.
+        #[arg(long, default_value = "")]
+        description: String,
+        /// Point this alias at the new version.
+        #[arg(long)]
+        alias: Option<String>,
+        #[command(flatten)]
+        workspace: WorkspaceArg,
+    },
+    /// The registered models with their latest version and aliases.
+    List {
+        #[command(flatten)]
+        workspace: WorkspaceArg,
+    },
+    /// One model's versions (NAME) or one version (NAME@VERSION, NAME@ALIAS) in full.
+    Show {
+        /// NAME, NAME@VERSION or NAME@ALIAS.
+        model: String,
+        #[command(flatten)]
+        workspace: WorkspaceArg,
+    },
+    /// Point an alias at a version: `sluice model promote churn@3 production`.
+    Promote {
+        /// NAME@VERSION (or NAME@ALIAS: the version it points at).
+        model: String,
+        /// The alias (default: production).
+        #[arg(default_value = "production")]
+        alias: String,
+        #[command(flatten)]
+        workspace: WorkspaceArg,
+    },
+    /// Archive a version: it is no longer resolved or promoted.
+    Archive {
+        /// NAME@VERSION.
+        model: String,
+        #[command(flatten)]
+        workspace: WorkspaceArg,
+    },
+}
+
 #[derive(Args, Debug, Clone)]
 struct ClusterArgs {
     /// A running scheduler, df://HOST:PORT; without it an embedded cluster starts on loopback.
@@ -338,6 +450,10 @@ async fn run(cli: Cli) -> Result<()> {
                     .with_context(|| format!("--table {name}: cannot register Parquet at {path}"))?;
             }
             let ctx = ctx.enable_url_table();
+            let (sql, models) = sluice_jobs::models::resolve::resolve_sql(&cluster.workspace.lake()?, &sql).await?;
+            for m in &models {
+                eprintln!("model        {} = {} version {} ({})", m.reference, m.name, m.version, m.id);
+            }
             let batches = sluice_jobs::sql::run(&ctx, &sql).await?;
             print!("{}", sluice_jobs::sql::format_table(&batches, max_rows)?);
         }
@@ -469,6 +585,71 @@ async fn run(cli: Cli) -> Result<()> {
                 anyhow::bail!("the split overlaps: {} {} are in more than one split", r.overlap, r.overlap_by);
             }
         }
+        Command::Train {
+            input,
+            label,
+            features,
+            task,
+            model,
+            hidden,
+            epochs,
+            patience,
+            batch_size,
+            learning_rate,
+            seed,
+            output,
+            register,
+            alias,
+            cluster,
+        } => {
+            let lake = cluster.workspace.lake()?;
+            let hidden = match model.as_str() {
+                "mlp" => hidden,
+                "linear" | "logistic" => Vec::new(),
+                other => anyhow::bail!("--model {other}: use mlp or linear"),
+            };
+            let stem = register.clone().unwrap_or_else(|| input.replace('@', "_"));
+            let spec = sluice_jobs::train::job::TrainSpec {
+                input,
+                label,
+                features,
+                task: task.as_deref().map(str::parse).transpose()?,
+                options: sluice_jobs::train::TrainOptions {
+                    hidden,
+                    max_epochs: epochs,
+                    patience,
+                    batch_size,
+                    learning_rate,
+                    seed,
+                    ..Default::default()
+                },
+                output: output.unwrap_or_else(|| PathBuf::from(format!("models/{stem}.pt"))),
+                register,
+                alias,
+            };
+            let (ctx, _cluster) = session(&cluster).await?;
+            let bar = sluice_jobs::progress::bar(epochs as u64, "training", "epochs");
+            let r = sluice_jobs::train::job::run(&ctx, &lake, &spec, |epoch, loss| {
+                bar.set_position(epoch as u64);
+                bar.set_message(format!("validation loss {loss:.4}"));
+            })
+            .await;
+            bar.finish_and_clear();
+            let r = r?;
+            println!("trained      {} on {} ({} / {} / {} rows)", r.task, r.inputs.join(", "), r.rows[0], r.rows[1], r.rows[2]);
+            println!(
+                "epochs       {} (best {}, validation loss {:.4})",
+                r.trained.epochs, r.trained.best_epoch, r.trained.validation_log_loss
+            );
+            println!("validate     {}", r.validate);
+            println!("test         {}", r.test);
+            println!("saved        {}", r.output.display());
+            if let Some(v) = &r.registered {
+                let alias = spec.alias.as_deref().map(|a| format!(" (@{a})")).unwrap_or_default();
+                println!("registered   {}@{}{alias}", v.name, v.version);
+            }
+        }
+        Command::Model { command } => model(command).await?,
         Command::Scheduler { bind, external_host, port, executor_timeout, workspace } => {
             sluice_engine::cluster::run_scheduler(SchedulerOptions {
                 bind_host: bind,
@@ -515,6 +696,93 @@ async fn run(cli: Cli) -> Result<()> {
     Ok(())
 }
 
+async fn model(command: ModelCommand) -> Result<()> {
+    use sluice_jobs::models::{ModelAt, ModelInfo, ModelRef, Registry, parse_inputs};
+    let registry = |w: &WorkspaceArg| -> Result<Registry> { Ok(Registry::open(&w.lake()?)?) };
+    match command {
+        ModelCommand::Register { name, file, inputs, outputs, task, metrics, description, alias, workspace } => {
+            let registry = registry(&workspace)?;
+            let metrics = match metrics {
+                None => Default::default(),
+                Some(text) => match serde_json::from_str::<serde_json::Value>(&text) {
+                    Ok(serde_json::Value::Object(map)) => map,
+                    _ => anyhow::bail!("--metrics must be a JSON object, e.g. '{{\"test\": {{\"auc\": 0.9}}}}'"),
+                },
+            };
+            let info = ModelInfo { task, inputs: parse_inputs(&inputs)?, outputs, metrics, lineage: Default::default(), description };
+            let v = registry.register(&name, &file, info).await?;
+            if let Some(alias) = &alias {
+                registry.promote(&name, v.version, alias).await?;
+            }
+            println!(
+                "registered   {}@{}{} ({}, {} inputs -> {})",
+                v.name,
+                v.version,
+                alias.map(|a| format!(" (@{a})")).unwrap_or_default(),
+                v.id,
+                v.info.inputs.len(),
+                v.info.outputs.join(", ")
+            );
+        }
+        ModelCommand::List { workspace } => {
+            let registry = registry(&workspace)?;
+            let names = registry.names().await?;
+            if names.is_empty() {
+                println!("no models yet; `sluice train --register NAME` or `sluice model register NAME FILE` adds one");
+            }
+            for name in names {
+                let versions = registry.versions_of(&name).await?;
+                let aliases = registry.aliases(&name).await?;
+                let latest = versions.last().map_or(0, |v| v.version);
+                let aliases = aliases.iter().map(|(a, v)| format!("@{a}={v}")).collect::<Vec<_>>().join(" ");
+                println!("{name:<20} latest {latest:<4} versions {:<4} {aliases}", versions.len());
+            }
+        }
+        ModelCommand::Show { model, workspace } => {
+            let registry = registry(&workspace)?;
+            let reference = ModelRef::parse(&model)?;
+            if reference.at == ModelAt::Latest {
+                let aliases = registry.aliases(&reference.name).await?;
+                let versions = registry.versions_of(&reference.name).await?;
+                if versions.is_empty() {
+                    anyhow::bail!("no model named '{}' is registered", reference.name);
+                }
+                for v in versions {
+                    let pointing: Vec<String> =
+                        aliases.iter().filter(|(_, n)| **n == v.version).map(|(a, _)| format!("@{a}")).collect();
+                    let test = v.info.metrics.get("test").map(|m| m.to_string()).unwrap_or_default();
+                    let archived = v.archived.as_ref().map(|a| format!(" archived {a}")).unwrap_or_default();
+                    println!("{}@{:<4} {} {} {test}{archived}", v.name, v.version, v.registered, pointing.join(" "));
+                }
+            } else {
+                let v = registry.resolve(&reference).await?;
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            }
+        }
+        ModelCommand::Promote { model, alias, workspace } => {
+            let registry = registry(&workspace)?;
+            let reference = ModelRef::parse(&model)?;
+            if reference.at == ModelAt::Latest {
+                anyhow::bail!("name the version to promote: {}@VERSION", reference.name);
+            }
+            let version = registry.resolve(&reference).await?.version;
+            let previous = registry.promote(&reference.name, version, &alias).await?;
+            let was = previous.map(|p| format!(" (was {p})")).unwrap_or_default();
+            println!("{}@{alias} -> version {version}{was}", reference.name);
+        }
+        ModelCommand::Archive { model, workspace } => {
+            let registry = registry(&workspace)?;
+            let reference = ModelRef::parse(&model)?;
+            let ModelAt::Version(version) = reference.at else {
+                anyhow::bail!("name the version to archive: {}@VERSION", reference.name);
+            };
+            registry.archive(&reference.name, version).await?;
+            println!("archived     {}@{version}", reference.name);
+        }
+    }
+    Ok(())
+}
+
 async fn asset(command: AssetCommand) -> Result<()> {
     use sluice_jobs::assets as jobs;
     match command {
@@ -551,7 +819,10 @@ async fn asset(command: AssetCommand) -> Result<()> {
                 job: "sluice asset write".into(),
                 lineage: Default::default(),
             };
-            let s = sluice_jobs::assets::write(&ctx, &lake, &name, &sql, &options).await?;
+            let (s, models) = sluice_jobs::assets::write(&ctx, &lake, &name, &sql, &options).await?;
+            for m in &models {
+                println!("model        {} = {} version {} ({})", m.reference, m.name, m.version, m.id);
+            }
             println!(
                 "{}@{}: {} rows in {} files ({}) in {:.1} s; inputs: {}",
                 s.asset,

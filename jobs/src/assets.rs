@@ -7,23 +7,31 @@ use sluice_connectors::delta::{AssetSummary, AssetVersion, Lake, VacuumReport, V
 use sluice_engine::assets::{WriteOptions, WriteSummary, write_asset};
 
 use crate::error::Result;
+use crate::models::resolve::ModelUse;
 
-/// Runs `sql` on the cluster and commits its rows as a new version of asset `name`.
+/// Runs `sql` on the cluster and commits its rows as a new version of asset `name`; registered
+/// models it scores with (`predict('churn@production', ...)`) are resolved first and recorded
+/// with the version.
 pub async fn write(
     ctx: &SessionContext,
     lake: &Lake,
     name: &str,
     sql: &str,
     options: &WriteOptions,
-) -> Result<WriteSummary> {
+) -> Result<(WriteSummary, Vec<ModelUse>)> {
+    let (sql, models) = crate::models::resolve::resolve_sql(lake, sql).await?;
+    let mut options = options.clone();
+    if !models.is_empty() {
+        options.lineage.insert("models".into(), serde_json::to_value(&models).unwrap_or_default());
+    }
     let spin = crate::progress::spinner(&format!("writing asset {name}"));
     let result = async {
-        let df = ctx.sql(sql).await?;
-        Ok::<_, crate::error::Error>(write_asset(lake, name, df, options).await?)
+        let df = ctx.sql(&sql).await?;
+        Ok::<_, crate::error::Error>(write_asset(lake, name, df, &options).await?)
     }
     .await;
     spin.finish_and_clear();
-    result
+    Ok((result?, models))
 }
 
 /// One line per asset: latest version, rows, files, size, tags.
@@ -55,12 +63,29 @@ pub fn versions_table(versions: &[VersionInfo]) -> String {
                 field("mode"),
                 field("rows"),
                 field("job"),
-                field("inputs"),
+                inputs_and_models(lineage),
                 field("run_id"),
             ]
         })
         .collect();
     table(&["version", "committed", "operation", "mode", "rows", "job", "inputs", "run"], &rows)
+}
+
+/// The inputs a version read, and the model versions it scored with (`model churn@production=v2`).
+fn inputs_and_models(lineage: Option<&serde_json::Value>) -> String {
+    let Some(lineage) = lineage else { return String::new() };
+    let mut parts: Vec<String> = match lineage.get("inputs") {
+        Some(serde_json::Value::Array(items)) => items.iter().map(short).collect(),
+        Some(other) => vec![short(other)],
+        None => Vec::new(),
+    };
+    if let Some(serde_json::Value::Array(models)) = lineage.get("models") {
+        for m in models {
+            let text = |k: &str| m.get(k).map(short).unwrap_or_default();
+            parts.push(format!("model {}=v{}", text("reference"), text("version")));
+        }
+    }
+    parts.join(", ")
 }
 
 /// One asset version: where it is, its schema and its files.

@@ -1,13 +1,14 @@
 //! Sluice's jobs: units of work described here and run on the engine.
 //!
 //! [`assets`] writes and lists data assets; [`etl`] runs job files; [`demo`] is the end-to-end batch path on synthetic data; [`sql`] runs statements;
-//! [`split`] writes reproducible train/validate/test splits; [`train`] trains baseline tabular models with libtorch; [`metrics`] scores classifiers.
+//! [`split`] writes reproducible train/validate/test splits; [`train`] trains baseline tabular models with libtorch; [`metrics`] scores classifiers; [`models`] is the model registry.
 
 pub mod assets;
 pub mod demo;
 pub mod error;
 pub mod etl;
 pub mod metrics;
+pub mod models;
 pub mod progress;
 pub mod split;
 pub mod sql;

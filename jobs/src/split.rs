@@ -134,7 +134,7 @@ pub fn parse_ratios(text: &str) -> Result<[f64; 3]> {
     }
     let sum: f64 = ratios.iter().sum();
     if (sum - 1.0).abs() > 1e-9 {
-        return Err(Error::Invalid(format!("split ratios '{text}' sum to {sum}; they must sum to 1")));
+        return Err(Error::Invalid(format!("split ratios '{text}' sum to {}; they must sum to 1", (sum * 1e9).round() / 1e9)));
     }
     Ok(ratios)
 }

@@ -199,8 +199,13 @@ pub async fn run(ctx: &SessionContext, lake: &Lake, job: &JobFile, path: &Path) 
             serde_json::Map::from_iter([("watermarks".to_string(), serde_json::Value::Object(watermarks))])
         },
     };
+    let (sql, models) = crate::models::resolve::resolve_sql(lake, &job.sql()).await?;
+    let mut options = options;
+    if !models.is_empty() {
+        options.lineage.insert("models".into(), serde_json::to_value(&models).unwrap_or_default());
+    }
     let staging = async {
-        let df = ctx.sql(&job.sql()).await?;
+        let df = ctx.sql(&sql).await?;
         Ok::<_, Error>(stage_asset(lake, &job.sink.asset, df, &options).await?)
     };
     let message = format!("job {} -> {}", job.job.name, job.sink.asset);

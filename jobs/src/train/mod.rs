@@ -1,6 +1,9 @@
-//! Baseline tabular training with libtorch: a small MLP binary classifier, early-stopped on a
-//! validation set and saved as TorchScript with its input standardisation built in, so the saved
-//! model takes raw feature columns.
+//! Baseline tabular training with libtorch: logistic/linear models and small MLPs for binary
+//! classification and regression, early-stopped on a validation set and saved as TorchScript
+//! with the input standardisation (and, for regression, the target's scale) built in, so the
+//! saved model takes raw feature columns and returns probabilities or values.
+
+pub mod job;
 
 use std::path::Path;
 
@@ -33,10 +36,42 @@ impl Dataset {
     }
 }
 
+/// What is learnt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Task {
+    /// 0/1 labels; the model returns the probability of 1.
+    Classification,
+    /// Numeric targets; the model returns the value.
+    Regression,
+}
+
+impl std::str::FromStr for Task {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "classification" => Ok(Self::Classification),
+            "regression" => Ok(Self::Regression),
+            other => Err(Error::Invalid(format!("task '{other}' is not known; use classification or regression"))),
+        }
+    }
+}
+
+impl std::fmt::Display for Task {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Classification => "classification",
+            Self::Regression => "regression",
+        })
+    }
+}
+
 /// Training settings.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct TrainOptions {
-    /// Hidden layer widths.
+    /// What is learnt.
+    pub task: Task,
+    /// Hidden layer widths (none: a logistic or linear model).
     pub hidden: Vec<i64>,
     /// Most epochs to run.
     pub max_epochs: usize,
@@ -52,18 +87,27 @@ pub struct TrainOptions {
 
 impl Default for TrainOptions {
     fn default() -> Self {
-        Self { hidden: vec![32, 16], max_epochs: 30, patience: 3, batch_size: 512, learning_rate: 3e-3, seed: 42 }
+        Self {
+            task: Task::Classification,
+            hidden: vec![32, 16],
+            max_epochs: 30,
+            patience: 3,
+            batch_size: 512,
+            learning_rate: 3e-3,
+            seed: 42,
+        }
     }
 }
 
 /// What training produced.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct Trained {
     /// Epochs run.
     pub epochs: usize,
     /// Epoch whose weights were kept.
     pub best_epoch: usize,
-    /// Validation log loss of the kept weights.
+    /// Validation loss of the kept weights (log loss; regression: mean squared error of the
+    /// standardised target).
     pub validation_log_loss: f64,
 }
 
@@ -86,6 +130,20 @@ fn mean_std(data: &Dataset) -> (Vec<f32>, Vec<f32>) {
 /// `validate`, and saves a TorchScript module taking `[n, width]` raw features and returning
 /// `[n, 1]` probabilities to `out`. `on_epoch` is called after each epoch with its validation loss.
 pub fn train_binary_classifier(
+    train: &Dataset,
+    validate: &Dataset,
+    options: &TrainOptions,
+    out: &Path,
+    on_epoch: impl FnMut(usize, f64),
+) -> Result<Trained> {
+    train_model(train, validate, &TrainOptions { task: Task::Classification, ..options.clone() }, out, on_epoch)
+}
+
+/// Trains `options.task` on `train`, keeps the weights with the best loss on `validate`, and
+/// saves a TorchScript module taking `[n, width]` raw features and returning `[n, 1]`
+/// probabilities (classification) or values (regression) to `out`. `on_epoch` is called after
+/// each epoch with its validation loss.
+pub fn train_model(
     train: &Dataset,
     validate: &Dataset,
     options: &TrainOptions,
@@ -116,6 +174,22 @@ pub fn train_binary_classifier(
     let net = net.add(nn::linear(&root / "out", input, 1, Default::default()));
     let mut opt = nn::Adam::default().build(&vs, options.learning_rate)?;
 
+    // Regression learns the standardised target; the saved module scales it back.
+    let (y_mean, y_std) = match options.task {
+        Task::Classification => (0.0f64, 1.0f64),
+        Task::Regression => {
+            let n = train.rows() as f64;
+            let m = train.labels.iter().map(|v| f64::from(*v)).sum::<f64>() / n;
+            let var = train.labels.iter().map(|v| (f64::from(*v) - m).powi(2)).sum::<f64>() / n;
+            (m, var.sqrt().max(1e-6))
+        }
+    };
+    let loss_of = |output: &Tensor, target: &Tensor| match options.task {
+        Task::Classification => {
+            output.binary_cross_entropy_with_logits::<Tensor>(target, None, None, Reduction::Mean)
+        }
+        Task::Regression => output.mse_loss(&((target - y_mean) / y_std), Reduction::Mean),
+    };
     let (x_train, y_train) = train.tensors();
     let x_train = (x_train - &mean) / &std;
     let (x_val, y_val) = validate.tensors();
@@ -132,21 +206,12 @@ pub fn train_binary_classifier(
         while start < rows {
             let end = (start + options.batch_size as i64).min(rows);
             let idx = perm.narrow(0, start, end - start);
-            let logits = net.forward(&x_train.index_select(0, &idx));
-            let loss = logits.binary_cross_entropy_with_logits::<Tensor>(
-                &y_train.index_select(0, &idx),
-                None,
-                None,
-                Reduction::Mean,
-            );
+            let output = net.forward(&x_train.index_select(0, &idx));
+            let loss = loss_of(&output, &y_train.index_select(0, &idx));
             opt.backward_step(&loss);
             start = end;
         }
-        let val_loss = tch::no_grad(|| {
-            net.forward(&x_val)
-                .binary_cross_entropy_with_logits::<Tensor>(&y_val, None, None, Reduction::Mean)
-                .double_value(&[])
-        });
+        let val_loss = tch::no_grad(|| loss_of(&net.forward(&x_val), &y_val).double_value(&[]));
         on_epoch(epoch, val_loss);
         if val_loss < best.0 - 1e-5 {
             best = (val_loss, epoch);
@@ -168,8 +233,16 @@ pub fn train_binary_classifier(
     vs.freeze();
     let example = Tensor::zeros([2, width], (Kind::Float, Device::Cpu));
     let module = tch::no_grad(|| {
-        CModule::create_by_tracing("SluiceBinaryClassifier", "forward", &[example], &mut |xs| {
-            vec![net.forward(&((&xs[0] - &mean) / &std)).sigmoid()]
+        let name = match options.task {
+            Task::Classification => "SluiceClassifier",
+            Task::Regression => "SluiceRegressor",
+        };
+        CModule::create_by_tracing(name, "forward", &[example], &mut |xs| {
+            let out = net.forward(&((&xs[0] - &mean) / &std));
+            vec![match options.task {
+                Task::Classification => out.sigmoid(),
+                Task::Regression => out * y_std + y_mean,
+            }]
         })
     })?;
     if let Some(dir) = out.parent() {
@@ -207,5 +280,25 @@ mod tests {
         let x = Tensor::from_slice(&[400.0f32, 0.0, -400.0, 0.0]).view([2, 2]);
         let p = Vec::<f32>::try_from(module.forward_ts(&[x]).unwrap().view([-1])).unwrap();
         assert!(p[0] > 0.9 && p[1] < 0.1, "{p:?}");
+    }
+
+    #[test]
+    fn regression_learns_values_on_their_own_scale() {
+        // y = 3a - 2b + 100: the target's scale is learnt standardised and restored by the module.
+        let mut data = Dataset { width: 2, ..Default::default() };
+        for i in 0..3000 {
+            let (a, b) = ((i % 50) as f32, ((i * 7) % 31) as f32);
+            data.features.extend([a, b]);
+            data.labels.push(3.0 * a - 2.0 * b + 100.0);
+        }
+        let validate = data.clone();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.pt");
+        let options = TrainOptions { task: Task::Regression, hidden: Vec::new(), max_epochs: 60, ..Default::default() };
+        train_model(&data, &validate, &options, &path, |_, _| {}).unwrap();
+        let module = CModule::load(&path).unwrap();
+        let x = Tensor::from_slice(&[10.0f32, 5.0]).view([1, 2]);
+        let y = Vec::<f32>::try_from(module.forward_ts(&[x]).unwrap().view([-1])).unwrap();
+        assert!((y[0] - 120.0).abs() < 1.0, "{y:?}");
     }
 }
