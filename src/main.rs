@@ -525,6 +525,26 @@ async fn run(cli: Cli) -> Result<()> {
             if let Some(q) = &s.quarantine {
                 println!("quarantined  {}@{}: {} records with location, raw text and reason", q.asset, q.version, q.rows);
             }
+            if let Some(p) = &s.prepare {
+                let r = &p.prepared;
+                println!(
+                    "prepared     {} rows: {} older duplicates dropped, {} broke a rule, {} landed",
+                    r.rows_in,
+                    r.duplicates,
+                    r.violating(),
+                    w.rows
+                );
+                for (rule, n) in &r.violations {
+                    println!("  rule       {rule}: {n} rows");
+                }
+                if let Some(v) = &p.violations {
+                    println!("violations   {}@{}: {} rows, each with the rule it broke (_rule)", v.asset, v.version, v.rows);
+                }
+                if let Some(label) = r.profile.get("label") {
+                    println!("label        {} {}", label["column"].as_str().unwrap_or_default(), label["counts"]);
+                }
+                println!("profile      rows, NULLs, distinct values, min/max per column, recorded with {}@{}", w.asset, w.version);
+            }
         }
         Command::Split {
             input,

@@ -9,6 +9,7 @@ pub mod error;
 pub mod etl;
 pub mod metrics;
 pub mod models;
+pub mod prepare;
 pub mod progress;
 pub mod split;
 pub mod sql;

@@ -46,6 +46,8 @@ pub struct JobFile {
     /// Where records that cannot be parsed or typed go, and how many a run tolerates.
     #[serde(default)]
     pub quarantine: QuarantineConfig,
+    /// De-duplication, rules and a profile for the transform's rows.
+    pub prepare: Option<crate::prepare::Prepare>,
 }
 
 /// The quarantine of a job: bad records land there with their location and reason.
@@ -442,6 +444,12 @@ impl JobFile {
         }
         if let Some(asset) = &job.quarantine.asset {
             sluice_connectors::delta::AssetRef::parse(asset).map_err(|e| bad(format!("quarantine.asset: {e}")))?;
+        }
+        if let Some(prepare) = &job.prepare {
+            prepare.check().map_err(|e| bad(e.to_string()))?;
+            if let Some(asset) = &prepare.violations {
+                sluice_connectors::delta::AssetRef::parse(asset).map_err(|e| bad(format!("prepare.violations: {e}")))?;
+            }
         }
         Ok(job)
     }

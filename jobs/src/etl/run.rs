@@ -35,6 +35,17 @@ pub struct JobSummary {
     pub records: Option<Counts>,
     /// The quarantine version written, when records were bad.
     pub quarantine: Option<WriteSummary>,
+    /// What the `[prepare]` step did, when the job has one.
+    pub prepare: Option<PrepareSummary>,
+}
+
+/// What the `[prepare]` step did.
+#[derive(Debug, Clone, Serialize)]
+pub struct PrepareSummary {
+    /// Rows, duplicates, violations by rule, profile.
+    pub prepared: crate::prepare::Prepared,
+    /// The violations version written, when rows broke a rule.
+    pub violations: Option<WriteSummary>,
 }
 
 /// Where the run's bad records go.
@@ -205,14 +216,31 @@ pub async fn run(ctx: &SessionContext, lake: &Lake, job: &JobFile, path: &Path) 
         options.lineage.insert("models".into(), serde_json::to_value(&models).unwrap_or_default());
     }
     let staging = async {
-        let df = ctx.sql(&sql).await?;
-        Ok::<_, Error>(stage_asset(lake, &job.sink.asset, df, &options).await?)
+        let Some(prepare) = &job.prepare else {
+            let df = ctx.sql(&sql).await?;
+            return Ok::<_, Error>((stage_asset(lake, &job.sink.asset, df, &options).await?, None));
+        };
+        let prepared = crate::prepare::run(ctx, lake, prepare, &sql, &sluice_engine::assets::write::run_id()).await?;
+        let mut options = options.clone();
+        options.lineage.insert("prepare".into(), serde_json::to_value(&prepared.prepared).unwrap_or_default());
+        let written = async { stage_asset(lake, &job.sink.asset, ctx.sql(&prepared.passed_sql).await?, &options).await };
+        match written.await {
+            Ok(staged) => Ok((staged, Some(prepared))),
+            Err(e) => {
+                let _ = prepared.remove(ctx, lake).await;
+                Err(e.into())
+            }
+        }
     };
     let message = format!("job {} -> {}", job.job.name, job.sink.asset);
-    let staged = reads.watch(&message, std::time::Duration::from_secs(10), staging).await;
+    let (staged, prepared) = match reads.watch(&message, std::time::Duration::from_secs(10), staging).await {
+        Ok((staged, prepared)) => (Ok(staged), prepared),
+        Err(e) => (Err(e), None),
+    };
     if quarantined_sources == 0 {
         let write = staged?.commit(lake).await?;
-        return Ok(JobSummary { job: job.job.name.clone(), write, partitions, records: None, quarantine: None });
+        let prepare = finish_prepare(ctx, lake, job, prepared).await?;
+        return Ok(JobSummary { job: job.job.name.clone(), write, partitions, records: None, quarantine: None, prepare });
     }
 
     // Bad records are kept whether or not the run lands, so the reason is there to read.
@@ -255,7 +283,33 @@ pub async fn run(ctx: &SessionContext, lake: &Lake, job: &JobFile, path: &Path) 
         serde_json::json!({ "read": counts.read, "quarantined": counts.rejected, "quarantine": kept_at }),
     );
     let write = staged.commit(lake).await?;
-    Ok(JobSummary { job: job.job.name.clone(), write, partitions, records: Some(counts), quarantine: kept })
+    let prepare = finish_prepare(ctx, lake, job, prepared).await?;
+    Ok(JobSummary { job: job.job.name.clone(), write, partitions, records: Some(counts), quarantine: kept, prepare })
+}
+
+/// After the sink committed: the rows that broke a rule become a version of the violations
+/// asset, and the staging folder goes.
+async fn finish_prepare(
+    ctx: &SessionContext,
+    lake: &Lake,
+    job: &JobFile,
+    staged: Option<crate::prepare::Staged>,
+) -> Result<Option<PrepareSummary>> {
+    let (Some(staged), Some(prepare)) = (staged, &job.prepare) else { return Ok(None) };
+    let mut violations = None;
+    if staged.prepared.violating() > 0 {
+        let asset = prepare.violations.clone().unwrap_or_else(|| format!("{}_violations", job.sink.asset));
+        let options = WriteOptions {
+            job: job.job.name.clone(),
+            lineage: serde_json::Map::from_iter([("violations_of".to_string(), serde_json::json!(job.sink.asset))]),
+            ..Default::default()
+        };
+        let written = async { stage_asset(lake, &asset, ctx.sql(&staged.violating_sql).await?, &options).await };
+        violations = Some(written.await?.commit(lake).await?);
+    }
+    let prepared = staged.prepared.clone();
+    staged.remove(ctx, lake).await?;
+    Ok(Some(PrepareSummary { prepared, violations }))
 }
 
 /// Registers `df` as table `name`, without repeated events when `dedup` says which are the same.
