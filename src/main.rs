@@ -149,6 +149,41 @@ enum Command {
         #[command(flatten)]
         cluster: ClusterArgs,
     },
+    /// Score a data asset with a model on the cluster into a predictions asset (key columns,
+    /// prediction, model name and version, run id, scoring time), resumable with --resume.
+    Score {
+        /// The input asset: NAME, NAME@VERSION or NAME@TAG.
+        input: String,
+        /// A registered model (NAME, NAME@VERSION, NAME@ALIAS) or a TorchScript file.
+        #[arg(long)]
+        model: String,
+        /// Key columns copied to the predictions, comma-separated.
+        #[arg(long, value_delimiter = ',', required = true)]
+        key: Vec<String>,
+        /// Feature columns in the model's order (default: the registered model's inputs).
+        #[arg(long, value_delimiter = ',')]
+        features: Vec<String>,
+        /// The predictions asset (default: INPUT_predictions).
+        #[arg(long)]
+        output: Option<String>,
+        /// Rows per forward pass.
+        #[arg(long, default_value_t = 8192)]
+        batch_size: usize,
+        /// Rows with a NULL or NaN feature: fail, quarantine (to OUTPUT_rejected) or null.
+        #[arg(long, default_value = "fail")]
+        on_error: String,
+        /// Fail when more rows than this are bad: a count or a percentage ("2.5%").
+        #[arg(long)]
+        max_errors: Option<String>,
+        /// Chunks the input is cut into; a resumed run skips the chunks already done.
+        #[arg(long, default_value_t = 8)]
+        chunks: usize,
+        /// Resume the latest unfinished run of OUTPUT (same input version, model version, plan).
+        #[arg(long)]
+        resume: bool,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
     /// The model registry: register, list, show, promote, archive.
     Model {
         #[command(subcommand)]
@@ -667,6 +702,60 @@ async fn run(cli: Cli) -> Result<()> {
             if let Some(v) = &r.registered {
                 let alias = spec.alias.as_deref().map(|a| format!(" (@{a})")).unwrap_or_default();
                 println!("registered   {}@{}{alias}", v.name, v.version);
+            }
+        }
+        Command::Score {
+            input,
+            model,
+            key,
+            features,
+            output,
+            batch_size,
+            on_error,
+            max_errors,
+            chunks,
+            resume,
+            cluster,
+        } => {
+            let lake = cluster.workspace.lake()?;
+            let spec = sluice_jobs::score::ScoreSpec {
+                output: output.unwrap_or_else(|| format!("{}_predictions", input.split('@').next().unwrap_or(&input))),
+                input,
+                model,
+                features,
+                key,
+                batch_size,
+                on_error: on_error.parse()?,
+                max_errors: max_errors.as_deref().map(str::parse).transpose()?,
+                chunks,
+                resume,
+            };
+            let (ctx, _cluster) = session(&cluster).await?;
+            let bar = sluice_jobs::progress::bar(chunks as u64, "scoring", "chunks");
+            let r = sluice_jobs::score::run(&ctx, &lake, &spec, |done, total| {
+                bar.set_length(total as u64);
+                bar.set_position(done as u64);
+            })
+            .await;
+            bar.finish_and_clear();
+            let r = r?;
+            println!("run          {}{}", r.run_id, if r.resumed { " (resumed)" } else { "" });
+            println!("model        {}", r.model);
+            println!("input        {}: {} rows, {} with a NULL or NaN feature", r.input, r.rows, r.bad_rows);
+            println!("chunks       {} scored now, {} done before", r.chunks.1, r.chunks.0 - r.chunks.1);
+            if let Some(p) = &r.predictions {
+                println!(
+                    "predictions  {}@{}: {} rows in {} files in {:.1} s ({:.0} rows/s)",
+                    p.asset,
+                    p.version,
+                    p.rows,
+                    p.files,
+                    r.seconds,
+                    p.rows as f64 / r.seconds.max(1e-9)
+                );
+            }
+            if let Some(q) = &r.rejected {
+                println!("rejected     {}@{}: {} rows with the reason", q.asset, q.version, q.rows);
             }
         }
         Command::Model { command } => model(command).await?,

@@ -20,7 +20,7 @@ use datafusion::logical_expr::{
 };
 
 use crate::error::{Error, Result};
-use crate::model::{DEFAULT_BATCH_ROWS, Model, Output, OutputKind, Shape};
+use crate::model::{Model, Output, OutputKind, Shape};
 
 /// Counters of one `predict` instance: which site (client, scheduler, an executor) scored how
 /// much. Each executor registers its own instance, so these show where scoring really ran.
@@ -187,9 +187,11 @@ impl ScalarUDFImpl for PredictUdf {
         let columns = args.args[1..].iter().map(|c| c.to_array(rows)).collect::<DFResult<Vec<_>>>()?;
         let fields = &args.arg_fields[1..];
         let started = Instant::now();
+        // Rows per forward pass: the session's batch size (what `sluice score --batch-size` sets).
+        let chunk_rows = usize::from(args.config_options.execution.batch_size).max(1);
         // A panic inside libtorch bindings must fail this batch, not the executor's worker thread.
         let array = run_off_runtime(|| {
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| score(&model, shape, &columns, fields)))
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| score(&model, shape, &columns, fields, chunk_rows)))
         })
         .map_err(|panic| Error::Torch {
             model: model.id().to_string(),
@@ -200,7 +202,7 @@ impl ScalarUDFImpl for PredictUdf {
                 .map_or("the forward pass panicked".to_string(), crate::model::first_line),
         })??;
         self.stats.rows.fetch_add(rows as u64, Ordering::Relaxed);
-        self.stats.batches.fetch_add(rows.div_ceil(DEFAULT_BATCH_ROWS) as u64, Ordering::Relaxed);
+        self.stats.batches.fetch_add(rows.div_ceil(chunk_rows) as u64, Ordering::Relaxed);
         self.stats.forward_nanos.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
         tracing::debug!(site = %self.site, model = %model.id(), rows, "predict scored a batch");
         Ok(ColumnarValue::Array(array))
@@ -218,7 +220,7 @@ fn run_off_runtime<T>(f: impl FnOnce() -> T) -> T {
 
 /// Scores one Arrow batch: features are cast to f32, checked for NULLs, laid out column-major
 /// chunk by chunk and run through the model.
-fn score(model: &Model, shape: Shape, columns: &[ArrayRef], fields: &[FieldRef]) -> Result<ArrayRef> {
+fn score(model: &Model, shape: Shape, columns: &[ArrayRef], fields: &[FieldRef], chunk_rows: usize) -> Result<ArrayRef> {
     let rows = columns.first().map_or(0, |c| c.len());
     let mut f32_columns = Vec::with_capacity(columns.len());
     for (i, (column, field)) in columns.iter().zip(fields).enumerate() {
@@ -243,7 +245,7 @@ fn score(model: &Model, shape: Shape, columns: &[ArrayRef], fields: &[FieldRef])
     }
     let values: Vec<&[f32]> = f32_columns.iter().map(|c| &c.as_primitive::<Float32Type>().values()[..]).collect();
 
-    let chunk = DEFAULT_BATCH_ROWS.min(rows.max(1));
+    let chunk = chunk_rows.min(rows.max(1));
     let mut buffer = vec![0f32; chunk * shape.inputs];
     let mut out32 = Vec::new();
     let mut out64 = Vec::new();

@@ -98,6 +98,13 @@ impl TryFrom<RawThreshold> for ErrorThreshold {
     }
 }
 
+impl std::str::FromStr for ErrorThreshold {
+    type Err = crate::error::Error;
+    fn from_str(text: &str) -> Result<Self> {
+        Self::try_from(RawThreshold::Text(text.to_string())).map_err(crate::error::Error::Invalid)
+    }
+}
+
 impl ErrorThreshold {
     /// Whether `bad` of `read` records passes the limit.
     pub fn exceeded(&self, bad: u64, read: u64) -> bool {

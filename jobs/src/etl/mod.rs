@@ -5,6 +5,6 @@ pub mod config;
 pub mod run;
 pub mod stream;
 
-pub use config::JobFile;
+pub use config::{ErrorThreshold, JobFile};
 pub use run::{JobSummary, run};
 pub use stream::{StreamEvent, is_stream, run_stream};

@@ -294,7 +294,14 @@ mod tests {
         let validate = data.clone();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("r.pt");
-        let options = TrainOptions { task: Task::Regression, hidden: Vec::new(), max_epochs: 60, ..Default::default() };
+        let options = TrainOptions {
+            task: Task::Regression,
+            hidden: Vec::new(),
+            max_epochs: 200,
+            patience: 20,
+            learning_rate: 0.05,
+            ..Default::default()
+        };
         train_model(&data, &validate, &options, &path, |_, _| {}).unwrap();
         let module = CModule::load(&path).unwrap();
         let x = Tensor::from_slice(&[10.0f32, 5.0]).view([1, 2]);

@@ -1,0 +1,469 @@
+//! `sluice score`: a TorchScript model over a data asset on the cluster, into a predictions asset
+//! with the key columns, the prediction, the model's name and version, the run id and the
+//! scoring time.
+//!
+//! The input version's files are cut into chunks when the run starts and the plan is saved in the
+//! run's folder; each chunk is scored on the cluster into its own folder and marked done. A run
+//! that failed or was killed is resumed with `--resume`: done chunks are not scored again, and
+//! the predictions asset is committed once, when every chunk is done. Bad rows (a NULL or NaN
+//! feature) fail the run, go to `<output>_rejected` with the reason, or get a NULL prediction;
+//! past `max_errors` the run fails before scoring anything.
+
+use std::collections::BTreeSet;
+
+use arrow::array::AsArray;
+use arrow::datatypes::{DataType, Int64Type};
+use datafusion::prelude::SessionContext;
+use futures::TryStreamExt;
+use object_store::{ObjectStoreExt, PutPayload};
+use serde::{Deserialize, Serialize};
+use sluice_connectors::delta::{AssetRef, AssetVersion, Lake, WriteMode};
+use sluice_engine::assets::{AssetTable, WriteOptions, WriteSummary, commit_folder, stage_asset};
+
+use crate::error::{Error, Result};
+use crate::etl::ErrorThreshold;
+use crate::models::{ModelRef, Registry};
+
+/// What to do with a row whose features cannot be scored (NULL or NaN).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnError {
+    /// Fail the run (before scoring), naming how many rows and one of them.
+    Fail,
+    /// Leave the row out of the predictions and keep it in `<output>_rejected` with the reason.
+    Quarantine,
+    /// Keep the row with a NULL prediction.
+    Null,
+}
+
+impl std::str::FromStr for OnError {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "fail" | "error" => Ok(Self::Fail),
+            "quarantine" | "skip" => Ok(Self::Quarantine),
+            "null" => Ok(Self::Null),
+            other => Err(Error::Invalid(format!("on_error '{other}': use fail, quarantine or null"))),
+        }
+    }
+}
+
+/// What to score and how.
+#[derive(Debug, Clone)]
+pub struct ScoreSpec {
+    /// The input asset (`name`, `name@7`, `name@tag`).
+    pub input: String,
+    /// The model: a registered `name[@version|@alias]` or a TorchScript file.
+    pub model: String,
+    /// Feature columns in the model's order (default: the registered inputs).
+    pub features: Vec<String>,
+    /// Key columns copied to the predictions.
+    pub key: Vec<String>,
+    /// The predictions asset.
+    pub output: String,
+    /// Rows per forward pass (and per batch on the executors).
+    pub batch_size: usize,
+    /// Bad rows.
+    pub on_error: OnError,
+    /// The run fails when more rows than this are bad (quarantine and null).
+    pub max_errors: Option<ErrorThreshold>,
+    /// Chunks the input is cut into (a resumed run skips the done ones).
+    pub chunks: usize,
+    /// Resume the latest unfinished run of this output.
+    pub resume: bool,
+}
+
+/// A run's plan, saved in its folder so a resumed run does exactly the same.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Plan {
+    run_id: String,
+    input: String,
+    input_version: u64,
+    model_ref: String,
+    model_name: String,
+    model_version: Option<u64>,
+    model_id: String,
+    model_path: String,
+    features: Vec<String>,
+    key: Vec<String>,
+    on_error: OnError,
+    batch_size: usize,
+    scored_at: String,
+    chunks: Vec<Vec<String>>,
+}
+
+/// What a scoring run did.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScoreReport {
+    /// The run.
+    pub run_id: String,
+    /// Whether it resumed an earlier attempt.
+    pub resumed: bool,
+    /// The input version scored.
+    pub input: String,
+    /// `name@version (id)` of the model.
+    pub model: String,
+    /// Chunks in all, and those scored by this attempt (the rest were done before).
+    pub chunks: (usize, usize),
+    /// Rows read.
+    pub rows: u64,
+    /// Bad rows (quarantined, NULL-predicted).
+    pub bad_rows: u64,
+    /// The predictions version.
+    pub predictions: Option<WriteSummary>,
+    /// The rejected rows' version, when rows were quarantined.
+    pub rejected: Option<WriteSummary>,
+    /// Seconds from start to commit.
+    pub seconds: f64,
+}
+
+fn ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Scores as `spec` says; `on_chunk(done, total)` after each chunk.
+pub async fn run(
+    ctx: &SessionContext,
+    lake: &Lake,
+    spec: &ScoreSpec,
+    mut on_chunk: impl FnMut(usize, usize),
+) -> Result<ScoreReport> {
+    let started = std::time::Instant::now();
+    let store = lake.store();
+    let output_url = lake.asset_url(&spec.output)?;
+    let (plan, resumed) = match spec.resume.then_some(()).map(|_| unfinished(lake, &spec.output)) {
+        Some(found) => match found.await? {
+            Some(plan) => (plan, true),
+            None => {
+                return Err(Error::Invalid(format!(
+                    "--resume: {} has no unfinished scoring run; start one without --resume",
+                    spec.output
+                )));
+            }
+        },
+        None => (new_plan(lake, spec).await?, false),
+    };
+    let run_url = output_url
+        .join(&format!("run-{}/", plan.run_id))
+        .map_err(|e| Error::Invalid(format!("scoring run folder: {e}")))?;
+    let put = |name: &str, bytes: Vec<u8>| {
+        let path = run_url.join(name).map_err(|e| Error::Invalid(e.to_string())).and_then(|u| Ok(lake.store_path(&u)?));
+        let store = store.clone();
+        async move {
+            store.put(&path?, PutPayload::from(bytes)).await.map_err(|e| Error::Invalid(format!("scoring run: {e}")))?;
+            Ok::<_, Error>(())
+        }
+    };
+    if !resumed {
+        put("_plan.json", serde_json::to_vec_pretty(&plan).map_err(|e| Error::Invalid(e.to_string()))?).await?;
+    }
+
+    let version = lake.resolve(&AssetRef::parse(&format!("{}@{}", plan.input, plan.input_version))?).await?;
+    let input = format!("{}@{}", version.name, version.version);
+    let bad = bad_condition(&version, &plan.features)?;
+    let rows_and_bad = one_row(
+        ctx,
+        &format!("SELECT COUNT(*), COUNT(*) FILTER (WHERE {bad}) FROM {}", ident(&input)),
+    )
+    .await?;
+    let (rows, bad_rows) = (rows_and_bad[0], rows_and_bad[1]);
+    check_bad_rows(ctx, spec, &plan, &input, &bad, rows, bad_rows).await?;
+
+    // Score each chunk not done yet into its own folder.
+    ctx.sql(&format!("SET datafusion.execution.batch_size = {}", plan.batch_size.max(1))).await?.collect().await?;
+    let done = done_chunks(lake, &run_url).await?;
+    let total = plan.chunks.len();
+    let mut scored = 0;
+    for (k, files) in plan.chunks.iter().enumerate() {
+        if done.contains(&k) {
+            on_chunk(k + 1, total);
+            continue;
+        }
+        let folder = run_url.join(&format!("chunk-{k}/")).map_err(|e| Error::Invalid(e.to_string()))?;
+        remove_folder(lake, &folder).await?; // a killed attempt's partial files
+        let table = format!("__score_{}_{k}", plan.run_id.to_ascii_lowercase().replace('-', "_"));
+        let subset = AssetVersion {
+            files: version.files.iter().filter(|f| files.contains(&f.path)).cloned().collect(),
+            ..version.clone()
+        };
+        ctx.register_table(table.as_str(), std::sync::Arc::new(AssetTable::new(&subset)?))?;
+        let sql = scoring_sql(&plan, &table, &bad);
+        let written = async { ctx.sql(&sql).await?.write_parquet(folder.as_str(), Default::default(), None).await };
+        let written = written.await;
+        ctx.deregister_table(table.as_str())?;
+        written?;
+        put(&format!("chunk-{k}/_done"), Vec::new()).await?;
+        scored += 1;
+        on_chunk(k + 1, total);
+    }
+
+    // Every chunk is done: one commit of all of them.
+    let schema = ctx.sql(&scoring_sql(&plan, &ident(&input), &bad)).await?.schema().as_arrow().clone();
+    let lineage = serde_json::json!({
+        "run_id": plan.run_id,
+        "job": "sluice score",
+        "inputs": [input],
+        "mode": "append",
+        "models": [{
+            "reference": plan.model_ref,
+            "name": plan.model_name,
+            "version": plan.model_version,
+            "id": plan.model_id,
+        }],
+        "score": { "chunks": total, "resumed": resumed, "on_error": plan.on_error, "bad_rows": bad_rows },
+    });
+    let predictions = commit_folder(lake, &spec.output, &run_url, std::sync::Arc::new(schema), lineage).await?;
+    put("_committed", Vec::new()).await?;
+    let rejected = if plan.on_error == OnError::Quarantine && bad_rows > 0 {
+        Some(write_rejected(ctx, lake, &plan, &input, &bad, &spec.output).await?)
+    } else {
+        None
+    };
+    Ok(ScoreReport {
+        run_id: plan.run_id.clone(),
+        resumed,
+        input,
+        model: match plan.model_version {
+            Some(v) => format!("{}@{v} ({})", plan.model_name, plan.model_id),
+            None => format!("{} ({})", plan.model_path, plan.model_id),
+        },
+        chunks: (total, scored),
+        rows,
+        bad_rows,
+        predictions,
+        rejected,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// A new run's plan: the model and input version pinned, the files cut into chunks.
+async fn new_plan(lake: &Lake, spec: &ScoreSpec) -> Result<Plan> {
+    let looks_like_file = spec.model.contains(['/', '\\']) || spec.model.ends_with(".pt");
+    let (model_name, model_version, model_path, model_id, registered_inputs) = if looks_like_file {
+        let model = sluice_udfs::model::Model::load(&spec.model)
+            .map_err(|e| Error::Invalid(format!("model {}: {e}", spec.model)))?;
+        let stem = std::path::Path::new(&spec.model).file_stem().map(|s| s.to_string_lossy().into_owned());
+        (stem.unwrap_or_default(), None, spec.model.clone(), model.id().to_string(), Vec::new())
+    } else {
+        let registry = Registry::open(lake)?;
+        let version = registry.resolve(&ModelRef::parse(&spec.model)?).await?;
+        let path = registry.local_file(&version).await?.display().to_string();
+        let inputs = version.info.inputs.iter().map(|i| i.name.clone()).collect();
+        (version.name.clone(), Some(version.version), path, version.id.clone(), inputs)
+    };
+    let features = if spec.features.is_empty() { registered_inputs } else { spec.features.clone() };
+    if features.is_empty() {
+        return Err(Error::Invalid(format!(
+            "name the feature columns with --features (model {} is a file, so its inputs are not registered)",
+            spec.model
+        )));
+    }
+    let version = lake.resolve(&AssetRef::parse(&spec.input)?).await?;
+    let have = || version.schema.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ");
+    for column in features.iter().chain(&spec.key) {
+        if version.schema.field_with_name(column).is_err() {
+            return Err(Error::Invalid(format!(
+                "{}@{} has no column '{column}'; its columns are {}",
+                version.name,
+                version.version,
+                have()
+            )));
+        }
+    }
+    if spec.key.is_empty() {
+        return Err(Error::Invalid("name the key columns copied to the predictions with --key".into()));
+    }
+    if version.files.is_empty() {
+        return Err(Error::Invalid(format!("{}@{} has no rows to score", version.name, version.version)));
+    }
+    // Chunks of about equal size, each a set of whole files.
+    let n = spec.chunks.clamp(1, version.files.len());
+    let mut files: Vec<_> = version.files.iter().collect();
+    files.sort_by_key(|f| std::cmp::Reverse(f.size));
+    let mut chunks: Vec<(u64, Vec<String>)> = vec![(0, Vec::new()); n];
+    for file in files {
+        if let Some(chunk) = chunks.iter_mut().min_by_key(|c| c.0) {
+            chunk.0 += file.size;
+            chunk.1.push(file.path.clone());
+        }
+    }
+    Ok(Plan {
+        run_id: sluice_engine::assets::write::run_id(),
+        input: version.name.clone(),
+        input_version: version.version,
+        model_ref: spec.model.clone(),
+        model_name,
+        model_version,
+        model_id,
+        model_path,
+        features,
+        key: spec.key.clone(),
+        on_error: spec.on_error,
+        batch_size: spec.batch_size,
+        scored_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        chunks: chunks.into_iter().map(|c| c.1).collect(),
+    })
+}
+
+/// The latest run of `output` that saved a plan and was not committed.
+async fn unfinished(lake: &Lake, output: &str) -> Result<Option<Plan>> {
+    let store = lake.store();
+    let dir = lake.store_path(&lake.asset_url(output)?)?;
+    let listing = match store.list_with_delimiter(Some(&dir)).await {
+        Ok(listing) => listing,
+        Err(object_store::Error::NotFound { .. }) => return Ok(None),
+        Err(e) => return Err(Error::Invalid(format!("listing runs of {output}: {e}"))),
+    };
+    let mut runs: Vec<_> = listing
+        .common_prefixes
+        .into_iter()
+        .filter(|p| p.filename().is_some_and(|f| f.starts_with("run-")))
+        .collect();
+    runs.sort();
+    for run in runs.into_iter().rev() {
+        if store.head(&run.clone().join("_committed")).await.is_ok() {
+            continue;
+        }
+        let Ok(plan) = store.get(&run.clone().join("_plan.json")).await else { continue };
+        let bytes = plan.bytes().await.map_err(|e| Error::Invalid(format!("reading {run}/_plan.json: {e}")))?;
+        let plan: Plan = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::Invalid(format!("{run}/_plan.json is not a scoring plan: {e}")))?;
+        return Ok(Some(plan));
+    }
+    Ok(None)
+}
+
+async fn done_chunks(lake: &Lake, run_url: &url::Url) -> Result<BTreeSet<usize>> {
+    let store = lake.store();
+    let dir = lake.store_path(run_url)?;
+    let files: Vec<_> = store.list(Some(&dir)).try_collect().await.unwrap_or_default();
+    Ok(files
+        .iter()
+        .filter(|m| m.location.filename() == Some("_done"))
+        .filter_map(|m| {
+            let parts: Vec<_> = m.location.parts().collect();
+            let folder = parts.get(parts.len().checked_sub(2)?)?.as_ref().to_string();
+            folder.strip_prefix("chunk-")?.parse().ok()
+        })
+        .collect())
+}
+
+async fn remove_folder(lake: &Lake, url: &url::Url) -> Result<()> {
+    let store = lake.store();
+    let files: Vec<_> = store.list(Some(&lake.store_path(url)?)).try_collect().await.unwrap_or_default();
+    for file in files {
+        store.delete(&file.location).await.map_err(|e| Error::Invalid(format!("clearing {url}: {e}")))?;
+    }
+    Ok(())
+}
+
+/// The SQL condition of a row that cannot be scored: a NULL feature, or NaN in a float one.
+fn bad_condition(version: &AssetVersion, features: &[String]) -> Result<String> {
+    let mut parts = Vec::new();
+    for f in features {
+        let field = version.schema.field_with_name(f).map_err(|e| Error::Invalid(e.to_string()))?;
+        let c = ident(f);
+        match field.data_type() {
+            DataType::Float16 | DataType::Float32 | DataType::Float64 => {
+                parts.push(format!("{c} IS NULL OR isnan({c})"));
+            }
+            t if t.is_numeric() || t == &DataType::Boolean => parts.push(format!("{c} IS NULL")),
+            t => {
+                return Err(Error::Invalid(format!(
+                    "feature '{f}' is {t}, not a number; cast or encode it in a query first"
+                )));
+            }
+        }
+    }
+    Ok(format!("({})", parts.join(" OR ")))
+}
+
+/// The predictions of the rows of `table`.
+fn scoring_sql(plan: &Plan, table: &str, bad: &str) -> String {
+    let keys = plan.key.iter().map(|k| ident(k)).collect::<Vec<_>>().join(", ");
+    let features = plan.features.iter().map(|f| ident(f)).collect::<Vec<_>>().join(", ");
+    let call = format!("predict('{}', {features})", plan.model_path.replace('\'', "''"));
+    let (prediction, filter) = match plan.on_error {
+        OnError::Fail => (call, String::new()),
+        OnError::Null => (format!("CASE WHEN {bad} THEN NULL ELSE {call} END"), String::new()),
+        OnError::Quarantine => (call, format!(" WHERE NOT {bad}")),
+    };
+    let version = plan.model_version.map_or("CAST(NULL AS BIGINT)".to_string(), |v| v.to_string());
+    format!(
+        "SELECT {keys}, {prediction} AS prediction, '{}' AS model, {version} AS model_version, '{}' AS run_id, \
+         CAST('{}' AS TIMESTAMP) AS scored_at FROM {table}{filter}",
+        plan.model_name.replace('\'', "''"),
+        plan.run_id,
+        plan.scored_at
+    )
+}
+
+async fn one_row(ctx: &SessionContext, sql: &str) -> Result<Vec<u64>> {
+    let batches = ctx.sql(sql).await?.collect().await?;
+    let batch = batches.iter().find(|b| b.num_rows() > 0).ok_or_else(|| Error::Invalid(format!("no result: {sql}")))?;
+    Ok((0..batch.num_columns())
+        .map(|c| u64::try_from(batch.column(c).as_primitive::<Int64Type>().value(0)).unwrap_or_default())
+        .collect())
+}
+
+/// Fails the run, before scoring, when bad rows are not allowed or too many.
+async fn check_bad_rows(
+    ctx: &SessionContext,
+    spec: &ScoreSpec,
+    plan: &Plan,
+    input: &str,
+    bad: &str,
+    rows: u64,
+    bad_rows: u64,
+) -> Result<()> {
+    if bad_rows == 0 {
+        return Ok(());
+    }
+    let over = spec.max_errors.is_some_and(|t| t.exceeded(bad_rows, rows));
+    if plan.on_error != OnError::Fail && !over {
+        return Ok(());
+    }
+    let keys = plan.key.iter().map(|k| format!("CAST({} AS VARCHAR)", ident(k))).collect::<Vec<_>>().join(", ");
+    let example = ctx
+        .sql(&format!("SELECT concat_ws(', ', {keys}) FROM {} WHERE {bad} LIMIT 1", ident(input)))
+        .await?
+        .collect()
+        .await?;
+    let example = example
+        .iter()
+        .find(|b| b.num_rows() > 0)
+        .and_then(|b| arrow::util::display::array_value_to_string(b.column(0), 0).ok())
+        .unwrap_or_default();
+    let limit = match (plan.on_error, spec.max_errors) {
+        (OnError::Fail, _) => "on_error = fail".to_string(),
+        (_, Some(t)) => format!("max_errors = {t}"),
+        _ => String::new(),
+    };
+    Err(Error::Invalid(format!(
+        "{bad_rows} of {rows} rows of {input} have a NULL or NaN feature (e.g. key {example}), over {limit}; \
+         nothing was scored. Fill or filter them, or score with --on-error quarantine (rows kept aside with the \
+         reason) or --on-error null (NULL prediction)"
+    )))
+}
+
+/// The rows left out, with why, as a version of `<output>_rejected`.
+async fn write_rejected(
+    ctx: &SessionContext,
+    lake: &Lake,
+    plan: &Plan,
+    input: &str,
+    bad: &str,
+    output: &str,
+) -> Result<WriteSummary> {
+    let columns =
+        plan.key.iter().chain(&plan.features).map(|c| ident(c)).collect::<BTreeSet<_>>().into_iter().collect::<Vec<_>>();
+    let sql = format!(
+        "SELECT {}, 'a feature is NULL or NaN' AS reason, '{}' AS run_id FROM {} WHERE {bad}",
+        columns.join(", "),
+        plan.run_id,
+        ident(input)
+    );
+    let options = WriteOptions { mode: WriteMode::Append, job: "sluice score".into(), ..Default::default() };
+    let staged = stage_asset(lake, &format!("{output}_rejected"), ctx.sql(&sql).await?, &options).await?;
+    Ok(staged.commit(lake).await?)
+}

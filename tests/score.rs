@@ -1,0 +1,171 @@
+//! `sluice score`: a million rows scored over two executors with exactly one prediction per key
+//! and the values the model gives; a killed run resumed without rescoring its done chunks and
+//! committed once; each bad-row policy and the error threshold.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+use tch::nn::{self, Module};
+use tch::{CModule, Device, Kind, Tensor};
+
+fn sluice(assets: &Path) -> Command {
+    let mut cmd = sluice_cmd();
+    cmd.env("SLUICE_ASSETS", assets).current_dir(root());
+    cmd
+}
+
+fn run(assets: &Path, args: &[&str]) -> String {
+    ok(sluice(assets).args(args).output().unwrap(), &args.join(" "))
+}
+
+fn value(assets: &Path, sql: &str) -> String {
+    first_value(&run(assets, &["sql", sql]))
+}
+
+/// `y = 0.5a - 2b + 0.25c + 1`, as TorchScript.
+fn linear_model(path: &Path) {
+    let mut vs = nn::VarStore::new(Device::Cpu);
+    let mut layer = nn::linear(vs.root(), 3, 1, Default::default());
+    tch::no_grad(|| {
+        layer.ws.copy_(&Tensor::from_slice(&[0.5f32, -2.0, 0.25]).view([1, 3]));
+        if let Some(bs) = layer.bs.as_mut() {
+            bs.copy_(&Tensor::from_slice(&[1.0f32]));
+        }
+    });
+    vs.freeze();
+    let example = Tensor::zeros([2, 3], (Kind::Float, Device::Cpu));
+    let module = CModule::create_by_tracing("Linear", "forward", &[example], &mut |xs| vec![layer.forward(&xs[0])]).unwrap();
+    module.save(path).unwrap();
+}
+
+/// A heavier model (3 -> 256 -> 256 -> 1) so a run takes long enough to be killed midway.
+fn heavy_model(path: &Path) {
+    tch::manual_seed(1);
+    let mut vs = nn::VarStore::new(Device::Cpu);
+    let net = nn::seq()
+        .add(nn::linear(vs.root() / "a", 3, 256, Default::default()))
+        .add_fn(|x| x.relu())
+        .add(nn::linear(vs.root() / "b", 256, 256, Default::default()))
+        .add_fn(|x| x.relu())
+        .add(nn::linear(vs.root() / "c", 256, 1, Default::default()));
+    vs.freeze();
+    let example = Tensor::zeros([2, 3], (Kind::Float, Device::Cpu));
+    let module = CModule::create_by_tracing("Heavy", "forward", &[example], &mut |xs| vec![net.forward(&xs[0])]).unwrap();
+    module.save(path).unwrap();
+}
+
+const EVENTS: &str = "SELECT value AS id, CAST(value % 100 AS FLOAT) / 10 AS a, CAST(value % 7 AS FLOAT) AS b, \
+    CAST((value * 13) % 1000 AS FLOAT) / 100 AS c FROM (SELECT unnest(range(0, 1000000)) AS value)";
+
+#[test]
+fn a_million_rows_scored_once_each_with_the_models_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let model = dir.path().join("linear.pt");
+    linear_model(&model);
+    run(&lake, &["asset", "write", "events", "--sql", EVENTS, "--target-file-size", "2MB"]);
+    run(&lake, &["model", "register", "lin", model.to_str().unwrap(), "--inputs", "a, b, c", "--alias", "production"]);
+
+    let out = run(&lake, &["score", "events", "--model", "lin@production", "--key", "id", "--output", "preds", "--chunks", "4"]);
+    assert!(out.contains("model        lin@1"), "{out}");
+    assert!(out.contains("chunks       4 scored now, 0 done before"), "{out}");
+    assert!(out.contains("predictions  preds@0: 1000000 rows"), "{out}");
+    assert_eq!(value(&lake, "SELECT COUNT(DISTINCT id) FROM preds"), "1000000");
+    let wrong = "SELECT COUNT(*) FROM preds p JOIN events e ON p.id = e.id \
+                 WHERE abs(p.prediction - (0.5 * e.a - 2 * e.b + 0.25 * e.c + 1)) > 1e-3 \
+                 OR p.model <> 'lin' OR p.model_version <> 1";
+    assert_eq!(value(&lake, wrong), "0");
+}
+
+#[test]
+fn a_killed_run_resumes_without_rescoring_and_commits_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let model = dir.path().join("heavy.pt");
+    heavy_model(&model);
+    run(&lake, &["asset", "write", "events", "--sql", EVENTS, "--target-file-size", "2MB"]);
+    let args = ["score", "events", "--model", model.to_str().unwrap(), "--features", "a,b,c", "--key", "id", "--output", "heavy", "--chunks", "8"];
+    let mut child = Child(sluice(&lake).args(args).stdout(std::process::Stdio::null()).spawn().unwrap());
+    let done = || -> Vec<(std::path::PathBuf, std::time::SystemTime)> {
+        let Ok(runs) = std::fs::read_dir(lake.join("heavy")) else { return Vec::new() };
+        runs.flatten()
+            .flat_map(|run| std::fs::read_dir(run.path()).into_iter().flatten().flatten())
+            .map(|chunk| chunk.path().join("_done"))
+            .filter_map(|d| Some((d.clone(), std::fs::metadata(&d).ok()?.modified().ok()?)))
+            .collect()
+    };
+    let started = Instant::now();
+    while done().len() < 2 {
+        assert!(child.0.try_wait().unwrap().is_none(), "the run ended before it could be killed");
+        assert!(started.elapsed() < Duration::from_secs(240), "no chunk finished");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.0.kill().unwrap(); // SIGKILL
+    child.0.wait().unwrap();
+    let before = done();
+    assert!(before.len() < 8, "killed midway: {before:?}");
+    assert!(!lake.join("heavy/_delta_log").exists(), "nothing committed by the killed run");
+
+    let mut resume: Vec<&str> = args.to_vec();
+    resume.push("--resume");
+    let out = run(&lake, &resume);
+    assert!(out.contains("(resumed)"), "{out}");
+    assert!(out.contains(&format!("{} done before", before.len())), "{out}");
+    for (marker, at) in &before {
+        assert_eq!(std::fs::metadata(marker).unwrap().modified().unwrap(), *at, "{marker:?} was scored again");
+    }
+    assert_eq!(value(&lake, "SELECT COUNT(*) FROM heavy"), "1000000");
+    assert_eq!(value(&lake, "SELECT COUNT(DISTINCT id) FROM heavy"), "1000000");
+    let commits = std::fs::read_dir(lake.join("heavy/_delta_log")).unwrap().flatten().filter(|e| e.path().extension().is_some_and(|x| x == "json")).count();
+    assert_eq!(commits, 1, "the predictions were committed once");
+    let e = sluice(&lake).args(&resume).output().unwrap();
+    assert!(!e.status.success() && String::from_utf8_lossy(&e.stderr).contains("no unfinished scoring run"));
+}
+
+#[test]
+fn bad_rows_fail_go_to_quarantine_or_get_null() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let model = dir.path().join("linear.pt");
+    linear_model(&model);
+    // 1000 rows: 10 with a NULL a, 5 with a NaN b.
+    run(
+        &lake,
+        &[
+            "asset", "write", "dirty", "--sql",
+            "SELECT value AS id, CASE WHEN value % 100 = 0 THEN NULL ELSE CAST(value AS FLOAT) END AS a, \
+             CASE WHEN value % 200 = 1 THEN CAST('NaN' AS FLOAT) ELSE CAST(1 AS FLOAT) END AS b, \
+             CAST(2 AS FLOAT) AS c FROM (SELECT unnest(range(0, 1000)) AS value)",
+        ],
+    );
+    let m = model.to_str().unwrap();
+    let score = |output: &str, extra: &[&str]| {
+        let mut args = vec!["score", "dirty", "--model", m, "--features", "a,b,c", "--key", "id", "--output", output];
+        args.extend_from_slice(extra);
+        sluice(&lake).args(&args).output().unwrap()
+    };
+    let failed = score("p_fail", &[]);
+    let e = String::from_utf8_lossy(&failed.stderr);
+    assert!(!failed.status.success() && e.contains("15 of 1000 rows of dirty@0 have a NULL or NaN feature"), "{e}");
+    assert!(e.contains("--on-error quarantine"), "{e}");
+    assert!(!lake.join("p_fail/_delta_log").exists());
+
+    let out = ok(score("p_q", &["--on-error", "quarantine"]), "quarantine");
+    assert!(out.contains("predictions  p_q@0: 985 rows") && out.contains("rejected     p_q_rejected@0: 15 rows"), "{out}");
+    assert_eq!(value(&lake, "SELECT COUNT(*) FROM p_q_rejected WHERE reason LIKE '%NULL or NaN%'"), "15");
+
+    let out = ok(score("p_null", &["--on-error", "null"]), "null");
+    assert!(out.contains("predictions  p_null@0: 1000 rows"), "{out}");
+    assert_eq!(value(&lake, "SELECT COUNT(*) FROM p_null WHERE prediction IS NULL"), "15");
+    assert_eq!(value(&lake, "SELECT COUNT(*) FROM p_null WHERE id = 2 AND abs(prediction - (0.5 * 2 - 2 + 0.5 + 1)) < 1e-4"), "1");
+
+    let over = score("p_over", &["--on-error", "quarantine", "--max-errors", "1%"]);
+    let e = String::from_utf8_lossy(&over.stderr);
+    assert!(!over.status.success() && e.contains("over max_errors = 1% of the records read"), "{e}");
+}
