@@ -61,8 +61,23 @@ enum Command {
     Run {
         /// The job file (TOML), e.g. examples/postgres_customers.toml.
         job: PathBuf,
+        /// The run's id in the run catalog (set by `sluice submit`).
+        #[arg(long, hide = true)]
+        run_id: Option<String>,
         #[command(flatten)]
         cluster: ClusterArgs,
+    },
+    /// Submit a job file to run in the background (on --cluster when given); prints its run id.
+    Submit {
+        /// The job file (TOML).
+        job: PathBuf,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+    /// The run catalog: every run's status, rows, duration and error (list, show, cancel).
+    Runs {
+        #[command(subcommand)]
+        command: RunsCommand,
     },
     /// Split an asset into train / validate / test, reproducibly (same rows in the same split on
     /// every run, cluster size and file layout) and without leakage; writes a report with it.
@@ -319,6 +334,32 @@ enum AssetCommand {
 }
 
 #[derive(Subcommand, Debug)]
+enum RunsCommand {
+    /// The latest runs, newest first.
+    List {
+        /// Runs to show at most.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        #[command(flatten)]
+        workspace: WorkspaceArg,
+    },
+    /// One run in full.
+    Show {
+        /// The run id.
+        id: String,
+        #[command(flatten)]
+        workspace: WorkspaceArg,
+    },
+    /// Stop a running run (its process on this machine gets SIGTERM; nothing is committed).
+    Cancel {
+        /// The run id.
+        id: String,
+        #[command(flatten)]
+        workspace: WorkspaceArg,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 enum ModelCommand {
     /// Register a TorchScript file as the next version of a model.
     Register {
@@ -493,7 +534,7 @@ async fn run(cli: Cli) -> Result<()> {
             print!("{}", sluice_jobs::sql::format_table(&batches, max_rows)?);
         }
         Command::Asset { command } => asset(command).await?,
-        Command::Run { job, cluster } => {
+        Command::Run { job, run_id, cluster } => {
             // Validated before anything starts.
             let spec = sluice_jobs::etl::JobFile::load(&job)?;
             let lake = cluster.workspace.lake()?;
@@ -528,7 +569,11 @@ async fn run(cli: Cli) -> Result<()> {
             }
             let (ctx, _cluster) = session(&cluster).await?;
             let ctx = ctx.enable_url_table();
-            let s = sluice_jobs::etl::run(&ctx, &lake, &spec, &job).await?;
+            let work = sluice_jobs::etl::run(&ctx, &lake, &spec, &job);
+            let s = recorded(&lake, "run", &spec.job.name, run_id, work, |s| {
+                (Some(s.write.rows), Some(format!("{}@{}", s.write.asset, s.write.version)))
+            })
+            .await?;
             let w = &s.write;
             println!("job          {}", s.job);
             for (source, parts) in &s.partitions {
@@ -611,7 +656,12 @@ async fn run(cli: Cli) -> Result<()> {
                 layout: layout.parse()?,
             };
             let (ctx, _cluster) = session(&cluster).await?;
-            let r = sluice_jobs::split::run(&ctx, &lake, &spec).await?;
+            let work = sluice_jobs::split::run(&ctx, &lake, &spec);
+            let r = recorded(&lake, "split", &spec.input, None, work, |r| {
+                let outputs = r.outputs.iter().map(|w| format!("{}@{}", w.asset, w.version)).collect::<Vec<_>>();
+                (Some(r.rows.iter().sum()), Some(outputs.join(", ")))
+            })
+            .await?;
             let [train, validate, test] = r.ratios;
             println!("split        {} ({} by {}, seed {}, {train}/{validate}/{test})", r.input, r.method, r.overlap_by, r.seed);
             if let Some([t1, t2]) = &r.cuts {
@@ -684,9 +734,13 @@ async fn run(cli: Cli) -> Result<()> {
             };
             let (ctx, _cluster) = session(&cluster).await?;
             let bar = sluice_jobs::progress::bar(epochs as u64, "training", "epochs");
-            let r = sluice_jobs::train::job::run(&ctx, &lake, &spec, |epoch, loss| {
+            let work = sluice_jobs::train::job::run(&ctx, &lake, &spec, |epoch, loss| {
                 bar.set_position(epoch as u64);
                 bar.set_message(format!("validation loss {loss:.4}"));
+            });
+            let r = recorded(&lake, "train", &spec.input, None, work, |r| {
+                let output = r.registered.as_ref().map(|v| format!("model {}@{}", v.name, v.version));
+                (Some(r.rows.iter().sum::<usize>() as u64), output.or_else(|| Some(r.output.display().to_string())))
             })
             .await;
             bar.finish_and_clear();
@@ -732,9 +786,13 @@ async fn run(cli: Cli) -> Result<()> {
             };
             let (ctx, _cluster) = session(&cluster).await?;
             let bar = sluice_jobs::progress::bar(chunks as u64, "scoring", "chunks");
-            let r = sluice_jobs::score::run(&ctx, &lake, &spec, |done, total| {
+            let work = sluice_jobs::score::run(&ctx, &lake, &spec, |done, total| {
                 bar.set_length(total as u64);
                 bar.set_position(done as u64);
+            });
+            let r = recorded(&lake, "score", &spec.input, None, work, |r| {
+                let p = r.predictions.as_ref();
+                (p.map(|p| p.rows), p.map(|p| format!("{}@{}", p.asset, p.version)))
             })
             .await;
             bar.finish_and_clear();
@@ -759,6 +817,37 @@ async fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Model { command } => model(command).await?,
+        Command::Runs { command } => runs(command).await?,
+        Command::Submit { job, cluster } => {
+            let spec = sluice_jobs::etl::JobFile::load(&job)?;
+            let lake = cluster.workspace.lake()?;
+            let catalog = sluice_jobs::runs::Catalog::open(&sluice_jobs::runs::default_location(lake.root())).await?;
+            let id = sluice_jobs::runs::new_id();
+            let logs = std::env::temp_dir().join("sluice-runs");
+            std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
+            let log = logs.join(format!("{id}.log"));
+            let out = std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+            let mut command = std::process::Command::new(std::env::current_exe()?);
+            command.arg("run").arg(&job).args(["--run-id", &id]).args(["--executors", &cluster.executors.to_string()]);
+            if let Some(url) = &cluster.cluster {
+                command.args(["--cluster", url]);
+            }
+            if let Some(path) = &cluster.workspace.path {
+                command.arg("--workspace").arg(path);
+            }
+            if let Some(assets) = &cluster.workspace.assets {
+                command.args(["--assets", assets]);
+            }
+            let child = command
+                .stdin(std::process::Stdio::null())
+                .stdout(out.try_clone()?)
+                .stderr(out)
+                .spawn()
+                .context("starting the run")?;
+            catalog.start("run", &spec.job.name, Some(id.clone()), Some(child.id())).await?;
+            println!("{id}");
+            eprintln!("submitted    {} as run {id} (log {}); see `sluice runs show {id}`", spec.job.name, log.display());
+        }
         Command::Scheduler { bind, external_host, port, executor_timeout, workspace } => {
             sluice_engine::cluster::run_scheduler(SchedulerOptions {
                 bind_host: bind,
@@ -800,6 +889,83 @@ async fn run(cli: Cli) -> Result<()> {
                 datastores: workspace.datastores()?,
             })
             .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs `work`, recorded in the run catalog: running while it runs, then how it ended, with the
+/// rows and output `summary` takes from its result. A catalog that cannot be opened is a warning.
+async fn recorded<T, E>(
+    lake: &Lake,
+    kind: &str,
+    name: &str,
+    id: Option<String>,
+    work: impl std::future::Future<Output = std::result::Result<T, E>>,
+    summary: impl Fn(&T) -> (Option<u64>, Option<String>),
+) -> std::result::Result<T, E>
+where
+    E: std::fmt::Display,
+{
+    use sluice_jobs::runs::{Catalog, Status, default_location};
+    let catalog = match Catalog::open(&default_location(lake.root())).await {
+        Ok(catalog) => Some(catalog),
+        Err(e) => {
+            eprintln!("warning: {e}; this run is not recorded");
+            None
+        }
+    };
+    let mut run = None;
+    if let Some(catalog) = &catalog {
+        match catalog.start(kind, name, id, None).await {
+            Ok(id) => run = Some(id),
+            Err(e) => eprintln!("warning: {e}; this run is not recorded"),
+        }
+    }
+    let result = work.await;
+    if let (Some(catalog), Some(id)) = (&catalog, &run) {
+        let ended = match &result {
+            Ok(t) => {
+                let (rows, output) = summary(t);
+                catalog.finish(id, Status::Succeeded, rows, output, None).await
+            }
+            Err(e) => catalog.finish(id, Status::Failed, None, None, Some(e.to_string())).await,
+        };
+        if let Err(e) = ended {
+            eprintln!("warning: {e}; the end of run {id} is not recorded");
+        }
+    }
+    result
+}
+
+async fn runs(command: RunsCommand) -> Result<()> {
+    use sluice_jobs::runs::{Catalog, default_location};
+    let open = |w: &WorkspaceArg| {
+        let lake = w.lake();
+        async move { anyhow::Ok(Catalog::open(&default_location(lake?.root())).await?) }
+    };
+    match command {
+        RunsCommand::List { limit, workspace } => {
+            let catalog = open(&workspace).await?;
+            let runs = catalog.list(limit).await?;
+            if runs.is_empty() {
+                println!("no runs yet in {}", catalog.location());
+            }
+            println!("{:<26} {:<6} {:<24} {:<10} {:>10} {:>9}  output / error", "run", "kind", "name", "status", "rows", "seconds");
+            for r in runs {
+                let rows = r.rows.map(|n| n.to_string()).unwrap_or_default();
+                let detail = r.error.clone().or(r.output.clone()).unwrap_or_default();
+                let detail = detail.lines().next().unwrap_or_default().to_string();
+                println!("{:<26} {:<6} {:<24} {:<10} {:>10} {:>9.1}  {detail}", r.id, r.kind, r.name, r.status, rows, r.seconds());
+            }
+        }
+        RunsCommand::Show { id, workspace } => {
+            let run = open(&workspace).await?.get(&id).await?;
+            println!("{}", serde_json::to_string_pretty(&run)?);
+        }
+        RunsCommand::Cancel { id, workspace } => {
+            let run = open(&workspace).await?.cancel(&id).await?;
+            println!("cancel asked for run {} ({} {}, process {} on {})", run.id, run.kind, run.name, run.pid, run.host);
         }
     }
     Ok(())
@@ -978,11 +1144,20 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // Executors listen for Ctrl-C to stop cleanly, which replaces the default handler: exit here.
+    // Executors listen for Ctrl-C and SIGTERM to stop cleanly, which replaces the default
+    // handlers: exit here (nothing is committed by a run cut short; `sluice runs cancel` sends
+    // SIGTERM).
     let result = runtime.block_on(async {
+        let terminated = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut signal) => signal.recv().await,
+                Err(_) => std::future::pending().await,
+            }
+        };
         tokio::select! {
             result = run(cli) => result,
             _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+            _ = terminated => Err(anyhow::anyhow!("terminated (SIGTERM)")),
         }
     });
     // Do not wait on work still running in the background (an interrupted stage, executors).

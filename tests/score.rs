@@ -169,3 +169,34 @@ fn bad_rows_fail_go_to_quarantine_or_get_null() {
     let e = String::from_utf8_lossy(&over.stderr);
     assert!(!over.status.success() && e.contains("over max_errors = 1% of the records read"), "{e}");
 }
+
+#[test]
+fn runs_are_listed_with_their_status_and_a_running_one_is_cancelled() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let model = dir.path().join("heavy.pt");
+    heavy_model(&model);
+    run(&lake, &["asset", "write", "events", "--sql", EVENTS, "--target-file-size", "2MB"]);
+    let args = ["score", "events", "--model", model.to_str().unwrap(), "--features", "a,b,c", "--key", "id", "--output", "slow", "--chunks", "16"];
+    let mut child = Child(sluice(&lake).args(args).stdout(std::process::Stdio::null()).spawn().unwrap());
+    let started = Instant::now();
+    let id = loop {
+        let list = run(&lake, &["runs", "list"]);
+        if let Some(line) = list.lines().find(|l| l.contains(" score ") && l.contains(" running ")) {
+            break line.split_whitespace().next().unwrap().to_string();
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "the score run never showed as running: {list}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let cancelled = run(&lake, &["runs", "cancel", &id]);
+    assert!(cancelled.contains(&format!("cancel asked for run {id} (score events")), "{cancelled}");
+    let status = child.0.wait().unwrap();
+    assert!(!status.success(), "the run stopped");
+    let shown: serde_json::Value = serde_json::from_str(&run(&lake, &["runs", "show", &id])).unwrap();
+    assert_eq!(shown["status"], "cancelled", "{shown}");
+    assert!(!lake.join("slow/_delta_log").exists(), "a cancelled run commits nothing");
+    let list = run(&lake, &["runs", "list"]);
+    assert!(list.lines().any(|l| l.starts_with(&id) && l.contains("cancelled")), "{list}");
+    let e = sluice(&lake).args(["runs", "cancel", &id]).output().unwrap();
+    assert!(String::from_utf8_lossy(&e.stderr).contains("is not running (it cancelled)"));
+}

@@ -1,0 +1,69 @@
+//! The run catalog: runs of every kind are listed with status, rows, output and error, and
+//! `sluice submit` starts a job in the background and returns its run id at once.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn sluice(assets: &Path) -> Command {
+    let mut cmd = sluice_cmd();
+    cmd.env("SLUICE_ASSETS", assets).current_dir(root());
+    cmd
+}
+
+fn run(assets: &Path, args: &[&str]) -> String {
+    ok(sluice(assets).args(args).output().unwrap(), &args.join(" "))
+}
+
+#[test]
+fn runs_are_recorded_and_a_submitted_job_returns_its_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    run(&lake, &["asset", "write", "nums", "--sql", "SELECT value AS id FROM (SELECT unnest(range(0, 1000)) AS value)"]);
+    run(&lake, &["split", "nums", "--key", "id"]);
+    let failed = sluice(&lake).args(["split", "nums", "--key", "nope"]).output().unwrap();
+    assert!(!failed.status.success());
+
+    let list = run(&lake, &["runs", "list"]);
+    let lines: Vec<&str> = list.lines().skip(1).collect();
+    assert_eq!(lines.len(), 2, "{list}");
+    assert!(lines[0].contains(" split ") && lines[0].contains(" failed ") && lines[0].contains("has no column 'nope'"), "{list}");
+    assert!(lines[1].contains(" split ") && lines[1].contains(" succeeded ") && lines[1].contains("1000") && lines[1].contains("nums_split@0"), "{list}");
+
+    // Submitted: the id comes back at once, the run shows as running, then succeeded.
+    let accounts = dir.path().join("accounts");
+    std::fs::create_dir_all(&accounts).unwrap();
+    let csv: String = std::iter::once("account_id;name;plan;seats\n".to_string())
+        .chain((0..300).map(|i| format!("{i};A{i};pro;{}\n", i % 9)))
+        .collect();
+    std::fs::write(accounts.join("a.csv"), csv).unwrap();
+    let out = sluice(&lake)
+        .args(["submit", "examples/files_accounts_csv.toml"])
+        .env("ACCOUNTS_DIR", format!("{}/", accounts.display()))
+        .output()
+        .unwrap();
+    let id = ok(out, "submit").trim().to_string();
+    assert!(!id.is_empty() && !id.contains(' '), "{id}");
+    let started = Instant::now();
+    let shown = loop {
+        let shown: serde_json::Value = serde_json::from_str(&run(&lake, &["runs", "show", &id])).unwrap();
+        if shown["status"] != "running" {
+            break shown;
+        }
+        assert!(started.elapsed() < Duration::from_secs(120), "the submitted run did not end: {shown}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(shown["status"], "succeeded", "{shown}");
+    assert_eq!(shown["rows"], 300);
+    assert_eq!(shown["output"], "accounts@0");
+    assert_eq!(shown["kind"], "run");
+    assert_eq!(shown["name"], "accounts_from_csv");
+    let e = sluice(&lake).args(["runs", "show", "nope"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&e.stderr).contains("no run nope in the run catalog"));
+}
