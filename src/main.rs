@@ -74,6 +74,18 @@ enum Command {
         #[command(flatten)]
         cluster: ClusterArgs,
     },
+    /// Run job files on their cron schedules (`[job] schedule`), each run its own process,
+    /// recorded in the run catalog; never two runs of one job at once.
+    Serve {
+        /// Job files with a schedule.
+        #[arg(required = true)]
+        jobs: Vec<PathBuf>,
+        /// Stop starting runs after this many seconds, and return once the running ones end.
+        #[arg(long = "for", value_name = "SECONDS")]
+        stop_after: Option<f64>,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
     /// The run catalog: every run's status, rows, duration and error (list, show, cancel).
     Runs {
         #[command(subcommand)]
@@ -823,30 +835,40 @@ async fn run(cli: Cli) -> Result<()> {
             let lake = cluster.workspace.lake()?;
             let catalog = sluice_jobs::runs::Catalog::open(&sluice_jobs::runs::default_location(lake.root())).await?;
             let id = sluice_jobs::runs::new_id();
-            let logs = std::env::temp_dir().join("sluice-runs");
-            std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
-            let log = logs.join(format!("{id}.log"));
-            let out = std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
-            let mut command = std::process::Command::new(std::env::current_exe()?);
-            command.arg("run").arg(&job).args(["--run-id", &id]).args(["--executors", &cluster.executors.to_string()]);
-            if let Some(url) = &cluster.cluster {
-                command.args(["--cluster", url]);
-            }
-            if let Some(path) = &cluster.workspace.path {
-                command.arg("--workspace").arg(path);
-            }
-            if let Some(assets) = &cluster.workspace.assets {
-                command.args(["--assets", assets]);
-            }
-            let child = command
-                .stdin(std::process::Stdio::null())
-                .stdout(out.try_clone()?)
-                .stderr(out)
-                .spawn()
-                .context("starting the run")?;
+            let (child, log) = spawn_run(&job, &id, &cluster)?;
             catalog.start("run", &spec.job.name, Some(id.clone()), Some(child.id())).await?;
             println!("{id}");
             eprintln!("submitted    {} as run {id} (log {}); see `sluice runs show {id}`", spec.job.name, log.display());
+        }
+        Command::Serve { jobs, stop_after, cluster } => {
+            let mut scheduled = Vec::new();
+            for path in &jobs {
+                let spec = sluice_jobs::etl::JobFile::load(path)?;
+                let schedule = spec
+                    .job
+                    .schedule()?
+                    .with_context(|| format!("{}: no job.schedule to serve it on", path.display()))?;
+                println!("serving      {} ({}: '{}' in {})", spec.job.name, path.display(), schedule.expression, schedule.timezone);
+                scheduled.push(sluice_jobs::schedule::Scheduled { path: path.clone(), name: spec.job.name, schedule });
+            }
+            let lake = cluster.workspace.lake()?;
+            let catalog = sluice_jobs::runs::Catalog::open(&sluice_jobs::runs::default_location(lake.root())).await?;
+            let launch = |job: &sluice_jobs::schedule::Scheduled, id: &str| {
+                spawn_run(&job.path, id, &cluster).map(|(child, _)| child).map_err(|e| sluice_jobs::Error::Invalid(format!("{e:#}")))
+            };
+            let stop_after = stop_after.map(std::time::Duration::from_secs_f64);
+            sluice_jobs::schedule::serve(scheduled, &catalog, launch, stop_after, |event| {
+                use sluice_jobs::schedule::ServeEvent;
+                match event {
+                    ServeEvent::Next { job, at } => println!("next         {job} at {at}"),
+                    ServeEvent::Started { job, run, catch_up } => {
+                        println!("started      {job} run {run}{}", if catch_up { " (catching up a missed time)" } else { "" })
+                    }
+                    ServeEvent::Skipped { job, running } => println!("skipped      {job}: run {running} is still running"),
+                    ServeEvent::Ended { job, run, status } => println!("ended        {job} run {run}: {status}"),
+                }
+            })
+            .await?;
         }
         Command::Scheduler { bind, external_host, port, executor_timeout, workspace } => {
             sluice_engine::cluster::run_scheduler(SchedulerOptions {
@@ -892,6 +914,33 @@ async fn run(cli: Cli) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Starts `sluice run JOB --run-id ID` in the background with the same cluster and workspace,
+/// its output in a log file; returns the process and the log's path.
+fn spawn_run(job: &std::path::Path, id: &str, cluster: &ClusterArgs) -> Result<(std::process::Child, PathBuf)> {
+    let logs = std::env::temp_dir().join("sluice-runs");
+    std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
+    let log = logs.join(format!("{id}.log"));
+    let out = std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+    let mut command = std::process::Command::new(std::env::current_exe()?);
+    command.arg("run").arg(job).args(["--run-id", id]).args(["--executors", &cluster.executors.to_string()]);
+    if let Some(url) = &cluster.cluster {
+        command.args(["--cluster", url]);
+    }
+    if let Some(path) = &cluster.workspace.path {
+        command.arg("--workspace").arg(path);
+    }
+    if let Some(assets) = &cluster.workspace.assets {
+        command.args(["--assets", assets]);
+    }
+    let child = command
+        .stdin(std::process::Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out)
+        .spawn()
+        .context("starting the run")?;
+    Ok((child, log))
 }
 
 /// Runs `work`, recorded in the run catalog: running while it runs, then how it ended, with the

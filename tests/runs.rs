@@ -1,5 +1,6 @@
 //! The run catalog: runs of every kind are listed with status, rows, output and error, and
-//! `sluice submit` starts a job in the background and returns its run id at once.
+//! `sluice submit` starts a job in the background and returns its run id at once; `sluice serve`
+//! runs a job on a short cron schedule, never two runs of it at once.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
 
@@ -66,4 +67,51 @@ fn runs_are_recorded_and_a_submitted_job_returns_its_id() {
     assert_eq!(shown["name"], "accounts_from_csv");
     let e = sluice(&lake).args(["runs", "show", "nope"]).output().unwrap();
     assert!(String::from_utf8_lossy(&e.stderr).contains("no run nope in the run catalog"));
+}
+
+#[test]
+fn a_scheduled_job_fires_on_its_cron_and_never_overlaps() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let data = dir.path().join("accounts");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("a.csv"), "account_id;plan\n1;pro\n2;free\n").unwrap();
+    let job = dir.path().join("every2s.toml");
+    std::fs::write(
+        &job,
+        format!(
+            "[job]\nname = \"accounts_every_2s\"\nschedule = \"*/2 * * * * *\"\ntimezone = \"Europe/Berlin\"\n\n\
+             [sources.accounts]\nkind = \"files\"\nurl = \"{}/\"\nformat = \"csv\"\ndelimiter = \";\"\n\n\
+             [sink]\nasset = \"accounts\"\nmode = \"overwrite\"\n",
+            data.display()
+        ),
+    )
+    .unwrap();
+    let out = run(&lake, &["serve", job.to_str().unwrap(), "--for", "7"]);
+    assert!(out.contains("serving      accounts_every_2s") && out.contains("in Europe/Berlin"), "{out}");
+    let started = out.lines().filter(|l| l.starts_with("started")).count();
+    assert!(started >= 2, "at least two fire times in 7 s: {out}");
+    assert_eq!(out.lines().filter(|l| l.starts_with("ended")).count(), started, "serve waits for its runs: {out}");
+
+    let list = run(&lake, &["runs", "list", "--limit", "100"]);
+    let mut runs: Vec<(String, String, String)> = Vec::new();
+    for line in list.lines().filter(|l| l.contains("accounts_every_2s")) {
+        let id = line.split_whitespace().next().unwrap().to_string();
+        let shown: serde_json::Value = serde_json::from_str(&run(&lake, &["runs", "show", &id])).unwrap();
+        let status = shown["status"].as_str().unwrap().to_string();
+        assert!(status == "succeeded" || status == "skipped", "{shown}");
+        if status == "succeeded" {
+            assert_eq!(shown["rows"], 2);
+            runs.push((shown["started"].as_str().unwrap().into(), shown["finished"].as_str().unwrap().into(), id));
+        }
+    }
+    assert_eq!(runs.len(), started, "{list}");
+    runs.sort();
+    for pair in runs.windows(2) {
+        assert!(pair[1].0 >= pair[0].1, "two runs of the job overlapped: {pair:?}");
+    }
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, std::fs::read_to_string(&job).unwrap().replace("*/2 * * * * *", "* * *")).unwrap();
+    let e = sluice(&lake).args(["serve", bad.to_str().unwrap()]).output().unwrap();
+    assert!(String::from_utf8_lossy(&e.stderr).contains("5 cron fields"), "{}", String::from_utf8_lossy(&e.stderr));
 }

@@ -22,6 +22,8 @@ pub enum Status {
     Failed,
     /// Stopped on request.
     Cancelled,
+    /// Not started: a schedule's fire time found the job's previous run still going.
+    Skipped,
 }
 
 impl Status {
@@ -31,6 +33,7 @@ impl Status {
             Self::Succeeded => "succeeded",
             Self::Failed => "failed",
             Self::Cancelled => "cancelled",
+            Self::Skipped => "skipped",
         }
     }
 
@@ -39,6 +42,7 @@ impl Status {
             "succeeded" => Self::Succeeded,
             "failed" => Self::Failed,
             "cancelled" => Self::Cancelled,
+            "skipped" => Self::Skipped,
             _ => Self::Running,
         }
     }

@@ -133,6 +133,22 @@ pub struct JobInfo {
     /// What it does.
     #[serde(default)]
     pub description: String,
+    /// When `sluice serve` runs it: cron, `"0 2 * * *"` (or 6 fields with seconds first).
+    pub schedule: Option<String>,
+    /// The schedule's time zone (IANA name; default UTC).
+    pub timezone: Option<String>,
+    /// Fire times missed while nothing served: `last` (default, one run), `all` or `none`.
+    pub catch_up: Option<String>,
+}
+
+impl JobInfo {
+    /// The job's schedule, when it has one.
+    pub fn schedule(&self) -> Result<Option<crate::schedule::Schedule>> {
+        self.schedule
+            .as_deref()
+            .map(|s| crate::schedule::Schedule::parse(s, self.timezone.as_deref(), self.catch_up.as_deref()))
+            .transpose()
+    }
 }
 
 /// One source.
@@ -452,6 +468,10 @@ impl JobFile {
         if let Some(asset) = &job.quarantine.asset {
             sluice_connectors::delta::AssetRef::parse(asset).map_err(|e| bad(format!("quarantine.asset: {e}")))?;
         }
+        if job.job.schedule.is_none() && (job.job.timezone.is_some() || job.job.catch_up.is_some()) {
+            return Err(bad("job.timezone and job.catch_up go with job.schedule".into()));
+        }
+        job.job.schedule().map_err(|e| bad(format!("job.{e}")))?;
         if let Some(prepare) = &job.prepare {
             prepare.check().map_err(|e| bad(e.to_string()))?;
             if let Some(asset) = &prepare.violations {
