@@ -64,6 +64,9 @@ enum Command {
         /// The run's id in the run catalog (set by `sluice submit`).
         #[arg(long, hide = true)]
         run_id: Option<String>,
+        /// A `[score]` job: resume its latest unfinished run.
+        #[arg(long)]
+        resume: bool,
         #[command(flatten)]
         cluster: ClusterArgs,
     },
@@ -546,10 +549,13 @@ async fn run(cli: Cli) -> Result<()> {
             print!("{}", sluice_jobs::sql::format_table(&batches, max_rows)?);
         }
         Command::Asset { command } => asset(command).await?,
-        Command::Run { job, run_id, cluster } => {
+        Command::Run { job, run_id, resume, cluster } => {
             // Validated before anything starts.
             let spec = sluice_jobs::etl::JobFile::load(&job)?;
             let lake = cluster.workspace.lake()?;
+            if let Some(config) = &spec.score {
+                return score(config.spec(&spec.sink.asset, resume)?, &cluster, run_id, &spec.job.name).await;
+            }
             if sluice_jobs::etl::is_stream(&spec) {
                 // A live subscription lands in micro-batches in this process, until stopped.
                 let mut print = |event: &sluice_jobs::etl::StreamEvent| match event {
@@ -783,7 +789,6 @@ async fn run(cli: Cli) -> Result<()> {
             resume,
             cluster,
         } => {
-            let lake = cluster.workspace.lake()?;
             let spec = sluice_jobs::score::ScoreSpec {
                 output: output.unwrap_or_else(|| format!("{}_predictions", input.split('@').next().unwrap_or(&input))),
                 input,
@@ -796,37 +801,8 @@ async fn run(cli: Cli) -> Result<()> {
                 chunks,
                 resume,
             };
-            let (ctx, _cluster) = session(&cluster).await?;
-            let bar = sluice_jobs::progress::bar(chunks as u64, "scoring", "chunks");
-            let work = sluice_jobs::score::run(&ctx, &lake, &spec, |done, total| {
-                bar.set_length(total as u64);
-                bar.set_position(done as u64);
-            });
-            let r = recorded(&lake, "score", &spec.input, None, work, |r| {
-                let p = r.predictions.as_ref();
-                (p.map(|p| p.rows), p.map(|p| format!("{}@{}", p.asset, p.version)))
-            })
-            .await;
-            bar.finish_and_clear();
-            let r = r?;
-            println!("run          {}{}", r.run_id, if r.resumed { " (resumed)" } else { "" });
-            println!("model        {}", r.model);
-            println!("input        {}: {} rows, {} with a NULL or NaN feature", r.input, r.rows, r.bad_rows);
-            println!("chunks       {} scored now, {} done before", r.chunks.1, r.chunks.0 - r.chunks.1);
-            if let Some(p) = &r.predictions {
-                println!(
-                    "predictions  {}@{}: {} rows in {} files in {:.1} s ({:.0} rows/s)",
-                    p.asset,
-                    p.version,
-                    p.rows,
-                    p.files,
-                    r.seconds,
-                    p.rows as f64 / r.seconds.max(1e-9)
-                );
-            }
-            if let Some(q) = &r.rejected {
-                println!("rejected     {}@{}: {} rows with the reason", q.asset, q.version, q.rows);
-            }
+            let name = spec.input.clone();
+            score(spec, &cluster, None, &name).await?;
         }
         Command::Model { command } => model(command).await?,
         Command::Runs { command } => runs(command).await?,
@@ -912,6 +888,44 @@ async fn run(cli: Cli) -> Result<()> {
             })
             .await?;
         }
+    }
+    Ok(())
+}
+
+/// Runs a scoring job (from `sluice score` or a job file's `[score]`), recorded in the run
+/// catalog as `name`, and prints its summary.
+async fn score(spec: sluice_jobs::score::ScoreSpec, cluster: &ClusterArgs, run_id: Option<String>, name: &str) -> Result<()> {
+    let lake = cluster.workspace.lake()?;
+    let (ctx, _cluster) = session(cluster).await?;
+    let bar = sluice_jobs::progress::bar(spec.chunks as u64, "scoring", "chunks");
+    let work = sluice_jobs::score::run(&ctx, &lake, &spec, |done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    });
+    let r = recorded(&lake, "score", name, run_id, work, |r| {
+        let p = r.predictions.as_ref();
+        (p.map(|p| p.rows), p.map(|p| format!("{}@{}", p.asset, p.version)))
+    })
+    .await;
+    bar.finish_and_clear();
+    let r = r?;
+    println!("run          {}{}", r.run_id, if r.resumed { " (resumed)" } else { "" });
+    println!("model        {}", r.model);
+    println!("input        {}: {} rows, {} with a NULL or NaN feature", r.input, r.rows, r.bad_rows);
+    println!("chunks       {} scored now, {} done before", r.chunks.1, r.chunks.0 - r.chunks.1);
+    if let Some(p) = &r.predictions {
+        println!(
+            "predictions  {}@{}: {} rows in {} files in {:.1} s ({:.0} rows/s)",
+            p.asset,
+            p.version,
+            p.rows,
+            p.files,
+            r.seconds,
+            p.rows as f64 / r.seconds.max(1e-9)
+        );
+    }
+    if let Some(q) = &r.rejected {
+        println!("rejected     {}@{}: {} rows with the reason", q.asset, q.version, q.rows);
     }
     Ok(())
 }

@@ -81,6 +81,15 @@ fn a_million_rows_scored_once_each_with_the_models_values() {
                  WHERE abs(p.prediction - (0.5 * e.a - 2 * e.b + 0.25 * e.c + 1)) > 1e-3 \
                  OR p.model <> 'lin' OR p.model_version <> 1";
     assert_eq!(value(&lake, wrong), "0");
+
+    // The same as a job file (the example), recorded in the run catalog under the job's name.
+    let out = ok(
+        sluice(&lake).args(["run", "examples/score_events.toml"]).env("SCORE_MODEL", "lin@production").output().unwrap(),
+        "score job file",
+    );
+    assert!(out.contains("predictions  event_scores@0: 1000000 rows"), "{out}");
+    let runs = run(&lake, &["runs", "list"]);
+    assert!(runs.lines().any(|l| l.contains("event_scores_nightly") && l.contains("succeeded") && l.contains("event_scores@0")), "{runs}");
 }
 
 #[test]

@@ -48,6 +48,57 @@ impl std::str::FromStr for OnError {
     }
 }
 
+/// The `[score]` table of a job file (the sink names the predictions asset).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScoreConfig {
+    /// The input asset (`name`, `name@7`, `name@tag`).
+    pub input: String,
+    /// A registered `name[@version|@alias]` or a TorchScript file.
+    pub model: String,
+    /// Key columns copied to the predictions.
+    pub key: Vec<String>,
+    /// Feature columns (default: the registered model's inputs).
+    #[serde(default)]
+    pub features: Vec<String>,
+    /// Rows per forward pass (default 8192).
+    pub batch_size: Option<usize>,
+    /// `fail` (default), `quarantine` or `null`.
+    pub on_error: Option<String>,
+    /// A count or a percentage (`"1%"`).
+    pub max_errors: Option<ErrorThreshold>,
+    /// Chunks (default 8).
+    pub chunks: Option<usize>,
+}
+
+impl ScoreConfig {
+    /// Checks what can be checked before anything runs.
+    pub fn check(&self) -> Result<()> {
+        AssetRef::parse(&self.input).map_err(|e| Error::Invalid(format!("input: {e}")))?;
+        if self.key.is_empty() {
+            return Err(Error::Invalid("key: name the key columns copied to the predictions".into()));
+        }
+        self.on_error.as_deref().map(str::parse::<OnError>).transpose()?;
+        Ok(())
+    }
+
+    /// The run this table describes, writing `output`.
+    pub fn spec(&self, output: &str, resume: bool) -> Result<ScoreSpec> {
+        Ok(ScoreSpec {
+            input: self.input.clone(),
+            model: self.model.clone(),
+            features: self.features.clone(),
+            key: self.key.clone(),
+            output: output.to_string(),
+            batch_size: self.batch_size.unwrap_or(8192),
+            on_error: self.on_error.as_deref().map(str::parse).transpose()?.unwrap_or(OnError::Fail),
+            max_errors: self.max_errors,
+            chunks: self.chunks.unwrap_or(8),
+            resume,
+        })
+    }
+}
+
 /// What to score and how.
 #[derive(Debug, Clone)]
 pub struct ScoreSpec {

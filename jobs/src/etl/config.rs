@@ -37,7 +37,10 @@ pub struct JobFile {
     /// What the job is.
     pub job: JobInfo,
     /// Named sources; each is a table of that name in the transform.
+    #[serde(default)]
     pub sources: BTreeMap<String, SourceConfig>,
+    /// A scoring job instead of sources and a transform: a model over an asset into the sink.
+    pub score: Option<crate::score::ScoreConfig>,
     /// The SQL that shapes the rows (default: all rows of the only source).
     #[serde(default)]
     pub transform: Transform,
@@ -438,9 +441,16 @@ impl JobFile {
         let job: JobFile =
             toml::from_str(&text).map_err(|e| Error::Invalid(format!("{origin}: {}", with_key_line(&text, &e))))?;
         let bad = |msg: String| Error::Invalid(format!("{origin}: {msg}"));
-        if job.sources.is_empty() {
+        if let Some(score) = &job.score {
+            if !job.sources.is_empty() || job.transform.sql.is_some() || job.prepare.is_some() {
+                return Err(bad("a [score] job has no sources, transform or prepare: it reads score.input".into()));
+            }
+            score.check().map_err(|e| bad(format!("score.{e}")))?;
+        } else if job.sources.is_empty() {
             return Err(bad(
-                "no sources: add a [sources.NAME] table with kind = \"postgres\", \"mysql\", \"rest\", \"mqtt\" or \"files\"".into()
+                "no sources: add a [sources.NAME] table with kind = \"postgres\", \"mysql\", \"rest\", \"mqtt\" or \"files\", \
+                 or a [score] table"
+                    .into(),
             ));
         }
         sluice_connectors::delta::AssetRef::parse(&job.sink.asset).map_err(|e| bad(format!("sink.asset: {e}")))?;
