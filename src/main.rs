@@ -333,6 +333,16 @@ enum AssetCommand {
         #[command(flatten)]
         cluster: ClusterArgs,
     },
+    /// Commit existing Parquet files (a local directory) as a new version of an asset, byte for
+    /// byte: they are copied into the asset's folder, not rewritten.
+    Import {
+        /// The asset's name (created on its first version).
+        name: String,
+        /// A local directory of Parquet files with one schema.
+        dir: PathBuf,
+        #[command(flatten)]
+        workspace: WorkspaceArg,
+    },
     /// Delete files no version needs any more (replaced by overwrites, or left by failed writes).
     Vacuum {
         /// The asset's name.
@@ -1171,6 +1181,11 @@ async fn asset(command: AssetCommand) -> Result<()> {
                 s.seconds,
                 if s.inputs.is_empty() { "none".to_string() } else { s.inputs.join(", ") }
             );
+        }
+        AssetCommand::Import { name, dir, workspace } => {
+            let lake = workspace.lake()?;
+            let s = sluice_jobs::assets::import(&lake, &name, &dir).await?;
+            println!("{}@{}: {} rows in {} files ({}) imported from {}", s.asset, s.version, s.rows, s.files, jobs::bytes(s.bytes), dir.display());
         }
         AssetCommand::Vacuum { name, retain_hours, dry_run, workspace } => {
             let retain = std::time::Duration::from_secs(retain_hours.saturating_mul(3600));

@@ -144,3 +144,45 @@ fn an_independent_delta_reader_reads_what_sluice_wrote() {
     // Sluice reads the same.
     assert_eq!(count(ws, "SELECT SUM(id) FROM sales"), (1..=6000).sum::<i64>().to_string());
 }
+
+#[test]
+fn existing_parquet_files_are_imported_byte_for_byte() {
+    use std::sync::Arc;
+
+    use arrow::array::{Float32Array, Int64Array, RecordBatch};
+    use arrow::datatypes::{DataType, Field, Schema};
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false), Field::new("x", DataType::Float32, false)]));
+    for f in 0..2 {
+        let ids: Vec<i64> = (f * 500..(f + 1) * 500).collect();
+        let xs: Vec<f32> = ids.iter().map(|i| *i as f32 / 2.0).collect();
+        let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(Int64Array::from(ids)), Arc::new(Float32Array::from(xs))]).unwrap();
+        let file = std::fs::File::create(data.join(format!("part-{f}.parquet"))).unwrap();
+        let mut writer = parquet::arrow::ArrowWriter::try_new(file, schema.clone(), None).unwrap();
+        writer.write(&batch).unwrap();
+        writer.close().unwrap();
+    }
+    let lake = dir.path().join("lake");
+    let out = ok(
+        sluice_cmd().env("SLUICE_ASSETS", &lake).args(["asset", "import", "imported"]).arg(&data).output().unwrap(),
+        "import",
+    );
+    assert!(out.contains("imported@0: 1000 rows in 2 files"), "{out}");
+    let sum = ok(sluice_cmd().env("SLUICE_ASSETS", &lake).args(["sql", "SELECT SUM(x) FROM imported"]).output().unwrap(), "sum");
+    assert!(sum.contains("249750"), "{sum}");
+    // The asset's files are the files given.
+    let copied: Vec<_> = std::fs::read_dir(lake.join("imported"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("run-"))
+        .flat_map(|run| std::fs::read_dir(run.path()).unwrap().flatten())
+        .map(|f| std::fs::read(f.path()).unwrap())
+        .collect();
+    assert_eq!(copied.len(), 2);
+    assert!(copied.contains(&std::fs::read(data.join("part-0.parquet")).unwrap()));
+    let e = sluice_cmd().env("SLUICE_ASSETS", &lake).args(["asset", "import", "none"]).arg(dir.path().join("lake")).output().unwrap();
+    assert!(String::from_utf8_lossy(&e.stderr).contains("holds no .parquet files"));
+}

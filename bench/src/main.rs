@@ -3,6 +3,12 @@
 //! `sluice-bench asset-write --rows 10000000`: writes the same 20-column data set to the local
 //! lake as a versioned asset and as a plain DataFusion `COPY ... TO` Parquet directory, on the
 //! same embedded cluster, alternating, and prints rows/s of each and their ratio.
+//!
+//! `sluice-bench score-floor --data DIR --model M --out DIR`: the raw floor of batch scoring, a
+//! plain Rust loop with no engine: the parquet crate's reader on its own thread, each batch's
+//! feature columns copied into one column-major buffer given to the model as a transposed view
+//! (the same `Model::forward_columns` `predict` calls), scores written with `ArrowWriter`.
+//! Prints `rows seconds`.
 
 use std::time::Instant;
 
@@ -31,12 +37,28 @@ enum Bench {
         #[arg(long)]
         dir: Option<std::path::PathBuf>,
     },
+    /// The raw floor of batch scoring: Parquet in, TorchScript forward, Parquet out, no engine.
+    ScoreFloor {
+        /// Directory of Parquet files: `id` and float32 features `f0..`.
+        #[arg(long)]
+        data: std::path::PathBuf,
+        /// TorchScript model.
+        #[arg(long)]
+        model: String,
+        /// Output directory.
+        #[arg(long)]
+        out: std::path::PathBuf,
+        /// Rows per forward pass.
+        #[arg(long, default_value_t = 8192)]
+        batch: usize,
+    },
 }
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> Result<()> {
     match Cli::parse().command {
         Bench::AssetWrite { rows, runs, dir } => asset_write(rows, runs, dir).await,
+        Bench::ScoreFloor { data, model, out, batch } => score_floor(&data, &model, &out, batch),
     }
 }
 
@@ -97,5 +119,75 @@ async fn asset_write(rows: u64, runs: usize, dir: Option<std::path::PathBuf>) ->
     println!("plain COPY TO parquet  {:.2} s  {:.2} M rows/s", copy, rows as f64 / copy / 1e6);
     println!("asset write (Delta)    {:.2} s  {:.2} M rows/s", asset, rows as f64 / asset / 1e6);
     println!("asset / copy rows/s    {:.3} (versioning costs {:.1}%)", copy / asset, (asset / copy - 1.0) * 100.0);
+    Ok(())
+}
+
+fn score_floor(data: &std::path::Path, model: &str, out: &std::path::Path, batch: usize) -> Result<()> {
+    use arrow::array::{AsArray, Float32Array, RecordBatch};
+    use arrow::datatypes::Float32Type;
+    use parquet::arrow::ArrowWriter;
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    use sluice_udfs::model::{Model, Output};
+
+    let mut files: Vec<_> = std::fs::read_dir(data)?.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "parquet")).collect();
+    files.sort();
+    std::fs::create_dir_all(out)?;
+    let model = Model::load(model)?;
+    let started = Instant::now();
+    // The reader runs on its own thread, a few batches ahead.
+    let (tx, rx) = std::sync::mpsc::sync_channel::<(usize, RecordBatch)>(4);
+    let reader_files = files.clone();
+    let reader = std::thread::spawn(move || -> Result<()> {
+        for (i, path) in reader_files.iter().enumerate() {
+            let file = std::fs::File::open(path)?;
+            for b in ParquetRecordBatchReaderBuilder::try_new(file)?.with_batch_size(batch).build()? {
+                if tx.send((i, b?)).is_err() {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    });
+    let mut rows = 0usize;
+    let mut writer: Option<(usize, ArrowWriter<std::fs::File>)> = None;
+    let mut buffer = Vec::new();
+    let mut shape = None;
+    let schema = std::sync::Arc::new(arrow::datatypes::Schema::new(vec![
+        arrow::datatypes::Field::new("id", arrow::datatypes::DataType::Int64, false),
+        arrow::datatypes::Field::new("score", arrow::datatypes::DataType::Float32, false),
+    ]));
+    for (file, b) in rx {
+        if writer.as_ref().is_none_or(|(f, _)| *f != file) {
+            if let Some((_, w)) = writer.take() {
+                w.close()?;
+            }
+            let f = std::fs::File::create(out.join(format!("part-{file:02}.parquet")))?;
+            writer = Some((file, ArrowWriter::try_new(f, schema.clone(), None)?));
+        }
+        let features: Vec<&Float32Array> = b.columns().iter().skip(1).map(|c| c.as_primitive::<Float32Type>()).collect();
+        let n = b.num_rows();
+        let shape = match shape {
+            Some(s) => s,
+            None => *shape.insert(model.probe(features.len())?),
+        };
+        buffer.resize(n * features.len(), 0.0);
+        for (c, col) in features.iter().enumerate() {
+            buffer[c * n..(c + 1) * n].copy_from_slice(col.values());
+        }
+        let scores = match model.forward_columns(&buffer, n, shape)? {
+            Output::F32(v) => Float32Array::from(v),
+            Output::F64(v) => Float32Array::from(v.into_iter().map(|x| x as f32).collect::<Vec<_>>()),
+        };
+        let batch = RecordBatch::try_new(schema.clone(), vec![b.column(0).clone(), std::sync::Arc::new(scores)])?;
+        if let Some((_, w)) = writer.as_mut() {
+            w.write(&batch)?;
+        }
+        rows += n;
+    }
+    if let Some((_, w)) = writer.take() {
+        w.close()?;
+    }
+    reader.join().map_err(|_| anyhow::anyhow!("the reader thread panicked"))??;
+    println!("{rows} {}", started.elapsed().as_secs_f64());
     Ok(())
 }

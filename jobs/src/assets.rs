@@ -34,6 +34,47 @@ pub async fn write(
     Ok((result?, models))
 }
 
+/// Copies the Parquet files of local directory `dir` into a run folder of asset `name` and
+/// commits them as a new version (appending), byte for byte.
+pub async fn import(lake: &Lake, name: &str, dir: &std::path::Path) -> Result<WriteSummary> {
+    use object_store::ObjectStoreExt;
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .map_err(crate::error::Error::io(format!("reading {}", dir.display())))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "parquet"))
+        .collect();
+    files.sort();
+    let first = files.first().ok_or_else(|| {
+        crate::error::Error::Invalid(format!("{} holds no .parquet files to import", dir.display()))
+    })?;
+    let schema = {
+        let file = std::fs::File::open(first).map_err(crate::error::Error::io(format!("reading {}", first.display())))?;
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+            .map_err(|e| crate::error::Error::Invalid(format!("{} is not Parquet: {e}", first.display())))?;
+        reader.schema().clone()
+    };
+    let run = sluice_engine::assets::write::run_id();
+    let folder = lake
+        .asset_url(name)?
+        .join(&format!("run-{run}/"))
+        .map_err(|e| crate::error::Error::Invalid(e.to_string()))?;
+    let store = lake.store();
+    for path in &files {
+        let bytes = std::fs::read(path).map_err(crate::error::Error::io(format!("reading {}", path.display())))?;
+        let file_name = path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+        let target = lake.store_path(&folder)?.join(file_name.as_str());
+        store
+            .put(&target, bytes.into())
+            .await
+            .map_err(|e| crate::error::Error::Invalid(format!("copying {} into {name}: {e}", path.display())))?;
+    }
+    let lineage = serde_json::json!({ "run_id": run, "job": "sluice asset import", "inputs": [dir.display().to_string()], "mode": "append" });
+    sluice_engine::assets::commit_folder(lake, name, &folder, schema, lineage)
+        .await?
+        .ok_or_else(|| crate::error::Error::Invalid(format!("nothing to import from {}", dir.display())))
+}
+
 /// One line per asset: latest version, rows, files, size, tags.
 pub fn list_table(assets: &[AssetSummary]) -> String {
     if assets.is_empty() {
