@@ -96,6 +96,8 @@ elif engine == "spark":
     from pyspark.sql import SparkSession
     from pyspark.sql.functions import pandas_udf
 
+    os.environ["PYSPARK_PYTHON"] = sys.executable
+    os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
     spark = (
         SparkSession.builder.master(f"local[{threads}]")
         .config("spark.sql.execution.arrow.maxRecordsPerBatch", BATCH)

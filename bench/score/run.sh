@@ -19,8 +19,8 @@ bash "$root/bench/score/setup.sh"
 py="$cache/bench-venv/bin/python"
 work="$cache/bench-score"
 mkdir -p "$work"
-"$py" "$root/bench/score/data.py" "$work/small" "$small" 16 >&2
-"$py" "$root/bench/score/data.py" "$work/heavy" "$heavy" 16 >&2
+"$py" "$root/bench/score/data.py" "$work/small-$small" "$small" 16 >&2
+"$py" "$root/bench/score/data.py" "$work/heavy-$heavy" "$heavy" 16 >&2
 features=$(seq -s, -f 'f%g' 0 31)
 
 # Runs a command, sampling the RSS of its whole process tree; prints "rows seconds peak_mb".
@@ -31,14 +31,15 @@ measure() {
 echo "| workload | engine | rows | seconds | rows/s | peak memory |"
 echo "|---|---|---|---|---|---|"
 for workload in small heavy; do
-  data="$work/$workload"
+  rows_of=$([ "$workload" = small ] && echo "$small" || echo "$heavy")
+  data="$work/$workload-$rows_of"
   model="$work/mlp_$workload.pt"
   for engine in $engines; do
     out="$work/out-$engine-$workload"
     rm -rf "$out"
     case "$engine" in
       sluice)
-        lake="$work/lake-$workload"
+        lake="$work/lake-$workload-$rows_of"
         if [ ! -d "$lake/input" ]; then
           SLUICE_LOG=warn "$sluice" asset import input "$data" --assets "$lake" >&2
         fi

@@ -5,9 +5,9 @@
 set -euo pipefail
 cache="${SLUICE_CACHE:-$HOME/.cache/sluice}"
 venv="$cache/bench-venv"
-if [ -f "$venv/.done" ]; then exit 0; fi
+if [ -f "$venv/.done-2" ]; then exit 0; fi
 python3 -m venv "$venv"
 "$venv/bin/pip" install --quiet --upgrade pip
-"$venv/bin/pip" install --quiet torch==2.13.0 pyarrow numpy pandas pyspark==4.3.0 "ray[data]==2.60.0" daft==0.7.26
+"$venv/bin/pip" install --quiet torch==2.13.0 pyarrow numpy "pandas<3" pyspark==4.3.0 "ray[data]==2.60.0" daft==0.7.26
 "$venv/bin/python" -c "import torch, pyarrow, pyspark, ray, daft; print('bench venv ready:', torch.__version__)"
-touch "$venv/.done"
+touch "$venv/.done-2"

@@ -212,13 +212,15 @@ pub async fn run(
     let version = lake.resolve(&AssetRef::parse(&format!("{}@{}", plan.input, plan.input_version))?).await?;
     let input = format!("{}@{}", version.name, version.version);
     let bad = bad_condition(&version, &plan.features)?;
-    let rows_and_bad = one_row(
-        ctx,
-        &format!("SELECT COUNT(*), COUNT(*) FILTER (WHERE {bad}) FROM {}", ident(&input)),
-    )
-    .await?;
-    let (rows, bad_rows) = (rows_and_bad[0], rows_and_bad[1]);
-    check_bad_rows(ctx, spec, &plan, &input, &bad, rows, bad_rows).await?;
+    // Bad rows are counted up front only when a threshold needs the count before scoring; with
+    // `fail`, predict itself refuses a NULL or NaN feature, and the count is made for the message.
+    let counted = if plan.on_error != OnError::Fail && spec.max_errors.is_some() {
+        let row = one_row(ctx, &format!("SELECT COUNT(*), COUNT(*) FILTER (WHERE {bad}) FROM {}", ident(&input))).await?;
+        check_bad_rows(ctx, spec, &plan, &input, &bad, row[0], row[1]).await?;
+        Some((row[0], row[1]))
+    } else {
+        None
+    };
 
     // Score each chunk not done yet into its own folder.
     ctx.sql(&format!("SET datafusion.execution.batch_size = {}", plan.batch_size.max(1))).await?.collect().await?;
@@ -242,7 +244,14 @@ pub async fn run(
         let written = async { ctx.sql(&sql).await?.write_parquet(folder.as_str(), Default::default(), None).await };
         let written = written.await;
         ctx.deregister_table(table.as_str())?;
-        written?;
+        if let Err(e) = written {
+            if plan.on_error == OnError::Fail {
+                // A bad row stopped the chunk: say how many there are, and what to do.
+                let row = one_row(ctx, &format!("SELECT COUNT(*), COUNT(*) FILTER (WHERE {bad}) FROM {}", ident(&input))).await?;
+                check_bad_rows(ctx, spec, &plan, &input, &bad, row[0], row[1]).await?;
+            }
+            return Err(e.into());
+        }
         put(&format!("chunk-{k}/_done"), Vec::new()).await?;
         scored += 1;
         on_chunk(k + 1, total);
@@ -261,10 +270,24 @@ pub async fn run(
             "version": plan.model_version,
             "id": plan.model_id,
         }],
-        "score": { "chunks": total, "resumed": resumed, "on_error": plan.on_error, "bad_rows": bad_rows },
+        "score": { "chunks": total, "resumed": resumed, "on_error": plan.on_error },
     });
     let predictions = commit_folder(lake, &spec.output, &run_url, std::sync::Arc::new(schema), lineage).await?;
     put("_committed", Vec::new()).await?;
+    let written_rows = predictions.as_ref().map_or(0, |p| p.rows);
+    let (rows, bad_rows) = match (counted, plan.on_error, &predictions) {
+        (Some(counts), _, _) => counts,
+        (None, OnError::Null, Some(p)) => {
+            let at = format!("{}@{}", p.asset, p.version);
+            let nulls = one_row(ctx, &format!("SELECT COUNT(*) FROM {} WHERE prediction IS NULL", ident(&at))).await?[0];
+            (written_rows, nulls)
+        }
+        (None, OnError::Quarantine, _) => {
+            let bad_rows = one_row(ctx, &format!("SELECT COUNT(*) FROM {} WHERE {bad}", ident(&input))).await?[0];
+            (written_rows + bad_rows, bad_rows)
+        }
+        _ => (written_rows, 0),
+    };
     let rejected = if plan.on_error == OnError::Quarantine && bad_rows > 0 {
         Some(write_rejected(ctx, lake, &plan, &input, &bad, &spec.output).await?)
     } else {
@@ -492,7 +515,7 @@ async fn check_bad_rows(
     };
     Err(Error::Invalid(format!(
         "{bad_rows} of {rows} rows of {input} have a NULL or NaN feature (e.g. key {example}), over {limit}; \
-         nothing was scored. Fill or filter them, or score with --on-error quarantine (rows kept aside with the \
+         no predictions were committed. Fill or filter them, or score with --on-error quarantine (rows kept aside with the \
          reason) or --on-error null (NULL prediction)"
     )))
 }

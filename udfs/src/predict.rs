@@ -241,6 +241,19 @@ fn score(model: &Model, shape: Shape, columns: &[ArrayRef], fields: &[FieldRef],
         }
         let as_f32 =
             if column.data_type() == &DataType::Float32 { column.clone() } else { cast(column, &DataType::Float32)? };
+        if let Some(row) = as_f32.as_primitive::<Float32Type>().values().iter().position(|v| v.is_nan()) {
+            return Err(Error::BadRow(format!(
+                "predict: feature {} ('{}', {}) is NaN at row {row} of a batch of {rows}; model '{}' ({}) takes \
+                 numbers. Filter NaN rows out or replace them, e.g. CASE WHEN isnan({}) THEN 0 ELSE {} END",
+                i + 1,
+                field.name(),
+                field.data_type(),
+                model.path(),
+                model.id(),
+                field.name(),
+                field.name()
+            )));
+        }
         f32_columns.push(as_f32);
     }
     let values: Vec<&[f32]> = f32_columns.iter().map(|c| &c.as_primitive::<Float32Type>().values()[..]).collect();
