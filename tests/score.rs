@@ -209,3 +209,82 @@ fn runs_are_listed_with_their_status_and_a_running_one_is_cancelled() {
     let e = sluice(&lake).args(["runs", "cancel", &id]).output().unwrap();
     assert!(String::from_utf8_lossy(&e.stderr).contains("is not running (it cancelled)"));
 }
+
+/// Two outputs from three inputs: `(a + b + c, a - c)`.
+fn two_output_model(path: &Path) {
+    let mut vs = nn::VarStore::new(Device::Cpu);
+    let mut layer = nn::linear(vs.root(), 3, 2, Default::default());
+    tch::no_grad(|| {
+        layer.ws.copy_(&Tensor::from_slice(&[1.0f32, 1.0, 1.0, 1.0, 0.0, -1.0]).view([2, 3]));
+        if let Some(bs) = layer.bs.as_mut() {
+            bs.copy_(&Tensor::from_slice(&[0.0f32, 0.0]));
+        }
+    });
+    vs.freeze();
+    let example = Tensor::zeros([2, 3], (Kind::Float, Device::Cpu));
+    let module = CModule::create_by_tracing("Two", "forward", &[example], &mut |xs| vec![layer.forward(&xs[0])]).unwrap();
+    module.save(path).unwrap();
+}
+
+#[test]
+fn models_with_several_outputs_and_vector_features_score() {
+    use std::sync::Arc;
+
+    use arrow::array::{FixedSizeListArray, Float32Array, Int64Array, RecordBatch};
+    use arrow::datatypes::{DataType, Field, Schema};
+
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let two = dir.path().join("two.pt");
+    two_output_model(&two);
+    let linear = dir.path().join("linear.pt");
+    linear_model(&linear);
+    // 1000 rows: id, a, b, c and the same three as one fixed-size list column `v`.
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let ids: Vec<i64> = (0..1000).collect();
+    let a: Vec<f32> = ids.iter().map(|i| (*i % 10) as f32).collect();
+    let b: Vec<f32> = ids.iter().map(|i| (*i % 7) as f32 / 2.0).collect();
+    let c: Vec<f32> = ids.iter().map(|i| (*i % 3) as f32).collect();
+    let flat: Vec<f32> = (0..1000).flat_map(|i| [a[i], b[i], c[i]]).collect();
+    let item = Arc::new(Field::new("item", DataType::Float32, false));
+    let v = FixedSizeListArray::try_new(item.clone(), 3, Arc::new(Float32Array::from(flat)), None).unwrap();
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("a", DataType::Float32, false),
+        Field::new("b", DataType::Float32, false),
+        Field::new("c", DataType::Float32, false),
+        Field::new("v", DataType::FixedSizeList(item, 3), false),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(Int64Array::from(ids)),
+            Arc::new(Float32Array::from(a)),
+            Arc::new(Float32Array::from(b)),
+            Arc::new(Float32Array::from(c)),
+            Arc::new(v),
+        ],
+    )
+    .unwrap();
+    let mut writer = parquet::arrow::ArrowWriter::try_new(std::fs::File::create(data.join("v.parquet")).unwrap(), schema, None).unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+    run(&lake, &["asset", "import", "vecs", data.to_str().unwrap()]);
+
+    // Several outputs: the list and one named column each.
+    run(&lake, &["model", "register", "two", two.to_str().unwrap(), "--inputs", "a, b, c", "--outputs", "total,diff"]);
+    let out = run(&lake, &["score", "vecs", "--model", "two", "--key", "id", "--output", "two_scores"]);
+    assert!(out.contains("two_scores@0: 1000 rows"), "{out}");
+    let wrong = "SELECT COUNT(*) FROM two_scores s JOIN vecs v ON s.id = v.id \
+                 WHERE abs(s.total - (v.a + v.b + v.c)) > 1e-4 OR abs(s.diff - (v.a - v.c)) > 1e-4 \
+                 OR abs(s.prediction[1] - s.total) > 1e-6";
+    assert_eq!(value(&lake, wrong), "0");
+
+    // A fixed-size list column is as many features.
+    let out = run(&lake, &["score", "vecs", "--model", linear.to_str().unwrap(), "--features", "v", "--key", "id", "--output", "v_scores"]);
+    assert!(out.contains("v_scores@0: 1000 rows"), "{out}");
+    let wrong = "SELECT COUNT(*) FROM v_scores s JOIN vecs v ON s.id = v.id \
+                 WHERE abs(s.prediction - (0.5 * v.a - 2 * v.b + 0.25 * v.c + 1)) > 1e-4";
+    assert_eq!(value(&lake, wrong), "0");
+}

@@ -153,6 +153,10 @@ fn executor_config(options: &ExecutorOptions) -> Result<(ExecutorProcessConfig, 
 /// The executor process config for `options` with `functions` as its registry.
 fn executor_config_with(options: &ExecutorOptions, functions: &Functions) -> Result<ExecutorProcessConfig> {
     let mut registry = BallistaFunctionRegistry::default();
+    // Ballista's default registry lacks the array functions (`prediction[1]`, `make_array`, ...).
+    for udf in datafusion::functions_nested::all_default_nested_functions() {
+        registry.scalar_functions.entry(udf.name().to_string()).or_insert(udf);
+    }
     for udf in &functions.scalar {
         registry.scalar_functions.insert(udf.name().to_string(), udf.clone());
     }

@@ -11,7 +11,7 @@
 
 use std::collections::BTreeSet;
 
-use arrow::array::AsArray;
+use arrow::array::{Array, AsArray};
 use arrow::datatypes::{DataType, Int64Type};
 use datafusion::prelude::SessionContext;
 use futures::TryStreamExt;
@@ -136,6 +136,12 @@ struct Plan {
     model_id: String,
     model_path: String,
     features: Vec<String>,
+    /// Names of the model's outputs, when registered (several become named columns too).
+    #[serde(default)]
+    outputs: Vec<String>,
+    /// The SQL of each feature (a list column becomes a fixed-size list of its length).
+    #[serde(default)]
+    feature_sql: Vec<String>,
     key: Vec<String>,
     on_error: OnError,
     batch_size: usize,
@@ -192,7 +198,7 @@ pub async fn run(
                 )));
             }
         },
-        None => (new_plan(lake, spec).await?, false),
+        None => (new_plan(ctx, lake, spec).await?, false),
     };
     let run_url = output_url
         .join(&format!("run-{}/", plan.run_id))
@@ -311,19 +317,20 @@ pub async fn run(
 }
 
 /// A new run's plan: the model and input version pinned, the files cut into chunks.
-async fn new_plan(lake: &Lake, spec: &ScoreSpec) -> Result<Plan> {
+async fn new_plan(ctx: &SessionContext, lake: &Lake, spec: &ScoreSpec) -> Result<Plan> {
     let looks_like_file = spec.model.contains(['/', '\\']) || spec.model.ends_with(".pt");
-    let (model_name, model_version, model_path, model_id, registered_inputs) = if looks_like_file {
+    let (model_name, model_version, model_path, model_id, registered_inputs, outputs) = if looks_like_file {
         let model = sluice_udfs::model::Model::load(&spec.model)
             .map_err(|e| Error::Invalid(format!("model {}: {e}", spec.model)))?;
         let stem = std::path::Path::new(&spec.model).file_stem().map(|s| s.to_string_lossy().into_owned());
-        (stem.unwrap_or_default(), None, spec.model.clone(), model.id().to_string(), Vec::new())
+        (stem.unwrap_or_default(), None, spec.model.clone(), model.id().to_string(), Vec::new(), Vec::new())
     } else {
         let registry = Registry::open(lake)?;
         let version = registry.resolve(&ModelRef::parse(&spec.model)?).await?;
         let path = registry.local_file(&version).await?.display().to_string();
         let inputs = version.info.inputs.iter().map(|i| i.name.clone()).collect();
-        (version.name.clone(), Some(version.version), path, version.id.clone(), inputs)
+        let outputs = version.info.outputs.clone();
+        (version.name.clone(), Some(version.version), path, version.id.clone(), inputs, outputs)
     };
     let features = if spec.features.is_empty() { registered_inputs } else { spec.features.clone() };
     if features.is_empty() {
@@ -350,6 +357,29 @@ async fn new_plan(lake: &Lake, spec: &ScoreSpec) -> Result<Plan> {
     if version.files.is_empty() {
         return Err(Error::Invalid(format!("{}@{} has no rows to score", version.name, version.version)));
     }
+    // A vector stored as a list (Delta has no fixed-size lists) is given to the model as a
+    // fixed-size list of its length, which every row must have.
+    let mut feature_sql = Vec::new();
+    for f in &features {
+        let c = ident(f);
+        let is_list = matches!(
+            version.schema.field_with_name(f).map(|x| x.data_type().clone()),
+            Ok(DataType::List(_) | DataType::LargeList(_))
+        );
+        if !is_list {
+            feature_sql.push(c);
+            continue;
+        }
+        let pinned = ident(&format!("{}@{}", version.name, version.version));
+        let lengths = one_row(ctx, &format!("SELECT MIN(array_length({c})), MAX(array_length({c})) FROM {pinned}")).await?;
+        if lengths[0] != lengths[1] || lengths[0] == 0 {
+            return Err(Error::Invalid(format!(
+                "feature '{f}' holds lists of {} to {} numbers; a model takes the same number on every row",
+                lengths[0], lengths[1]
+            )));
+        }
+        feature_sql.push(format!("arrow_cast({c}, 'FixedSizeList({}, Float32)')", lengths[0]));
+    }
     // Chunks of about equal size, each a set of whole files.
     let n = spec.chunks.clamp(1, version.files.len());
     let mut files: Vec<_> = version.files.iter().collect();
@@ -371,6 +401,8 @@ async fn new_plan(lake: &Lake, spec: &ScoreSpec) -> Result<Plan> {
         model_id,
         model_path,
         features,
+        outputs,
+        feature_sql,
         key: spec.key.clone(),
         on_error: spec.on_error,
         batch_size: spec.batch_size,
@@ -442,6 +474,12 @@ fn bad_condition(version: &AssetVersion, features: &[String]) -> Result<String> 
                 parts.push(format!("{c} IS NULL OR isnan({c})"));
             }
             t if t.is_numeric() || t == &DataType::Boolean => parts.push(format!("{c} IS NULL")),
+            // A vector feature: a NULL list is bad here; NULL or NaN elements are refused by predict.
+            DataType::FixedSizeList(item, _) | DataType::List(item) | DataType::LargeList(item)
+                if item.data_type().is_numeric() =>
+            {
+                parts.push(format!("{c} IS NULL"))
+            }
             t => {
                 return Err(Error::Invalid(format!(
                     "feature '{f}' is {t}, not a number; cast or encode it in a query first"
@@ -455,7 +493,11 @@ fn bad_condition(version: &AssetVersion, features: &[String]) -> Result<String> 
 /// The predictions of the rows of `table`.
 fn scoring_sql(plan: &Plan, table: &str, bad: &str) -> String {
     let keys = plan.key.iter().map(|k| ident(k)).collect::<Vec<_>>().join(", ");
-    let features = plan.features.iter().map(|f| ident(f)).collect::<Vec<_>>().join(", ");
+    let features = if plan.feature_sql.len() == plan.features.len() {
+        plan.feature_sql.join(", ")
+    } else {
+        plan.features.iter().map(|f| ident(f)).collect::<Vec<_>>().join(", ")
+    };
     let call = format!("predict('{}', {features})", plan.model_path.replace('\'', "''"));
     let (prediction, filter) = match plan.on_error {
         OnError::Fail => (call, String::new()),
@@ -463,21 +505,37 @@ fn scoring_sql(plan: &Plan, table: &str, bad: &str) -> String {
         OnError::Quarantine => (call, format!(" WHERE NOT {bad}")),
     };
     let version = plan.model_version.map_or("CAST(NULL AS BIGINT)".to_string(), |v| v.to_string());
-    format!(
+    let scored = format!(
         "SELECT {keys}, {prediction} AS prediction, '{}' AS model, {version} AS model_version, '{}' AS run_id, \
          CAST('{}' AS TIMESTAMP) AS scored_at FROM {table}{filter}",
         plan.model_name.replace('\'', "''"),
         plan.run_id,
         plan.scored_at
-    )
+    );
+    if plan.outputs.len() < 2 {
+        return scored;
+    }
+    // A model with several outputs: the list, and one named column per output.
+    let named = plan
+        .outputs
+        .iter()
+        .enumerate()
+        .map(|(i, name)| format!("prediction[{}] AS {}", i + 1, ident(name)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!("SELECT *, {named} FROM ({scored})")
 }
 
 async fn one_row(ctx: &SessionContext, sql: &str) -> Result<Vec<u64>> {
     let batches = ctx.sql(sql).await?.collect().await?;
     let batch = batches.iter().find(|b| b.num_rows() > 0).ok_or_else(|| Error::Invalid(format!("no result: {sql}")))?;
-    Ok((0..batch.num_columns())
-        .map(|c| u64::try_from(batch.column(c).as_primitive::<Int64Type>().value(0)).unwrap_or_default())
-        .collect())
+    (0..batch.num_columns())
+        .map(|c| {
+            let column = arrow::compute::cast(batch.column(c), &DataType::Int64)?;
+            let column = column.as_primitive::<Int64Type>();
+            Ok(if column.is_null(0) { 0 } else { u64::try_from(column.value(0)).unwrap_or_default() })
+        })
+        .collect()
 }
 
 /// Fails the run, before scoring, when bad rows are not allowed or too many.

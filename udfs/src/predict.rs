@@ -105,6 +105,49 @@ fn model_path(arg: Option<&ScalarValue>) -> Result<String> {
     }
 }
 
+/// How many features an argument of this type gives: 1 for a number, n for a fixed-size list
+/// of n numbers; None for anything else.
+fn width(data_type: &DataType) -> Option<usize> {
+    match data_type {
+        DataType::Null => Some(1),
+        t if t.is_numeric() => Some(1),
+        DataType::FixedSizeList(item, n) if item.data_type().is_numeric() => usize::try_from(*n).ok(),
+        // A list of numbers (as a data asset stores a vector): its width is what the model takes.
+        DataType::List(item) | DataType::LargeList(item) if item.data_type().is_numeric() => Some(0),
+        _ => None,
+    }
+}
+
+/// The width of the one variable-length list among `features`, from the model's input width.
+fn list_width(model: &Model, features: &[FieldRef]) -> Result<Option<usize>> {
+    let lists = features.iter().filter(|f| width(f.data_type()) == Some(0)).count();
+    if lists == 0 {
+        return Ok(None);
+    }
+    if lists > 1 {
+        return Err(Error::BadCall(format!(
+            "predict: at most one feature may be a list of any length, got {lists}: ({}); cast the others to \
+             fixed-size lists",
+            describe(features)
+        )));
+    }
+    let fixed: usize = features.iter().filter_map(|f| width(f.data_type())).sum();
+    let declared = model.declared_inputs().ok_or_else(|| {
+        Error::BadCall(format!(
+            "predict: model '{}' does not declare how many inputs it takes, so the length of list feature(s) \
+             ({}) is unknown; cast it to a fixed-size list, e.g. arrow_cast(v, 'FixedSizeList(32, Float32)')",
+            model.path(),
+            describe(features)
+        ))
+    })?;
+    declared.checked_sub(fixed).filter(|w| *w > 0).map(Some).ok_or_else(|| {
+        Error::BadCall(format!(
+            "predict: model '{}' takes {declared} inputs, but the other features already give {fixed}",
+            model.path()
+        ))
+    })
+}
+
 fn describe(fields: &[FieldRef]) -> String {
     fields.iter().map(|f| format!("{} {}", f.name(), f.data_type())).collect::<Vec<_>>().join(", ")
 }
@@ -117,13 +160,13 @@ fn plan(path: &str, features: &[FieldRef]) -> Result<(Arc<Model>, Shape)> {
     if features.is_empty() {
         return Err(Error::BadCall(format!("predict: no feature columns given for model '{path}'; {}", usage())));
     }
-    let bad: Vec<_> =
-        features.iter().filter(|f| !f.data_type().is_numeric() && *f.data_type() != DataType::Null).collect();
+    let bad: Vec<_> = features.iter().filter(|f| width(f.data_type()).is_none()).collect();
     if !bad.is_empty() {
         let expected = model.declared_inputs().map_or("numeric".to_string(), |n| format!("{n} numeric"));
         return Err(Error::BadCall(format!(
             "predict: model '{path}' ({}) takes {expected} feature columns, but {} {} not numeric: {}. \
-             Given: ({}). Cast or encode them first, e.g. CAST(x AS FLOAT) or CASE ... END",
+             Given: ({}). Cast or encode them first, e.g. CAST(x AS FLOAT) or CASE ... END (a fixed-size list \
+             of numbers counts as that many features)",
             model.id(),
             bad.len(),
             if bad.len() == 1 { "is" } else { "are" },
@@ -131,7 +174,8 @@ fn plan(path: &str, features: &[FieldRef]) -> Result<(Arc<Model>, Shape)> {
             describe(features)
         )));
     }
-    let shape = model.probe(features.len()).map_err(|e| match e {
+    let inputs = features.iter().filter_map(|f| width(f.data_type())).sum::<usize>() + list_width(&model, features)?.unwrap_or(0);
+    let shape = model.probe(inputs).map_err(|e| match e {
         Error::BadCall(m) => Error::BadCall(format!("{m}. Given: ({})", describe(features))),
         other => other,
     })?;
@@ -238,6 +282,53 @@ fn score(model: &Model, shape: Shape, columns: &[ArrayRef], fields: &[FieldRef],
                 shape.inputs,
                 field.name()
             )));
+        }
+        let fixed;
+        let column = match column.data_type() {
+            DataType::List(_) | DataType::LargeList(_) => {
+                // As wide as the model's inputs left over by the other features.
+                let others: usize = fields.iter().filter_map(|f| width(f.data_type())).sum();
+                let n = shape.inputs.saturating_sub(others);
+                let item = Arc::new(Field::new("item", DataType::Float32, true));
+                let strict = arrow::compute::CastOptions { safe: false, ..Default::default() };
+                fixed = arrow::compute::cast_with_options(column, &DataType::FixedSizeList(item, n as i32), &strict)
+                    .map_err(|e| {
+                        Error::BadRow(format!(
+                            "predict: feature {} ('{}') must hold {n} numbers on every row for model '{}': {e}",
+                            i + 1,
+                            field.name(),
+                            model.path()
+                        ))
+                    })?;
+                &fixed
+            }
+            _ => column,
+        };
+        if let DataType::FixedSizeList(_, n) = column.data_type() {
+            // A vector feature: its n elements become n feature columns.
+            let n = usize::try_from(*n).unwrap_or(0);
+            let list = column.as_fixed_size_list();
+            let start = if rows > 0 { usize::try_from(list.value_offset(0)).unwrap_or(0) } else { 0 };
+            let values = cast(&list.values().slice(start, rows * n), &DataType::Float32)?;
+            let values = values.as_primitive::<Float32Type>();
+            if let Some(at) = (0..values.len()).find(|v| values.is_null(*v) || values.value(*v).is_nan()) {
+                return Err(Error::BadRow(format!(
+                    "predict: feature {} ('{}', {}) has a NULL or NaN element at row {} of a batch of {rows}; \
+                     model '{}' ({}) takes numbers",
+                    i + 1,
+                    field.name(),
+                    field.data_type(),
+                    at / n.max(1),
+                    model.path(),
+                    model.id()
+                )));
+            }
+            let values = values.values();
+            for j in 0..n {
+                let element: Float32Array = (0..rows).map(|r| values[r * n + j]).collect::<Vec<f32>>().into();
+                f32_columns.push(Arc::new(element) as ArrayRef);
+            }
+            continue;
         }
         let as_f32 =
             if column.data_type() == &DataType::Float32 { column.clone() } else { cast(column, &DataType::Float32)? };
