@@ -46,7 +46,8 @@ for workload in small heavy; do
         rm -rf "$lake/scores"
         result=$(SLUICE_LOG=warn measure sluice "$sluice" score input --model "$model" --features "$features" \
           --key id --output scores --chunks 4 --assets "$lake") ;;
-      rust) result=$(measure line "$floor" score-floor --data "$data" --model "$model" --out "$out") ;;
+      # The floor uses every core for the forward pass (Sluice's executors use one thread each).
+      rust) result=$(SLUICE_TORCH_THREADS="$(nproc)" measure line "$floor" score-floor --data "$data" --model "$model" --out "$out") ;;
       *) result=$(measure line "$py" "$root/bench/score/peers.py" "$engine" "$data" "$model" "$out") ;;
     esac
     read -r rows seconds peak <<<"$result"
