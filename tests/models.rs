@@ -8,22 +8,11 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
 use common::*;
 
-fn sluice(assets: &Path) -> Command {
-    let mut cmd = sluice_cmd();
-    cmd.env("SLUICE_ASSETS", assets).current_dir(root());
-    cmd
-}
-
-fn run(assets: &Path, args: &[&str]) -> String {
-    ok(sluice(assets).args(args).output().unwrap(), &args.join(" "))
-}
-
 fn fails(assets: &Path, args: &[&str]) -> String {
-    let out = sluice(assets).args(args).output().unwrap();
+    let out = sluice_at(assets).args(args).output().unwrap();
     assert!(!out.status.success(), "{args:?} should fail:\n{}", String::from_utf8_lossy(&out.stdout));
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -39,11 +28,11 @@ fn a_trained_model_is_registered_promoted_and_scored_by_alias() {
     let dir = tempfile::tempdir().unwrap();
     let lake = dir.path().join("lake");
     let models = dir.path().join("models");
-    run(&lake, &["asset", "write", "accounts", "--sql", ACCOUNTS]);
-    run(&lake, &["split", "accounts", "--method", "stratified", "--key", "account_id", "--label", "churned"]);
+    run_at(&lake, &["asset", "write", "accounts", "--sql", ACCOUNTS]);
+    run_at(&lake, &["split", "accounts", "--method", "stratified", "--key", "account_id", "--label", "churned"]);
 
     let out_1 = models.join("churn-1.pt");
-    let trained = run(
+    let trained = run_at(
         &lake,
         &[
             "train", "accounts_split", "--label", "churned", "--features", "tenure,spend,tickets", "--epochs", "15",
@@ -60,7 +49,7 @@ fn a_trained_model_is_registered_promoted_and_scored_by_alias() {
     assert!(auc > 0.85, "the model learnt the rule: {trained}");
 
     // The version's record: inputs, outputs, metrics, lineage to the split dataset and training.
-    let shown = run(&lake, &["model", "show", "churn@staging"]);
+    let shown = run_at(&lake, &["model", "show", "churn@staging"]);
     let record: serde_json::Value = serde_json::from_str(&shown).unwrap();
     assert_eq!(record["version"], 1);
     assert_eq!(record["inputs"][2]["name"], "tickets");
@@ -73,7 +62,7 @@ fn a_trained_model_is_registered_promoted_and_scored_by_alias() {
 
     // A second version (logistic), then production moves between them.
     let out_2 = models.join("churn-2.pt");
-    let second = run(
+    let second = run_at(
         &lake,
         &[
             "train", "accounts_split", "--label", "churned", "--features", "tenure,spend,tickets", "--model", "linear",
@@ -81,10 +70,10 @@ fn a_trained_model_is_registered_promoted_and_scored_by_alias() {
         ],
     );
     assert!(second.contains("registered   churn@2"), "{second}");
-    assert!(run(&lake, &["model", "promote", "churn@1", "production"]).contains("churn@production -> version 1"));
+    assert!(run_at(&lake, &["model", "promote", "churn@1", "production"]).contains("churn@production -> version 1"));
 
     let score = |asset: &str| {
-        run(
+        run_at(
             &lake,
             &[
                 "asset", "write", asset, "--sql",
@@ -96,28 +85,28 @@ fn a_trained_model_is_registered_promoted_and_scored_by_alias() {
     let scored = score("scores");
     assert!(scored.contains("model        churn@production = churn version 1"), "{scored}");
     assert!(scored.contains("scores@0: 1800 rows"), "{scored}");
-    let versions = run(&lake, &["asset", "versions", "scores"]);
+    let versions = run_at(&lake, &["asset", "versions", "scores"]);
     assert!(versions.contains("accounts_split@0, model churn@production=v1"), "the version used is recorded: {versions}");
 
-    let moved = run(&lake, &["model", "promote", "churn@2", "production"]);
+    let moved = run_at(&lake, &["model", "promote", "churn@2", "production"]);
     assert!(moved.contains("churn@production -> version 2 (was 1)"), "{moved}");
     assert!(score("scores").contains("churn@production = churn version 2"));
-    let versions = run(&lake, &["asset", "versions", "scores"]);
+    let versions = run_at(&lake, &["asset", "versions", "scores"]);
     assert!(versions.contains("model churn@production=v2"), "{versions}");
     // The two versions score differently: each run used its own.
     let differ = "SELECT COUNT(*) FROM \"scores@0\" a JOIN \"scores@1\" b ON a.account_id = b.account_id \
                   WHERE abs(a.p - b.p) > 1e-6";
-    let n: u64 = first_value(&run(&lake, &["sql", differ])).parse().unwrap();
+    let n: u64 = first_value(&run_at(&lake, &["sql", differ])).parse().unwrap();
     assert!(n > 0);
 
-    let listed = run(&lake, &["model", "list"]);
+    let listed = run_at(&lake, &["model", "list"]);
     assert!(listed.contains("churn") && listed.contains("@production=2") && listed.contains("@staging=1"), "{listed}");
 
     // Archiving: refused while an alias points at the version; an archived version is not scored.
     let e = fails(&lake, &["model", "archive", "churn@2"]);
     assert!(e.contains("churn@2 is @production"), "{e}");
-    run(&lake, &["model", "promote", "churn@2", "staging"]);
-    run(&lake, &["model", "archive", "churn@1"]);
+    run_at(&lake, &["model", "promote", "churn@2", "staging"]);
+    run_at(&lake, &["model", "archive", "churn@1"]);
     let e = fails(&lake, &["sql", "SELECT predict('churn@1', tenure, spend, tickets) FROM accounts LIMIT 1"]);
     assert!(e.contains("archived"), "{e}");
     let e = fails(&lake, &["sql", "SELECT predict('nochurn@production', tenure) FROM accounts LIMIT 1"]);
@@ -130,14 +119,14 @@ fn a_trained_model_is_registered_promoted_and_scored_by_alias() {
     assert!(e.contains("does not load as a TorchScript module"), "{e}");
     let e = fails(&lake, &["model", "register", "other", out_1.to_str().unwrap(), "--inputs", "a, b"]);
     assert!(e.contains("does not take 2 inputs"), "{e}");
-    run(
+    run_at(
         &lake,
         &["asset", "write", "holes", "--sql", &format!(
             "SELECT account_id, tenure, spend, tickets, CASE WHEN account_id % 100 = 0 THEN NULL ELSE churned END AS churned \
              FROM ({ACCOUNTS})"
         )],
     );
-    run(&lake, &["split", "holes", "--key", "account_id"]);
+    run_at(&lake, &["split", "holes", "--key", "account_id"]);
     let e = fails(&lake, &["train", "holes_split", "--label", "churned", "--features", "tenure,spend"]);
     assert!(e.contains("label column 'churned' is NULL in") && e.contains("train split"), "{e}");
     let e = fails(&lake, &["train", "accounts_split", "--label", "churned", "--features", "tenure,spnd"]);

@@ -7,18 +7,11 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
 use common::*;
 
-fn sluice(assets: &Path) -> Command {
-    let mut cmd = sluice_cmd();
-    cmd.env("SLUICE_ASSETS", assets).current_dir(root());
-    cmd
-}
-
 fn sql(assets: &Path, query: &str) -> String {
-    ok(sluice(assets).args(["sql", query]).output().unwrap(), query)
+    ok(sluice_at(assets).args(["sql", query]).output().unwrap(), query)
 }
 
 #[test]
@@ -28,7 +21,7 @@ fn rules_dedup_and_profile_on_the_example() {
     let data = dir.path().join("customers");
     std::fs::create_dir_all(&data).unwrap();
     ok(
-        sluice(&lake)
+        sluice_at(&lake)
             .args(["asset", "write", "countries", "--sql", "SELECT * FROM (VALUES ('DE'), ('FR'), ('US')) AS t(code)"])
             .output()
             .unwrap(),
@@ -59,7 +52,7 @@ fn rules_dedup_and_profile_on_the_example() {
     std::fs::write(data.join("b.csv"), updates).unwrap();
 
     let out = ok(
-        sluice(&lake)
+        sluice_at(&lake)
             .args(["run", "examples/prepare_customers.toml"])
             .env("CUSTOMERS_DIR", format!("{}/", data.display()))
             .output()

@@ -6,32 +6,20 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
-
-fn sluice(assets: &Path) -> Command {
-    let mut cmd = sluice_cmd();
-    cmd.env("SLUICE_ASSETS", assets).current_dir(root());
-    cmd
-}
-
-fn run(assets: &Path, args: &[&str]) -> String {
-    ok(sluice(assets).args(args).output().unwrap(), &args.join(" "))
-}
 
 #[test]
 fn runs_are_recorded_and_a_submitted_job_returns_its_id() {
     let dir = tempfile::tempdir().unwrap();
     let lake = dir.path().join("lake");
-    run(&lake, &["asset", "write", "nums", "--sql", "SELECT value AS id FROM (SELECT unnest(range(0, 1000)) AS value)"]);
-    run(&lake, &["split", "nums", "--key", "id"]);
-    let failed = sluice(&lake).args(["split", "nums", "--key", "nope"]).output().unwrap();
+    run_at(&lake, &["asset", "write", "nums", "--sql", "SELECT value AS id FROM (SELECT unnest(range(0, 1000)) AS value)"]);
+    run_at(&lake, &["split", "nums", "--key", "id"]);
+    let failed = sluice_at(&lake).args(["split", "nums", "--key", "nope"]).output().unwrap();
     assert!(!failed.status.success());
 
-    let list = run(&lake, &["runs", "list"]);
+    let list = run_at(&lake, &["runs", "list"]);
     let lines: Vec<&str> = list.lines().skip(1).collect();
     assert_eq!(lines.len(), 2, "{list}");
     assert!(lines[0].contains(" split ") && lines[0].contains(" failed ") && lines[0].contains("has no column 'nope'"), "{list}");
@@ -44,7 +32,7 @@ fn runs_are_recorded_and_a_submitted_job_returns_its_id() {
         .chain((0..300).map(|i| format!("{i};A{i};pro;{}\n", i % 9)))
         .collect();
     std::fs::write(accounts.join("a.csv"), csv).unwrap();
-    let out = sluice(&lake)
+    let out = sluice_at(&lake)
         .args(["submit", "examples/files_accounts_csv.toml"])
         .env("ACCOUNTS_DIR", format!("{}/", accounts.display()))
         .output()
@@ -53,7 +41,7 @@ fn runs_are_recorded_and_a_submitted_job_returns_its_id() {
     assert!(!id.is_empty() && !id.contains(' '), "{id}");
     let started = Instant::now();
     let shown = loop {
-        let shown: serde_json::Value = serde_json::from_str(&run(&lake, &["runs", "show", &id])).unwrap();
+        let shown: serde_json::Value = serde_json::from_str(&run_at(&lake, &["runs", "show", &id])).unwrap();
         if shown["status"] != "running" {
             break shown;
         }
@@ -65,7 +53,7 @@ fn runs_are_recorded_and_a_submitted_job_returns_its_id() {
     assert_eq!(shown["output"], "accounts@0");
     assert_eq!(shown["kind"], "run");
     assert_eq!(shown["name"], "accounts_from_csv");
-    let e = sluice(&lake).args(["runs", "show", "nope"]).output().unwrap();
+    let e = sluice_at(&lake).args(["runs", "show", "nope"]).output().unwrap();
     assert!(String::from_utf8_lossy(&e.stderr).contains("no run nope in the run catalog"));
 }
 
@@ -87,17 +75,17 @@ fn a_scheduled_job_fires_on_its_cron_and_never_overlaps() {
         ),
     )
     .unwrap();
-    let out = run(&lake, &["serve", job.to_str().unwrap(), "--for", "7"]);
+    let out = run_at(&lake, &["serve", job.to_str().unwrap(), "--for", "7"]);
     assert!(out.contains("serving      accounts_every_2s") && out.contains("in Europe/Berlin"), "{out}");
     let started = out.lines().filter(|l| l.starts_with("started")).count();
     assert!(started >= 2, "at least two fire times in 7 s: {out}");
     assert_eq!(out.lines().filter(|l| l.starts_with("ended")).count(), started, "serve waits for its runs: {out}");
 
-    let list = run(&lake, &["runs", "list", "--limit", "100"]);
+    let list = run_at(&lake, &["runs", "list", "--limit", "100"]);
     let mut runs: Vec<(String, String, String)> = Vec::new();
     for line in list.lines().filter(|l| l.contains("accounts_every_2s")) {
         let id = line.split_whitespace().next().unwrap().to_string();
-        let shown: serde_json::Value = serde_json::from_str(&run(&lake, &["runs", "show", &id])).unwrap();
+        let shown: serde_json::Value = serde_json::from_str(&run_at(&lake, &["runs", "show", &id])).unwrap();
         let status = shown["status"].as_str().unwrap().to_string();
         assert!(status == "succeeded" || status == "skipped", "{shown}");
         if status == "succeeded" {
@@ -112,6 +100,6 @@ fn a_scheduled_job_fires_on_its_cron_and_never_overlaps() {
     }
     let bad = dir.path().join("bad.toml");
     std::fs::write(&bad, std::fs::read_to_string(&job).unwrap().replace("*/2 * * * * *", "* * *")).unwrap();
-    let e = sluice(&lake).args(["serve", bad.to_str().unwrap()]).output().unwrap();
+    let e = sluice_at(&lake).args(["serve", bad.to_str().unwrap()]).output().unwrap();
     assert!(String::from_utf8_lossy(&e.stderr).contains("5 cron fields"), "{}", String::from_utf8_lossy(&e.stderr));
 }

@@ -7,25 +7,14 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
 use tch::nn::{self, Module};
 use tch::{CModule, Device, Kind, Tensor};
 
-fn sluice(assets: &Path) -> Command {
-    let mut cmd = sluice_cmd();
-    cmd.env("SLUICE_ASSETS", assets).current_dir(root());
-    cmd
-}
-
-fn run(assets: &Path, args: &[&str]) -> String {
-    ok(sluice(assets).args(args).output().unwrap(), &args.join(" "))
-}
-
 fn value(assets: &Path, sql: &str) -> String {
-    first_value(&run(assets, &["sql", sql]))
+    first_value(&run_at(assets, &["sql", sql]))
 }
 
 /// `y = 0.5a - 2b + 0.25c + 1`, as TorchScript.
@@ -69,10 +58,10 @@ fn a_million_rows_scored_once_each_with_the_models_values() {
     let lake = dir.path().join("lake");
     let model = dir.path().join("linear.pt");
     linear_model(&model);
-    run(&lake, &["asset", "write", "events", "--sql", EVENTS, "--target-file-size", "2MB"]);
-    run(&lake, &["model", "register", "lin", model.to_str().unwrap(), "--inputs", "a, b, c", "--alias", "production"]);
+    run_at(&lake, &["asset", "write", "events", "--sql", EVENTS, "--target-file-size", "2MB"]);
+    run_at(&lake, &["model", "register", "lin", model.to_str().unwrap(), "--inputs", "a, b, c", "--alias", "production"]);
 
-    let out = run(&lake, &["score", "events", "--model", "lin@production", "--key", "id", "--output", "preds", "--chunks", "4"]);
+    let out = run_at(&lake, &["score", "events", "--model", "lin@production", "--key", "id", "--output", "preds", "--chunks", "4"]);
     assert!(out.contains("model        lin@1"), "{out}");
     assert!(out.contains("chunks       4 scored now, 0 done before"), "{out}");
     assert!(out.contains("predictions  preds@0: 1000000 rows"), "{out}");
@@ -84,11 +73,11 @@ fn a_million_rows_scored_once_each_with_the_models_values() {
 
     // The same as a job file (the example), recorded in the run catalog under the job's name.
     let out = ok(
-        sluice(&lake).args(["run", "examples/score_events.toml"]).env("SCORE_MODEL", "lin@production").output().unwrap(),
+        sluice_at(&lake).args(["run", "examples/score_events.toml"]).env("SCORE_MODEL", "lin@production").output().unwrap(),
         "score job file",
     );
     assert!(out.contains("predictions  event_scores@0: 1000000 rows"), "{out}");
-    let runs = run(&lake, &["runs", "list"]);
+    let runs = run_at(&lake, &["runs", "list"]);
     assert!(runs.lines().any(|l| l.contains("event_scores_nightly") && l.contains("succeeded") && l.contains("event_scores@0")), "{runs}");
 }
 
@@ -98,9 +87,9 @@ fn a_killed_run_resumes_without_rescoring_and_commits_once() {
     let lake = dir.path().join("lake");
     let model = dir.path().join("heavy.pt");
     heavy_model(&model);
-    run(&lake, &["asset", "write", "events", "--sql", EVENTS, "--target-file-size", "2MB"]);
+    run_at(&lake, &["asset", "write", "events", "--sql", EVENTS, "--target-file-size", "2MB"]);
     let args = ["score", "events", "--model", model.to_str().unwrap(), "--features", "a,b,c", "--key", "id", "--output", "heavy", "--chunks", "8"];
-    let mut child = Child(sluice(&lake).args(args).stdout(std::process::Stdio::null()).spawn().unwrap());
+    let mut child = Child(sluice_at(&lake).args(args).stdout(std::process::Stdio::null()).spawn().unwrap());
     let done = || -> Vec<(std::path::PathBuf, std::time::SystemTime)> {
         let Ok(runs) = std::fs::read_dir(lake.join("heavy")) else { return Vec::new() };
         runs.flatten()
@@ -123,7 +112,7 @@ fn a_killed_run_resumes_without_rescoring_and_commits_once() {
 
     let mut resume: Vec<&str> = args.to_vec();
     resume.push("--resume");
-    let out = run(&lake, &resume);
+    let out = run_at(&lake, &resume);
     assert!(out.contains("(resumed)"), "{out}");
     assert!(out.contains(&format!("{} done before", before.len())), "{out}");
     for (marker, at) in &before {
@@ -133,7 +122,7 @@ fn a_killed_run_resumes_without_rescoring_and_commits_once() {
     assert_eq!(value(&lake, "SELECT COUNT(DISTINCT id) FROM heavy"), "1000000");
     let commits = std::fs::read_dir(lake.join("heavy/_delta_log")).unwrap().flatten().filter(|e| e.path().extension().is_some_and(|x| x == "json")).count();
     assert_eq!(commits, 1, "the predictions were committed once");
-    let e = sluice(&lake).args(&resume).output().unwrap();
+    let e = sluice_at(&lake).args(&resume).output().unwrap();
     assert!(!e.status.success() && String::from_utf8_lossy(&e.stderr).contains("no unfinished scoring run"));
 }
 
@@ -144,7 +133,7 @@ fn bad_rows_fail_go_to_quarantine_or_get_null() {
     let model = dir.path().join("linear.pt");
     linear_model(&model);
     // 1000 rows: 10 with a NULL a, 5 with a NaN b.
-    run(
+    run_at(
         &lake,
         &[
             "asset", "write", "dirty", "--sql",
@@ -157,7 +146,7 @@ fn bad_rows_fail_go_to_quarantine_or_get_null() {
     let score = |output: &str, extra: &[&str]| {
         let mut args = vec!["score", "dirty", "--model", m, "--features", "a,b,c", "--key", "id", "--output", output];
         args.extend_from_slice(extra);
-        sluice(&lake).args(&args).output().unwrap()
+        sluice_at(&lake).args(&args).output().unwrap()
     };
     let failed = score("p_fail", &[]);
     let e = String::from_utf8_lossy(&failed.stderr);
@@ -185,28 +174,28 @@ fn runs_are_listed_with_their_status_and_a_running_one_is_cancelled() {
     let lake = dir.path().join("lake");
     let model = dir.path().join("heavy.pt");
     heavy_model(&model);
-    run(&lake, &["asset", "write", "events", "--sql", EVENTS, "--target-file-size", "2MB"]);
+    run_at(&lake, &["asset", "write", "events", "--sql", EVENTS, "--target-file-size", "2MB"]);
     let args = ["score", "events", "--model", model.to_str().unwrap(), "--features", "a,b,c", "--key", "id", "--output", "slow", "--chunks", "16"];
-    let mut child = Child(sluice(&lake).args(args).stdout(std::process::Stdio::null()).spawn().unwrap());
+    let mut child = Child(sluice_at(&lake).args(args).stdout(std::process::Stdio::null()).spawn().unwrap());
     let started = Instant::now();
     let id = loop {
-        let list = run(&lake, &["runs", "list"]);
+        let list = run_at(&lake, &["runs", "list"]);
         if let Some(line) = list.lines().find(|l| l.contains(" score ") && l.contains(" running ")) {
             break line.split_whitespace().next().unwrap().to_string();
         }
         assert!(started.elapsed() < Duration::from_secs(60), "the score run never showed as running: {list}");
         std::thread::sleep(Duration::from_millis(100));
     };
-    let cancelled = run(&lake, &["runs", "cancel", &id]);
+    let cancelled = run_at(&lake, &["runs", "cancel", &id]);
     assert!(cancelled.contains(&format!("cancel asked for run {id} (score events")), "{cancelled}");
     let status = child.0.wait().unwrap();
     assert!(!status.success(), "the run stopped");
-    let shown: serde_json::Value = serde_json::from_str(&run(&lake, &["runs", "show", &id])).unwrap();
+    let shown: serde_json::Value = serde_json::from_str(&run_at(&lake, &["runs", "show", &id])).unwrap();
     assert_eq!(shown["status"], "cancelled", "{shown}");
     assert!(!lake.join("slow/_delta_log").exists(), "a cancelled run commits nothing");
-    let list = run(&lake, &["runs", "list"]);
+    let list = run_at(&lake, &["runs", "list"]);
     assert!(list.lines().any(|l| l.starts_with(&id) && l.contains("cancelled")), "{list}");
-    let e = sluice(&lake).args(["runs", "cancel", &id]).output().unwrap();
+    let e = sluice_at(&lake).args(["runs", "cancel", &id]).output().unwrap();
     assert!(String::from_utf8_lossy(&e.stderr).contains("is not running (it cancelled)"));
 }
 
@@ -270,11 +259,11 @@ fn models_with_several_outputs_and_vector_features_score() {
     let mut writer = parquet::arrow::ArrowWriter::try_new(std::fs::File::create(data.join("v.parquet")).unwrap(), schema, None).unwrap();
     writer.write(&batch).unwrap();
     writer.close().unwrap();
-    run(&lake, &["asset", "import", "vecs", data.to_str().unwrap()]);
+    run_at(&lake, &["asset", "import", "vecs", data.to_str().unwrap()]);
 
     // Several outputs: the list and one named column each.
-    run(&lake, &["model", "register", "two", two.to_str().unwrap(), "--inputs", "a, b, c", "--outputs", "total,diff"]);
-    let out = run(&lake, &["score", "vecs", "--model", "two", "--key", "id", "--output", "two_scores"]);
+    run_at(&lake, &["model", "register", "two", two.to_str().unwrap(), "--inputs", "a, b, c", "--outputs", "total,diff"]);
+    let out = run_at(&lake, &["score", "vecs", "--model", "two", "--key", "id", "--output", "two_scores"]);
     assert!(out.contains("two_scores@0: 1000 rows"), "{out}");
     let wrong = "SELECT COUNT(*) FROM two_scores s JOIN vecs v ON s.id = v.id \
                  WHERE abs(s.total - (v.a + v.b + v.c)) > 1e-4 OR abs(s.diff - (v.a - v.c)) > 1e-4 \
@@ -282,7 +271,7 @@ fn models_with_several_outputs_and_vector_features_score() {
     assert_eq!(value(&lake, wrong), "0");
 
     // A fixed-size list column is as many features.
-    let out = run(&lake, &["score", "vecs", "--model", linear.to_str().unwrap(), "--features", "v", "--key", "id", "--output", "v_scores"]);
+    let out = run_at(&lake, &["score", "vecs", "--model", linear.to_str().unwrap(), "--features", "v", "--key", "id", "--output", "v_scores"]);
     assert!(out.contains("v_scores@0: 1000 rows"), "{out}");
     let wrong = "SELECT COUNT(*) FROM v_scores s JOIN vecs v ON s.id = v.id \
                  WHERE abs(s.prediction - (0.5 * v.a - 2 * v.b + 0.25 * v.c + 1)) > 1e-4";

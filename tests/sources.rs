@@ -12,12 +12,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-fn sluice(assets: &Path) -> Command {
-    let mut cmd = sluice_cmd();
-    cmd.env("SLUICE_ASSETS", assets).current_dir(root());
-    cmd
-}
-
 fn psql(sql: &str) {
     assert!(Command::new("bash").arg(root().join("scripts/postgres.sh")).status().unwrap().success());
     let out = Command::new("psql")
@@ -58,7 +52,7 @@ impl Drop for Customers {
 }
 
 fn count(assets: &Path, sql: &str) -> String {
-    first_value(&ok(sluice(assets).args(["sql", sql]).output().unwrap(), sql))
+    first_value(&ok(sluice_at(assets).args(["sql", sql]).output().unwrap(), sql))
 }
 
 #[test]
@@ -66,7 +60,7 @@ fn postgres_example_reruns_pick_up_inserts_and_updates_only() {
     let db = Customers::new(1000);
     let lake = tempfile::tempdir().unwrap();
     let run = || {
-        let out = sluice(lake.path())
+        let out = sluice_at(lake.path())
             .args(["run", "examples/postgres_customers.toml"])
             .env("CUSTOMERS_TABLE", db.table())
             .output()
@@ -91,7 +85,7 @@ fn postgres_example_reruns_pick_up_inserts_and_updates_only() {
     let third = run();
     assert!(third.contains("customers@2: 0 rows"), "no changes, nothing read again: {third}");
     // The watermark travels with the versions.
-    let versions = ok(sluice(lake.path()).args(["asset", "versions", "customers"]).output().unwrap(), "versions");
+    let versions = ok(sluice_at(lake.path()).args(["asset", "versions", "customers"]).output().unwrap(), "versions");
     assert!(versions.contains(&format!("postgres:test/{}", db.table())), "{versions}");
     // Sums over all versions: every source row landed once per change.
     assert_eq!(count(lake.path(), "SELECT COUNT(DISTINCT id) FROM customers"), "1010");
@@ -135,7 +129,7 @@ fn a_million_postgres_rows_are_read_by_both_executor_processes() {
         std::thread::sleep(Duration::from_millis(200));
     }
     std::thread::sleep(Duration::from_secs(2)); // registration with the scheduler
-    let out = sluice(&dir.path().join("lake"))
+    let out = sluice_at(&dir.path().join("lake"))
         .args(["run", "examples/postgres_customers.toml", "--cluster", &format!("df://127.0.0.1:{port}")])
         .env("CUSTOMERS_TABLE", db.table())
         .output()
@@ -188,7 +182,7 @@ fn file_examples_land_ndjson_and_csv() {
     std::fs::write(events.join("b.json.gz"), gz.finish().unwrap()).unwrap();
 
     let run_events = |max_errors: &str| {
-        sluice(&lake)
+        sluice_at(&lake)
             .args(["run", "examples/files_device_events.toml"])
             .env("EVENTS_DIR", format!("{}/", events.display()))
             .env("EVENTS_MAX_ERRORS", max_errors)
@@ -203,7 +197,7 @@ fn file_examples_land_ndjson_and_csv() {
     assert_eq!(count(&lake, "SELECT COUNT(DISTINCT (device_id, ts)) FROM device_events"), "500");
     assert_eq!(count(&lake, "SELECT COUNT(*) FROM device_events WHERE day = DATE '2026-11-21'"), "167");
     let bad = ok(
-        sluice(&lake)
+        sluice_at(&lake)
             .args(["sql", "SELECT location, reason, raw FROM device_events_quarantine ORDER BY location"])
             .output()
             .unwrap(),
@@ -218,7 +212,7 @@ fn file_examples_land_ndjson_and_csv() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
     assert!(stderr.contains("bad") && stderr.contains("device_events_quarantine@1"), "{stderr}");
-    let versions = ok(sluice(&lake).args(["asset", "versions", "device_events"]).output().unwrap(), "versions");
+    let versions = ok(sluice_at(&lake).args(["asset", "versions", "device_events"]).output().unwrap(), "versions");
     assert!(!versions.contains("\n1 ") && !versions.contains("| 1 "), "no new version: {versions}");
 
     // CSV from a spreadsheet: ';', a header, windows-1252 text, a quoted name holding the
@@ -240,7 +234,7 @@ fn file_examples_land_ndjson_and_csv() {
         }
     }
     std::fs::write(accounts.join("export.csv"), csv).unwrap();
-    let out = sluice(&lake)
+    let out = sluice_at(&lake)
         .args(["run", "examples/files_accounts_csv.toml"])
         .env("ACCOUNTS_DIR", format!("{}/", accounts.display()))
         .output()
@@ -257,7 +251,7 @@ fn file_examples_land_ndjson_and_csv() {
         "1"
     );
     let bad = ok(
-        sluice(&lake).args(["sql", "SELECT location, reason FROM accounts_quarantine ORDER BY location"]).output().unwrap(),
+        sluice_at(&lake).args(["sql", "SELECT location, reason FROM accounts_quarantine ORDER BY location"]).output().unwrap(),
         "csv quarantine",
     );
     assert!(bad.contains("export.csv line 104") && bad.contains("3 fields where the source has 4 columns"), "{bad}");
@@ -272,7 +266,7 @@ fn file_examples_land_ndjson_and_csv() {
             .replace("delimiter =", "delimitr ="),
     )
     .unwrap();
-    let out = sluice(&lake).args(["run"]).arg(&bad).output().unwrap();
+    let out = sluice_at(&lake).args(["run"]).arg(&bad).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && stderr.contains("bad.toml") && stderr.contains("delimitr"), "{stderr}");
     assert!(!stderr.contains("embedded cluster"), "nothing may start before the job file is valid: {stderr}");
@@ -296,7 +290,7 @@ fn mysql_example_reruns_pick_up_inserts_and_updates_only() {
     ));
     let lake = tempfile::tempdir().unwrap();
     let run = || {
-        let out = sluice(lake.path())
+        let out = sluice_at(lake.path())
             .args(["run", "examples/mysql_orders.toml"])
             .env("MYSQL_DATABASE", &db)
             .output()
@@ -328,7 +322,7 @@ fn unstructured_files_land_as_rows_with_their_bytes_or_a_reference() {
     std::fs::write(docs.join("scans/contract.pdf"), b"%PDF-1.7 a contract").unwrap();
     std::fs::write(docs.join("call.wav"), vec![1u8; 5000]).unwrap();
     std::fs::write(docs.join(".hidden"), b"not landed").unwrap();
-    let out = sluice(&lake)
+    let out = sluice_at(&lake)
         .args(["run", "examples/files_documents_binary.toml"])
         .env("DOCS_DIR", format!("{}/", docs.display()))
         .env("DOCS_MAX_INLINE_BYTES", "4096")
@@ -337,7 +331,7 @@ fn unstructured_files_land_as_rows_with_their_bytes_or_a_reference() {
     let stdout = ok(out, "documents");
     assert!(stdout.contains("documents@0: 3 rows"), "{stdout}");
     let rows = ok(
-        sluice(&lake)
+        sluice_at(&lake)
             .args([
                 "sql",
                 "SELECT name, size, content_type, inline, character_length(encode(content, 'hex')) / 2 AS bytes, \

@@ -7,19 +7,12 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
 use common::*;
 
-fn sluice(assets: &Path) -> Command {
-    let mut cmd = sluice_cmd();
-    cmd.env("SLUICE_ASSETS", assets).current_dir(root());
-    cmd
-}
-
 /// Every cell of the rows `sluice sql` printed, row by row.
 fn rows(assets: &Path, sql: &str) -> Vec<Vec<String>> {
-    let out = ok(sluice(assets).args(["sql", sql]).output().unwrap(), sql);
+    let out = ok(sluice_at(assets).args(["sql", sql]).output().unwrap(), sql);
     let lines: Vec<&str> = out.lines().filter(|l| l.starts_with('|')).collect();
     lines
         .iter()
@@ -43,15 +36,15 @@ fn accounts_sql(from: u64, to: u64) -> String {
 }
 
 fn write(assets: &Path, name: &str, sql: &str, extra: &[&str]) -> String {
-    ok(sluice(assets).args(["asset", "write", name, "--sql", sql]).args(extra).output().unwrap(), name)
+    ok(sluice_at(assets).args(["asset", "write", name, "--sql", sql]).args(extra).output().unwrap(), name)
 }
 
 fn split(assets: &Path, args: &[&str]) -> String {
-    ok(sluice(assets).arg("split").args(args).output().unwrap(), &args.join(" "))
+    ok(sluice_at(assets).arg("split").args(args).output().unwrap(), &args.join(" "))
 }
 
 fn split_error(assets: &Path, args: &[&str]) -> String {
-    let out = sluice(assets).arg("split").args(args).output().unwrap();
+    let out = sluice_at(assets).arg("split").args(args).output().unwrap();
     assert!(!out.status.success(), "{args:?} should fail");
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -96,7 +89,7 @@ fn splits_are_reproducible_leak_free_and_stratified() {
     split(lake, &["one", "--key", "account_id", "--seed", "7", "--output", "a1"]);
     assert_eq!(value(lake, "SELECT COUNT(*) FROM a1"), "25000");
     assert_eq!(same("a1@0", "a1"), "20000", "the first 20000 rows kept their split");
-    let versions = ok(sluice(lake).args(["asset", "versions", "a1"]).output().unwrap(), "versions");
+    let versions = ok(sluice_at(lake).args(["asset", "versions", "a1"]).output().unwrap(), "versions");
     assert!(versions.contains("one@1"), "the input version is in the lineage: {versions}");
 
     // Group: every customer's accounts in one split.

@@ -19,6 +19,19 @@ pub fn sluice_cmd() -> Command {
     cmd
 }
 
+/// The `sluice` binary with its assets in `assets`, run from the repository root (where
+/// `examples/` are).
+pub fn sluice_at(assets: &std::path::Path) -> Command {
+    let mut cmd = sluice_cmd();
+    cmd.env("SLUICE_ASSETS", assets).current_dir(root());
+    cmd
+}
+
+/// Runs `sluice ARGS` with its assets in `assets`; its stdout, failing the test on an error.
+pub fn run_at(assets: &std::path::Path, args: &[&str]) -> String {
+    ok(sluice_at(assets).args(args).output().unwrap(), &args.join(" "))
+}
+
 /// The stdout of a command that must succeed; otherwise fails with both streams.
 pub fn ok(output: Output, what: &str) -> String {
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
