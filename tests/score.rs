@@ -17,20 +17,26 @@ fn value(assets: &Path, sql: &str) -> String {
     first_value(&run_at(assets, &["sql", sql]))
 }
 
-/// `y = 0.5a - 2b + 0.25c + 1`, as TorchScript.
-fn linear_model(path: &Path) {
+/// A linear TorchScript model from 3 inputs with `weights` (one row per output) and `bias`.
+fn linear(path: &Path, weights: &[f32], bias: &[f32]) {
+    let outputs = bias.len() as i64;
     let mut vs = nn::VarStore::new(Device::Cpu);
-    let mut layer = nn::linear(vs.root(), 3, 1, Default::default());
+    let mut layer = nn::linear(vs.root(), 3, outputs, Default::default());
     tch::no_grad(|| {
-        layer.ws.copy_(&Tensor::from_slice(&[0.5f32, -2.0, 0.25]).view([1, 3]));
+        layer.ws.copy_(&Tensor::from_slice(weights).view([outputs, 3]));
         if let Some(bs) = layer.bs.as_mut() {
-            bs.copy_(&Tensor::from_slice(&[1.0f32]));
+            bs.copy_(&Tensor::from_slice(bias));
         }
     });
     vs.freeze();
     let example = Tensor::zeros([2, 3], (Kind::Float, Device::Cpu));
     let module = CModule::create_by_tracing("Linear", "forward", &[example], &mut |xs| vec![layer.forward(&xs[0])]).unwrap();
     module.save(path).unwrap();
+}
+
+/// `y = 0.5a - 2b + 0.25c + 1`.
+fn linear_model(path: &Path) {
+    linear(path, &[0.5, -2.0, 0.25], &[1.0]);
 }
 
 /// A heavier model (3 -> 256 -> 256 -> 1) so a run takes long enough to be killed midway.
@@ -201,18 +207,7 @@ fn runs_are_listed_with_their_status_and_a_running_one_is_cancelled() {
 
 /// Two outputs from three inputs: `(a + b + c, a - c)`.
 fn two_output_model(path: &Path) {
-    let mut vs = nn::VarStore::new(Device::Cpu);
-    let mut layer = nn::linear(vs.root(), 3, 2, Default::default());
-    tch::no_grad(|| {
-        layer.ws.copy_(&Tensor::from_slice(&[1.0f32, 1.0, 1.0, 1.0, 0.0, -1.0]).view([2, 3]));
-        if let Some(bs) = layer.bs.as_mut() {
-            bs.copy_(&Tensor::from_slice(&[0.0f32, 0.0]));
-        }
-    });
-    vs.freeze();
-    let example = Tensor::zeros([2, 3], (Kind::Float, Device::Cpu));
-    let module = CModule::create_by_tracing("Two", "forward", &[example], &mut |xs| vec![layer.forward(&xs[0])]).unwrap();
-    module.save(path).unwrap();
+    linear(path, &[1.0, 1.0, 1.0, 1.0, 0.0, -1.0], &[0.0, 0.0]);
 }
 
 #[test]

@@ -221,9 +221,9 @@ pub async fn run(
     // Bad rows are counted up front only when a threshold needs the count before scoring; with
     // `fail`, predict itself refuses a NULL or NaN feature, and the count is made for the message.
     let counted = if plan.on_error != OnError::Fail && spec.max_errors.is_some() {
-        let row = one_row(ctx, &format!("SELECT COUNT(*), COUNT(*) FILTER (WHERE {bad}) FROM {}", ident(&input))).await?;
-        check_bad_rows(ctx, spec, &plan, &input, &bad, row[0], row[1]).await?;
-        Some((row[0], row[1]))
+        let (rows, bad_rows) = count_bad(ctx, &input, &bad).await?;
+        check_bad_rows(ctx, spec, &plan, &input, &bad, rows, bad_rows).await?;
+        Some((rows, bad_rows))
     } else {
         None
     };
@@ -253,8 +253,8 @@ pub async fn run(
         if let Err(e) = written {
             if plan.on_error == OnError::Fail {
                 // A bad row stopped the chunk: say how many there are, and what to do.
-                let row = one_row(ctx, &format!("SELECT COUNT(*), COUNT(*) FILTER (WHERE {bad}) FROM {}", ident(&input))).await?;
-                check_bad_rows(ctx, spec, &plan, &input, &bad, row[0], row[1]).await?;
+                let (rows, bad_rows) = count_bad(ctx, &input, &bad).await?;
+                check_bad_rows(ctx, spec, &plan, &input, &bad, rows, bad_rows).await?;
             }
             return Err(e.into());
         }
@@ -281,6 +281,12 @@ pub async fn run(
     let predictions = commit_folder(lake, &spec.output, &run_url, std::sync::Arc::new(schema), lineage).await?;
     put("_committed", Vec::new()).await?;
     let written_rows = predictions.as_ref().map_or(0, |p| p.rows);
+    // Quarantined rows are counted by writing them (one more read of the input, not two).
+    let rejected = match (plan.on_error, counted) {
+        (OnError::Quarantine, Some((_, 0))) => None,
+        (OnError::Quarantine, _) => write_rejected(ctx, lake, &plan, &input, &bad, &spec.output).await?,
+        _ => None,
+    };
     let (rows, bad_rows) = match (counted, plan.on_error, &predictions) {
         (Some(counts), _, _) => counts,
         (None, OnError::Null, Some(p)) => {
@@ -289,15 +295,10 @@ pub async fn run(
             (written_rows, nulls)
         }
         (None, OnError::Quarantine, _) => {
-            let bad_rows = one_row(ctx, &format!("SELECT COUNT(*) FROM {} WHERE {bad}", ident(&input))).await?[0];
+            let bad_rows = rejected.as_ref().map_or(0, |r| r.rows);
             (written_rows + bad_rows, bad_rows)
         }
         _ => (written_rows, 0),
-    };
-    let rejected = if plan.on_error == OnError::Quarantine && bad_rows > 0 {
-        Some(write_rejected(ctx, lake, &plan, &input, &bad, &spec.output).await?)
-    } else {
-        None
     };
     Ok(ScoreReport {
         run_id: plan.run_id.clone(),
@@ -578,7 +579,13 @@ async fn check_bad_rows(
     )))
 }
 
-/// The rows left out, with why, as a version of `<output>_rejected`.
+/// Rows of `input`, and of those with a NULL or NaN feature.
+async fn count_bad(ctx: &SessionContext, input: &str, bad: &str) -> Result<(u64, u64)> {
+    let row = one_row(ctx, &format!("SELECT COUNT(*), COUNT(*) FILTER (WHERE {bad}) FROM {}", ident(input))).await?;
+    Ok((row[0], row[1]))
+}
+
+/// The rows left out, with why, as a version of `<output>_rejected` (None when there are none).
 async fn write_rejected(
     ctx: &SessionContext,
     lake: &Lake,
@@ -586,7 +593,7 @@ async fn write_rejected(
     input: &str,
     bad: &str,
     output: &str,
-) -> Result<WriteSummary> {
+) -> Result<Option<WriteSummary>> {
     let columns =
         plan.key.iter().chain(&plan.features).map(|c| ident(c)).collect::<BTreeSet<_>>().into_iter().collect::<Vec<_>>();
     let sql = format!(
@@ -597,5 +604,8 @@ async fn write_rejected(
     );
     let options = WriteOptions { mode: WriteMode::Append, job: "sluice score".into(), ..Default::default() };
     let staged = stage_asset(lake, &format!("{output}_rejected"), ctx.sql(&sql).await?, &options).await?;
-    Ok(staged.commit(lake).await?)
+    if staged.rows() == 0 {
+        return Ok(None);
+    }
+    Ok(Some(staged.commit(lake).await?))
 }

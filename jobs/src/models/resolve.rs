@@ -6,7 +6,7 @@
 use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
-    Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Value, visit_expressions, visit_expressions_mut,
+    Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Value, visit_expressions_mut,
 };
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -64,9 +64,8 @@ pub async fn resolve_sql(lake: &Lake, sql: &str) -> Result<(String, Vec<ModelUse
         return Ok((sql.to_string(), Vec::new()));
     };
     let mut references: Vec<String> = Vec::new();
-    let _ = visit_expressions(&statements, |expr| {
-        let mut expr = expr.clone();
-        if let Some(arg) = model_arg(&mut expr)
+    let _ = visit_expressions_mut(&mut statements, |expr| {
+        if let Some(arg) = model_arg(expr)
             && is_reference(arg)
             && !references.contains(arg)
         {
