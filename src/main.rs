@@ -70,6 +70,14 @@ enum Command {
         #[command(flatten)]
         cluster: ClusterArgs,
     },
+    /// Score Kafka events as they arrive: a stream job file ([input] topics, [output] SQL and
+    /// topic, [land] asset), run until Ctrl-C or SIGTERM, which commit what was processed.
+    Stream {
+        /// The job file (TOML), e.g. examples/kafka_score_events.toml.
+        job: PathBuf,
+        #[command(flatten)]
+        workspace: WorkspaceArg,
+    },
     /// Submit a job file to run in the background (on --cluster when given); prints its run id.
     Submit {
         /// The job file (TOML).
@@ -270,6 +278,10 @@ enum Command {
         /// Seconds to wait for the scheduler at start-up.
         #[arg(long, default_value_t = 30)]
         connect_timeout: u16,
+        /// Device the models of this executor run on: auto (a GPU where there is one), cpu,
+        /// cuda or cuda:N (default: SLUICE_DEVICE, else auto). It is part of the default id.
+        #[arg(long)]
+        device: Option<String>,
         #[command(flatten)]
         workspace: WorkspaceArg,
     },
@@ -524,7 +536,12 @@ fn init_tracing() {
 }
 
 async fn run(cli: Cli) -> Result<()> {
-    let device = sluice_engine::init_torch().map_err(anyhow::Error::msg).context("choosing the model device")?;
+    let asked = match &cli.command {
+        Command::Executor { device, .. } => device.clone(),
+        _ => None,
+    };
+    let device =
+        sluice_engine::init_torch(asked.as_deref()).map_err(anyhow::Error::msg).context("choosing the model device")?;
     tracing::info!(%device, "models run on");
     match cli.command {
         Command::Demo { rows, out, seed, lake, cluster } => {
@@ -559,6 +576,19 @@ async fn run(cli: Cli) -> Result<()> {
             print!("{}", sluice_jobs::sql::format_table(&batches, max_rows)?);
         }
         Command::Asset { command } => asset(command).await?,
+        Command::Stream { job, workspace } => {
+            let spec = sluice_jobs::hot::StreamJob::load(&job)?;
+            let lake = workspace.lake()?;
+            println!(
+                "stream       {} reading {} as group {} (Ctrl-C or SIGTERM stop after the batch in hand)",
+                spec.job.name,
+                spec.input.topics.join(", "),
+                spec.group()
+            );
+            let mut print = |status: &sluice_jobs::hot::StreamStatus| eprintln!("status       {status}");
+            let total = sluice_jobs::hot::run(&spec, Some(&lake), stopped(), &mut print).await?;
+            println!("stopped      {total}; {:.1} s in all, {:.1} s busy", total.seconds, total.busy_seconds);
+        }
         Command::Run { job, run_id, resume, cluster } => {
             // Validated before anything starts.
             let spec = sluice_jobs::etl::JobFile::load(&job)?;
@@ -876,6 +906,7 @@ async fn run(cli: Cli) -> Result<()> {
             vcores,
             work_dir,
             connect_timeout,
+            device: _,
             workspace,
         } => {
             let (host, port) = scheduler
@@ -884,7 +915,11 @@ async fn run(cli: Cli) -> Result<()> {
                 .with_context(|| format!("--scheduler '{scheduler}': expected HOST:PORT, e.g. 127.0.0.1:50050"))?;
             let defaults = ExecutorOptions::default();
             sluice_engine::cluster::run_executor(ExecutorOptions {
-                id: id.unwrap_or(defaults.id),
+                // The id says where models run, e.g. executor-123-cuda0 (listed by the scheduler).
+                id: id.unwrap_or_else(|| match device.as_str() {
+                    "cpu" => defaults.id,
+                    gpu => format!("{}-{}", defaults.id, gpu.replace(':', "")),
+                }),
                 bind_host: bind,
                 external_host,
                 flight_port,
@@ -1212,6 +1247,23 @@ fn parse_size(text: &str) -> Result<u64> {
     Ok((num * scale) as u64)
 }
 
+async fn terminated() {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut signal) => {
+            signal.recv().await;
+        }
+        Err(_) => std::future::pending().await,
+    }
+}
+
+/// Ctrl-C or SIGTERM.
+async fn stopped() {
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminated() => {}
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
@@ -1225,17 +1277,16 @@ fn main() -> ExitCode {
     // Executors listen for Ctrl-C and SIGTERM to stop cleanly, which replaces the default
     // handlers: exit here (nothing is committed by a run cut short; `sluice runs cancel` sends
     // SIGTERM).
+    // A stream stops itself on those signals, after committing what it processed.
+    let graceful = matches!(cli.command, Command::Stream { .. });
     let result = runtime.block_on(async {
-        let terminated = async {
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(mut signal) => signal.recv().await,
-                Err(_) => std::future::pending().await,
-            }
-        };
+        if graceful {
+            return run(cli).await;
+        }
         tokio::select! {
             result = run(cli) => result,
             _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
-            _ = terminated => Err(anyhow::anyhow!("terminated (SIGTERM)")),
+            _ = terminated() => Err(anyhow::anyhow!("terminated (SIGTERM)")),
         }
     });
     // Do not wait on work still running in the background (an interrupted stage, executors).

@@ -13,30 +13,17 @@ use common::*;
 use tch::nn::{self, Module};
 use tch::{CModule, Device, Kind, Tensor};
 
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() { found.extend(walk(&path)) } else { found.push(path) }
+    }
+    found
+}
+
 fn value(assets: &Path, sql: &str) -> String {
     first_value(&run_at(assets, &["sql", sql]))
-}
-
-/// A linear TorchScript model from 3 inputs with `weights` (one row per output) and `bias`.
-fn linear(path: &Path, weights: &[f32], bias: &[f32]) {
-    let outputs = bias.len() as i64;
-    let mut vs = nn::VarStore::new(Device::Cpu);
-    let mut layer = nn::linear(vs.root(), 3, outputs, Default::default());
-    tch::no_grad(|| {
-        layer.ws.copy_(&Tensor::from_slice(weights).view([outputs, 3]));
-        if let Some(bs) = layer.bs.as_mut() {
-            bs.copy_(&Tensor::from_slice(bias));
-        }
-    });
-    vs.freeze();
-    let example = Tensor::zeros([2, 3], (Kind::Float, Device::Cpu));
-    let module = CModule::create_by_tracing("Linear", "forward", &[example], &mut |xs| vec![layer.forward(&xs[0])]).unwrap();
-    module.save(path).unwrap();
-}
-
-/// `y = 0.5a - 2b + 0.25c + 1`.
-fn linear_model(path: &Path) {
-    linear(path, &[0.5, -2.0, 0.25], &[1.0]);
 }
 
 /// A heavier model (3 -> 256 -> 256 -> 1) so a run takes long enough to be killed midway.
@@ -76,6 +63,21 @@ fn a_million_rows_scored_once_each_with_the_models_values() {
                  WHERE abs(p.prediction - (0.5 * e.a - 2 * e.b + 0.25 * e.c + 1)) > 1e-3 \
                  OR p.model <> 'lin' OR p.model_version <> 1";
     assert_eq!(value(&lake, wrong), "0");
+    // The run's constants live once in the asset's log (partition values), not in every file.
+    let shown = run_at(&lake, &["asset", "show", "preds"]);
+    assert!(shown.contains("partitions model, model_version, run_id, scored_at"), "{shown}");
+    let file = walk(&lake.join("preds")).into_iter().find(|p| p.extension().is_some_and(|e| e == "parquet")).unwrap();
+    let reader = parquet::file::reader::SerializedFileReader::new(std::fs::File::open(&file).unwrap()).unwrap();
+    let columns: Vec<String> = parquet::file::reader::FileReader::metadata(&reader)
+        .file_metadata()
+        .schema_descr()
+        .columns()
+        .iter()
+        .map(|c| c.name().to_string())
+        .collect();
+    assert_eq!(columns, ["id", "prediction"], "{}", file.display());
+    let runs = value(&lake, "SELECT COUNT(DISTINCT run_id) || ' ' || MIN(scored_at) FROM preds WHERE scored_at IS NOT NULL");
+    assert!(runs.starts_with("1 20"), "{runs}");
 
     // The same as a job file (the example), recorded in the run catalog under the job's name.
     let out = ok(
@@ -271,4 +273,14 @@ fn models_with_several_outputs_and_vector_features_score() {
     let wrong = "SELECT COUNT(*) FROM v_scores s JOIN vecs v ON s.id = v.id \
                  WHERE abs(s.prediction - (0.5 * v.a - 2 * v.b + 0.25 * v.c + 1)) > 1e-4";
     assert_eq!(value(&lake, wrong), "0");
+    // A file model has no version: NULL in its partition.
+    assert_eq!(value(&lake, "SELECT COUNT(*) FROM v_scores WHERE model_version IS NULL AND model = 'linear'"), "1000");
+
+    // An existing predictions asset laid out without partitions gets the constants on every row.
+    let legacy = "SELECT CAST(-1 AS BIGINT) AS id, CAST(0 AS FLOAT) AS prediction, 'old' AS model, \
+                  CAST(7 AS BIGINT) AS model_version, 'r0' AS run_id, CAST('2026-01-01' AS TIMESTAMP) AS scored_at";
+    run_at(&lake, &["asset", "write", "legacy", "--sql", legacy]);
+    let out = run_at(&lake, &["score", "vecs", "--model", linear.to_str().unwrap(), "--features", "v", "--key", "id", "--output", "legacy"]);
+    assert!(out.contains("legacy@1: 1000 rows"), "{out}");
+    assert_eq!(value(&lake, "SELECT COUNT(*) || ' ' || COUNT(DISTINCT run_id) FROM legacy WHERE model = 'linear' OR id = -1"), "1001 2");
 }

@@ -17,6 +17,8 @@ use clap::{Parser, Subcommand};
 use sluice_engine::assets::{WriteOptions, write_asset};
 use sluice_engine::{EmbeddedCluster, EmbeddedOptions, Lake, WriteMode};
 
+mod kafka;
+
 #[derive(Parser)]
 struct Cli {
     #[command(subcommand)]
@@ -52,6 +54,49 @@ enum Bench {
         #[arg(long, default_value_t = 8192)]
         batch: usize,
     },
+    /// JSON events with `id` and float features `f0..` into a Kafka topic, paced or at full speed.
+    KafkaProduce {
+        /// Bootstrap servers.
+        #[arg(long, default_value = "127.0.0.1:9092")]
+        brokers: String,
+        /// Topic.
+        #[arg(long)]
+        topic: String,
+        /// Events.
+        #[arg(long)]
+        count: u64,
+        /// Events per second (0: as fast as the broker takes them).
+        #[arg(long, default_value_t = 0.0)]
+        rate: f64,
+        /// Features per event.
+        #[arg(long, default_value_t = 32)]
+        features: usize,
+        /// Partitions of the topic, when it is created here.
+        #[arg(long, default_value_t = 1)]
+        partitions: i32,
+    },
+    /// The hot path's floor: consume -> produce with no decoding or scoring, offsets committed
+    /// after acknowledgements; prints events/s and latency p50/p99.
+    KafkaPassthrough {
+        /// Bootstrap servers.
+        #[arg(long, default_value = "127.0.0.1:9092")]
+        brokers: String,
+        /// Topic read.
+        #[arg(long)]
+        from: String,
+        /// Topic written.
+        #[arg(long)]
+        to: String,
+        /// Consumer group.
+        #[arg(long)]
+        group: String,
+        /// Stop after this many seconds without an event.
+        #[arg(long, default_value_t = 8.0)]
+        idle_s: f64,
+        /// Events per micro-batch at most.
+        #[arg(long, default_value_t = 5000)]
+        max_rows: usize,
+    },
 }
 
 #[tokio::main(flavor = "multi_thread")]
@@ -59,6 +104,16 @@ async fn main() -> Result<()> {
     match Cli::parse().command {
         Bench::AssetWrite { rows, runs, dir } => asset_write(rows, runs, dir).await,
         Bench::ScoreFloor { data, model, out, batch } => score_floor(&data, &model, &out, batch),
+        Bench::KafkaProduce { brokers, topic, count, rate, features, partitions } => {
+            kafka::create_topic(&brokers, &topic, partitions).await?;
+            if count == 0 {
+                return Ok(());
+            }
+            kafka::produce(&brokers, &topic, count, rate, features).await
+        }
+        Bench::KafkaPassthrough { brokers, from, to, group, idle_s, max_rows } => {
+            kafka::passthrough(&brokers, &from, &to, &group, std::time::Duration::from_secs_f64(idle_s), max_rows).await
+        }
     }
 }
 

@@ -7,6 +7,7 @@ pub mod delta;
 pub mod error;
 pub mod files;
 pub mod json;
+pub mod kafka;
 pub mod mqtt;
 pub mod mysql;
 pub mod parquet;

@@ -29,8 +29,12 @@ pub fn client_functions() -> Functions {
 
 /// Prepares libtorch for this process: loads its CUDA backend where a GPU and the CUDA libraries
 /// are present (so `tch::Device::cuda_if_available()` picks the GPU), and returns the device
-/// `predict` will use, as `SLUICE_DEVICE` resolves here.
-pub fn init_torch() -> std::result::Result<String, String> {
+/// `predict` will use: `device` (an executor's `--device`), else as `SLUICE_DEVICE` resolves here.
+pub fn init_torch(device: Option<&str>) -> std::result::Result<String, String> {
     sluice_udfs::device::load_cuda_backend();
-    sluice_udfs::device::default_device().map(sluice_udfs::device::device_name)
+    match device {
+        Some(name) => sluice_udfs::device::choose_device(name),
+        None => sluice_udfs::device::default_device(),
+    }
+    .map(sluice_udfs::device::device_name)
 }

@@ -7,6 +7,7 @@ pub mod assets;
 pub mod demo;
 pub mod error;
 pub mod etl;
+pub mod hot;
 pub mod metrics;
 pub mod models;
 pub mod prepare;

@@ -18,7 +18,7 @@ use futures::TryStreamExt;
 use object_store::{ObjectStoreExt, PutPayload};
 use serde::{Deserialize, Serialize};
 use sluice_connectors::delta::{AssetRef, AssetVersion, Lake, WriteMode};
-use sluice_engine::assets::{AssetTable, WriteOptions, WriteSummary, commit_folder, stage_asset};
+use sluice_engine::assets::{AssetTable, WriteOptions, WriteSummary, commit_folder_with, stage_asset};
 
 use crate::error::{Error, Result};
 use crate::etl::ErrorThreshold;
@@ -147,7 +147,14 @@ struct Plan {
     batch_size: usize,
     scored_at: String,
     chunks: Vec<Vec<String>>,
+    /// The run's constants (model, version, run id, time) are partition values of the asset,
+    /// kept once in its log, not written on every row (false: an asset laid out otherwise).
+    #[serde(default)]
+    constants_as_partitions: bool,
 }
+
+/// The columns whose value is the same on every row of a run, last in the predictions.
+const RUN_COLUMNS: [&str; 4] = ["model", "model_version", "run_id", "scored_at"];
 
 /// What a scoring run did.
 #[derive(Debug, Clone, Serialize)]
@@ -246,8 +253,8 @@ pub async fn run(
             ..version.clone()
         };
         ctx.register_table(table.as_str(), std::sync::Arc::new(AssetTable::new(&subset)?))?;
-        let sql = scoring_sql(&plan, &table, &bad);
-        let written = async { ctx.sql(&sql).await?.write_parquet(folder.as_str(), Default::default(), None).await };
+        let sql = scoring_sql(&plan, &table, &bad, !plan.constants_as_partitions);
+        let written = async { ctx.sql(&sql).await?.write_parquet(folder.as_str(), Default::default(), Some(write_options(ctx))).await };
         let written = written.await;
         ctx.deregister_table(table.as_str())?;
         if let Err(e) = written {
@@ -264,7 +271,7 @@ pub async fn run(
     }
 
     // Every chunk is done: one commit of all of them.
-    let schema = ctx.sql(&scoring_sql(&plan, &ident(&input), &bad)).await?.schema().as_arrow().clone();
+    let schema = ctx.sql(&scoring_sql(&plan, &ident(&input), &bad, true)).await?.schema().as_arrow().clone();
     let lineage = serde_json::json!({
         "run_id": plan.run_id,
         "job": "sluice score",
@@ -278,7 +285,9 @@ pub async fn run(
         }],
         "score": { "chunks": total, "resumed": resumed, "on_error": plan.on_error },
     });
-    let predictions = commit_folder(lake, &spec.output, &run_url, std::sync::Arc::new(schema), lineage).await?;
+    let constants = if plan.constants_as_partitions { run_constants(&plan)? } else { Vec::new() };
+    let schema = std::sync::Arc::new(schema);
+    let predictions = commit_folder_with(lake, &spec.output, &run_url, schema, &constants, lineage).await?;
     put("_committed", Vec::new()).await?;
     let written_rows = predictions.as_ref().map_or(0, |p| p.rows);
     // Quarantined rows are counted by writing them (one more read of the input, not two).
@@ -392,6 +401,14 @@ async fn new_plan(ctx: &SessionContext, lake: &Lake, spec: &ScoreSpec) -> Result
             chunk.1.push(file.path.clone());
         }
     }
+    // A new predictions asset keeps the run's constants in its log; one laid out otherwise
+    // (written before, or by another tool) gets them on every row.
+    let constants_as_partitions = !lake.exists(&spec.output).await?
+        || lake.resolve(&AssetRef::parse(&spec.output)?).await?.partition_columns == RUN_COLUMNS;
+    if !constants_as_partitions {
+        tracing::info!(asset = %spec.output, "predictions asset is not partitioned by {}: writing them on every row",
+            RUN_COLUMNS.join(", "));
+    }
     Ok(Plan {
         run_id: sluice_engine::assets::write::run_id(),
         input: version.name.clone(),
@@ -409,6 +426,7 @@ async fn new_plan(ctx: &SessionContext, lake: &Lake, spec: &ScoreSpec) -> Result
         batch_size: spec.batch_size,
         scored_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
         chunks: chunks.into_iter().map(|c| c.1).collect(),
+        constants_as_partitions,
     })
 }
 
@@ -491,8 +509,9 @@ fn bad_condition(version: &AssetVersion, features: &[String]) -> Result<String> 
     Ok(format!("({})", parts.join(" OR ")))
 }
 
-/// The predictions of the rows of `table`.
-fn scoring_sql(plan: &Plan, table: &str, bad: &str) -> String {
+/// The predictions of the rows of `table`: keys, prediction (and one column per named output),
+/// then the run's constants when `constants` (else they are partition values, added at commit).
+fn scoring_sql(plan: &Plan, table: &str, bad: &str, constants: bool) -> String {
     let keys = plan.key.iter().map(|k| ident(k)).collect::<Vec<_>>().join(", ");
     let features = if plan.feature_sql.len() == plan.features.len() {
         plan.feature_sql.join(", ")
@@ -505,26 +524,44 @@ fn scoring_sql(plan: &Plan, table: &str, bad: &str) -> String {
         OnError::Null => (format!("CASE WHEN {bad} THEN NULL ELSE {call} END"), String::new()),
         OnError::Quarantine => (call, format!(" WHERE NOT {bad}")),
     };
-    let version = plan.model_version.map_or("CAST(NULL AS BIGINT)".to_string(), |v| v.to_string());
-    let scored = format!(
-        "SELECT {keys}, {prediction} AS prediction, '{}' AS model, {version} AS model_version, '{}' AS run_id, \
-         CAST('{}' AS TIMESTAMP) AS scored_at FROM {table}{filter}",
-        plan.model_name.replace('\'', "''"),
-        plan.run_id,
-        plan.scored_at
-    );
-    if plan.outputs.len() < 2 {
+    let scored = format!("SELECT {keys}, {prediction} AS prediction FROM {table}{filter}");
+    // A model with several outputs: the list, and one named column per output.
+    let mut columns = vec!["*".to_string()];
+    if plan.outputs.len() > 1 {
+        columns.extend(plan.outputs.iter().enumerate().map(|(i, name)| format!("prediction[{}] AS {}", i + 1, ident(name))));
+    }
+    if constants {
+        let version = plan.model_version.map_or("CAST(NULL AS BIGINT)".to_string(), |v| v.to_string());
+        columns.push(format!("'{}' AS model", plan.model_name.replace('\'', "''")));
+        columns.push(format!("{version} AS model_version"));
+        columns.push(format!("'{}' AS run_id", plan.run_id));
+        columns.push(format!("CAST('{}' AS TIMESTAMP) AS scored_at", plan.scored_at));
+    }
+    if columns.len() == 1 {
         return scored;
     }
-    // A model with several outputs: the list, and one named column per output.
-    let named = plan
-        .outputs
-        .iter()
-        .enumerate()
-        .map(|(i, name)| format!("prediction[{}] AS {}", i + 1, ident(name)))
-        .collect::<Vec<_>>()
-        .join(", ");
-    format!("SELECT *, {named} FROM ({scored})")
+    format!("SELECT {} FROM ({scored})", columns.join(", "))
+}
+
+/// The run's constants as Delta partition values, in [`RUN_COLUMNS`]' order.
+fn run_constants(plan: &Plan) -> Result<Vec<(String, Option<String>)>> {
+    let at = chrono::DateTime::parse_from_rfc3339(&plan.scored_at)
+        .map_err(|e| Error::Invalid(format!("scoring plan: scored_at '{}': {e}", plan.scored_at)))?;
+    let values = [
+        Some(plan.model_name.clone()),
+        plan.model_version.map(|v| v.to_string()),
+        Some(plan.run_id.clone()),
+        Some(at.naive_utc().format("%Y-%m-%d %H:%M:%S%.6f").to_string()),
+    ];
+    Ok(RUN_COLUMNS.iter().map(|c| c.to_string()).zip(values).collect())
+}
+
+/// Parquet settings of the predictions: no dictionary (keys and scores are nearly all distinct,
+/// so trying one first only costs time).
+fn write_options(ctx: &SessionContext) -> datafusion::config::TableParquetOptions {
+    let mut options = ctx.state().default_table_options().parquet;
+    options.global.dictionary_enabled = Some(false);
+    options
 }
 
 async fn one_row(ctx: &SessionContext, sql: &str) -> Result<Vec<u64>> {

@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 /// The repository root (examples/ and scripts/ are found from here).
@@ -63,3 +63,26 @@ impl Drop for Child {
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
+
+/// A linear TorchScript model from 3 inputs with `weights` (one row per output) and `bias`.
+pub fn linear(path: &Path, weights: &[f32], bias: &[f32]) {
+    let outputs = bias.len() as i64;
+    let mut vs = tch::nn::VarStore::new(tch::Device::Cpu);
+    let mut layer = tch::nn::linear(vs.root(), 3, outputs, Default::default());
+    tch::no_grad(|| {
+        layer.ws.copy_(&tch::Tensor::from_slice(weights).view([outputs, 3]));
+        if let Some(bs) = layer.bs.as_mut() {
+            bs.copy_(&tch::Tensor::from_slice(bias));
+        }
+    });
+    vs.freeze();
+    let example = tch::Tensor::zeros([2, 3], (tch::Kind::Float, tch::Device::Cpu));
+    let module = tch::CModule::create_by_tracing("Linear", "forward", &[example], &mut |xs| vec![tch::nn::Module::forward(&layer, &xs[0])]).unwrap();
+    module.save(path).unwrap();
+}
+
+/// `y = 0.5a - 2b + 0.25c + 1`.
+pub fn linear_model(path: &Path) {
+    linear(path, &[0.5, -2.0, 0.25], &[1.0]);
+}
+

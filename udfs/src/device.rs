@@ -64,10 +64,22 @@ fn cuda(n: usize) -> Result<Device, String> {
     Ok(Device::Cuda(n))
 }
 
-/// The device of this process, from [`DEVICE_ENV`] (read once).
+static DEVICE: OnceLock<Result<Device, String>> = OnceLock::new();
+
+/// The device of this process: the one [`choose_device`] set, else [`DEVICE_ENV`] (read once).
 pub fn default_device() -> Result<Device, String> {
-    static DEVICE: OnceLock<Result<Device, String>> = OnceLock::new();
     DEVICE.get_or_init(|| parse_device(&std::env::var(DEVICE_ENV).unwrap_or_default())).clone()
+}
+
+/// Sets the device of this process (an executor's `--device`) before any model is loaded;
+/// fails when it does not exist here, or when models already run on another one.
+pub fn choose_device(name: &str) -> Result<Device, String> {
+    let wanted = parse_device(name)?;
+    let chosen = DEVICE.get_or_init(|| Ok(wanted)).clone()?;
+    if chosen != wanted {
+        return Err(format!("models in this process already run on {}", device_name(chosen)));
+    }
+    Ok(chosen)
 }
 
 /// A short name for a device, as users write it.

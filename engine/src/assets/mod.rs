@@ -8,4 +8,4 @@ pub mod write;
 
 pub use catalog::register;
 pub use table::AssetTable;
-pub use write::{StagedWrite, WriteOptions, WriteSummary, commit_folder, stage_asset, write_asset};
+pub use write::{StagedWrite, WriteOptions, WriteSummary, commit_folder, commit_folder_with, stage_asset, write_asset};

@@ -296,12 +296,30 @@ pub async fn commit_folder(
     schema: Arc<Schema>,
     lineage: serde_json::Value,
 ) -> Result<Option<WriteSummary>> {
+    commit_folder_with(lake, name, prefix, schema, &[], lineage).await
+}
+
+/// As [`commit_folder`], with `constants` (column, Delta's string form of its value) the same on
+/// every row: partition columns of the asset, kept in the log instead of in every file. The
+/// written files hold the other columns of `schema`; the constants are its last columns.
+pub async fn commit_folder_with(
+    lake: &Lake,
+    name: &str,
+    prefix: &url::Url,
+    schema: Arc<Schema>,
+    constants: &[(String, Option<String>)],
+    lineage: serde_json::Value,
+) -> Result<Option<WriteSummary>> {
     let started = Instant::now();
-    let files = lake.collect_written(name, prefix, &[]).await?;
+    let mut files = lake.collect_written(name, prefix, &[]).await?;
     if files.is_empty() {
         return Ok(None);
     }
-    let new = NewFiles { schema, partition_by: Vec::new(), files };
+    for file in &mut files {
+        file.partition_values.extend(constants.iter().cloned());
+    }
+    let partition_by = constants.iter().map(|(column, _)| column.clone()).collect();
+    let new = NewFiles { schema, partition_by, files };
     let run_id = lineage.get("run_id").and_then(|v| v.as_str()).unwrap_or_default().to_string();
     let inputs = Vec::new();
     let staged = StagedWrite { name: name.to_string(), run_id, inputs, new, mode: WriteMode::Append, lineage, started };

@@ -508,7 +508,7 @@ impl JobFile {
 
 /// A TOML error, led by the line of the unknown key it names: inside a source (whose kind decides
 /// its keys) the parser can only point at the source's section.
-fn with_key_line(text: &str, e: &toml::de::Error) -> String {
+pub(crate) fn with_key_line(text: &str, e: &toml::de::Error) -> String {
     let message = e.to_string();
     let key = message.split("unknown field `").nth(1).and_then(|rest| rest.split('`').next());
     let line = key.and_then(|key| {
@@ -528,7 +528,7 @@ fn with_key_line(text: &str, e: &toml::de::Error) -> String {
 }
 
 /// Replaces `${NAME}` and `${NAME:-default}` with environment variables.
-fn interpolate(text: &str) -> std::result::Result<String, String> {
+pub(crate) fn interpolate(text: &str) -> std::result::Result<String, String> {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(start) = rest.find("${") {

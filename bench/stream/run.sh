@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# The Kafka hot path: `sluice stream` scoring each event with the 32-64-32-1 MLP (registered,
+# `predict('mlp@production', f0..f31)`) against the floor, a plain consume -> produce loop with no
+# decoding or scoring (`sluice-bench kafka-passthrough`), on the same broker in one run:
+#  1. throughput from a backlog of EVENTS events (rate over first event -> last acknowledgement);
+#  2. end-to-end latency p50/p99 (event timestamp -> result acknowledged) with events offered at
+#     1k and 10k events/s for SECONDS each.
+#   bash bench/stream/run.sh [EVENTS] [SECONDS]      (defaults 300000, 20)
+# Needs a release build (cargo build --release -p sluice -p sluice-bench); starts the development
+# broker (scripts/kafka.sh) and makes the model with the batch-scoring bench's venv.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cache="${SLUICE_CACHE:-$HOME/.cache/sluice}"
+events="${1:-300000}"
+seconds="${2:-20}"
+target="${CARGO_TARGET_DIR:-$(sed -n 's/^target-dir *= *"\(.*\)"/\1/p' "$root/.cargo/config.toml" 2>/dev/null || echo "$root/target")}"
+sluice="${SLUICE_BIN:-$target/release/sluice}"
+bench="${SLUICE_BENCH_BIN:-$target/release/sluice-bench}"
+bash "$root/scripts/kafka.sh"
+bash "$root/bench/score/setup.sh"
+work="$cache/bench-stream"
+rm -rf "$work" && mkdir -p "$work"
+"$cache/bench-venv/bin/python" "$root/bench/score/data.py" "$cache/bench-score/tiny-16" 16 1 >&2
+export SLUICE_ASSETS="$work/lake" SLUICE_LOG=warn
+features=$(seq -s, -f 'f%g' 0 31)
+"$sluice" model register mlp "$cache/bench-score/mlp_small.pt" --inputs "$features" --alias production >/dev/null
+run="$(date +%s)"
+schema="id bigint, $(seq -s, -f 'f%g float' 0 31 | sed 's/,/, /g')"
+
+job() { # NAME TOPIC IDLE_S
+  cat > "$work/$1.toml" <<TOML
+[job]
+name = "$1-$run"
+[input]
+topics = ["$2"]
+schema = "$schema"
+[batch]
+max_rows = 5000
+max_latency_ms = 10
+stop_when_idle_s = $3
+status_every_s = 60
+[output]
+sql = "SELECT id, predict('mlp@production', $features) AS score FROM events"
+topic = "$2-scores"
+TOML
+  echo "$work/$1.toml"
+}
+
+echo "| measure | Sluice stream (MLP) | passthrough floor | Sluice / floor |"
+echo "|---|---|---|---|"
+# 1. Throughput from a backlog.
+"$bench" kafka-produce --topic "backlog-$run" --count "$events" >&2
+floor=$("$bench" kafka-passthrough --from "backlog-$run" --to "backlog-$run-copy" --group "floor-$run" --idle-s 8)
+echo "$floor" >&2
+ours=$("$sluice" stream "$(job backlog "backlog-$run" 8)" 2>/dev/null | grep '^stopped')
+echo "$ours" >&2
+floor_rate=$(echo "$floor" | sed -n 's/.*: \([0-9]*\) events\/s.*/\1/p')
+ours_rate=$(echo "$ours" | sed -n 's/.*events (\([0-9]*\)\/s).*/\1/p')
+echo "| events/s from a backlog of $events | $ours_rate | $floor_rate | $(awk "BEGIN{printf \"%.2f\", $ours_rate/$floor_rate}") |"
+
+# 2. Latency at a steady rate: the consumer joins first, then events are offered.
+for rate in 1000 10000; do
+  count=$((rate * seconds))
+  for who in ours floor; do
+    topic="rate-$rate-$who-$run"
+    "$bench" kafka-produce --topic "$topic" --count 0 # created before the consumer subscribes
+    if [ "$who" = ours ]; then
+      "$sluice" stream "$(job "rate$rate" "$topic" 6)" 2>/dev/null > "$work/$who-$rate.out" &
+    else
+      "$bench" kafka-passthrough --from "$topic" --to "$topic-copy" --group "floor-$topic" --idle-s 6 > "$work/$who-$rate.out" &
+    fi
+    consumer=$!
+    sleep 7 # the group join
+    "$bench" kafka-produce --topic "$topic" --count "$count" --rate "$rate" >&2
+    wait "$consumer"
+    cat "$work/$who-$rate.out" >&2
+  done
+  lat() { sed -n 's/.*p50 \([0-9.]*\) ms p99 \([0-9.]*\) ms.*/\1 \/ \2/p' "$work/$1-$rate.out" | tail -1; }
+  echo "| latency p50 / p99 ms at $rate events/s | $(lat ours) | $(lat floor) | |"
+done

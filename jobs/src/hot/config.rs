@@ -1,0 +1,256 @@
+//! The job file of `sluice stream`: which topics, how micro-batches are cut, the SQL run on each,
+//! where results, dead letters and raw events go.
+
+use std::path::Path;
+
+use serde::Deserialize;
+use sluice_connectors::json::JsonOptions;
+use sluice_connectors::kafka::{KafkaConnection, StartFrom};
+
+use crate::error::{Error, Result};
+use crate::etl::config::{interpolate, with_key_line};
+
+/// A stream job file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamJob {
+    /// Name and description.
+    pub job: StreamInfo,
+    /// How to reach the cluster.
+    #[serde(default)]
+    pub kafka: KafkaConnection,
+    /// What to read.
+    pub input: Input,
+    /// How micro-batches are cut.
+    #[serde(default)]
+    pub batch: Batching,
+    /// The SQL run on each micro-batch (`predict` included) and where its rows go.
+    pub output: Option<Output>,
+    /// The cold path: raw events into a data asset.
+    pub land: Option<Land>,
+}
+
+/// The job's name.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamInfo {
+    /// Name: the default consumer group, and the job in lineage.
+    pub name: String,
+    /// What it does.
+    #[serde(default)]
+    pub description: String,
+}
+
+/// The topics read and how their JSON payloads become columns.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Input {
+    /// Topics to read.
+    pub topics: Vec<String>,
+    /// Consumer group (default `sluice-<job name>`); processes of one group share the partitions.
+    pub group: Option<String>,
+    /// Where a group with no committed offset starts: `earliest` (default) or `latest`.
+    #[serde(default)]
+    pub start: StartFrom,
+    /// The micro-batch's table name in the SQL (default `events`).
+    #[serde(default = "default_table")]
+    pub table: String,
+    /// Column types, `"id bigint, a float"`: the payload's fields (JSON objects).
+    pub schema: String,
+    /// Nested objects become `parent<sep>child` columns (e.g. `"_"`).
+    pub flatten: Option<String>,
+    /// Events that cannot be decoded or scored go here with the error (default
+    /// `<first topic>.dead-letters`).
+    pub dead_letter_topic: Option<String>,
+}
+
+fn default_table() -> String {
+    "events".into()
+}
+
+/// Micro-batches close at `max_rows` events or `max_latency_ms` after their first event.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Batching {
+    /// Events per micro-batch at most (default 5000).
+    #[serde(default = "default_max_rows")]
+    pub max_rows: usize,
+    /// Milliseconds a micro-batch waits for more events after its first (default 20).
+    #[serde(default = "default_max_latency_ms")]
+    pub max_latency_ms: u64,
+    /// Stop after this many seconds without an event (default: run until stopped).
+    pub stop_when_idle_s: Option<f64>,
+    /// Seconds between status lines (default 5).
+    #[serde(default = "default_status_s")]
+    pub status_every_s: f64,
+}
+
+impl Default for Batching {
+    fn default() -> Self {
+        Self {
+            max_rows: default_max_rows(),
+            max_latency_ms: default_max_latency_ms(),
+            stop_when_idle_s: None,
+            status_every_s: default_status_s(),
+        }
+    }
+}
+
+fn default_max_rows() -> usize {
+    5000
+}
+fn default_max_latency_ms() -> u64 {
+    20
+}
+fn default_status_s() -> f64 {
+    5.0
+}
+
+/// How results are delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Delivery {
+    /// Offsets are committed after the results were acknowledged; a crash repeats some results,
+    /// each naming its source offset (default).
+    #[default]
+    AtLeastOnce,
+    /// Results and offsets commit in one Kafka transaction (brokers that isolate aborted
+    /// transactions; Apache Kafka does, the development broker does not).
+    ExactlyOnce,
+}
+
+/// The SQL of each micro-batch and the topic its rows go to.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Output {
+    /// The SQL over the micro-batch (`SELECT id, predict('model@production', a, b) AS score
+    /// FROM events`). Each row carries `_topic`, `_partition`, `_offset` and `_timestamp` of its
+    /// event; results keep them as headers.
+    pub sql: String,
+    /// Topic the result rows go to, as JSON objects.
+    pub topic: String,
+    /// Column whose value keys the results (default: the event's own key).
+    pub key: Option<String>,
+    /// `at_least_once` (default) or `exactly_once`.
+    #[serde(default)]
+    pub delivery: Delivery,
+}
+
+/// The cold path: decoded events with their coordinates, committed to a data asset together with
+/// the offsets they cover.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Land {
+    /// The data asset.
+    pub asset: String,
+    /// Seconds between commits (default 10).
+    #[serde(default = "default_every_s")]
+    pub every_s: f64,
+    /// Events that close a commit earlier (default 100000).
+    #[serde(default = "default_land_rows")]
+    pub max_rows: usize,
+    /// Partitions by the event's time: `day` (default), `hour` or `none`.
+    #[serde(default = "default_partition")]
+    pub partition_by: String,
+}
+
+fn default_every_s() -> f64 {
+    10.0
+}
+fn default_land_rows() -> usize {
+    100_000
+}
+fn default_partition() -> String {
+    "day".into()
+}
+
+impl StreamJob {
+    /// Reads and checks a job file.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(Error::io(format!("reading job file {}", path.display())))?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses and checks a job file's text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Self> {
+        let text = interpolate(text).map_err(|e| Error::Invalid(format!("{origin}: {e}")))?;
+        let job: StreamJob =
+            toml::from_str(&text).map_err(|e| Error::Invalid(format!("{origin}: {}", with_key_line(&text, &e))))?;
+        let bad = |msg: &str| Err(Error::Invalid(format!("{origin}: {msg}")));
+        if job.input.topics.is_empty() {
+            return bad("input.topics: name at least one topic");
+        }
+        if job.output.is_none() && job.land.is_none() {
+            return bad("give an [output] (SQL and topic), a [land] asset, or both");
+        }
+        if job.batch.max_rows == 0 {
+            return bad("batch.max_rows must be at least 1");
+        }
+        if let Some(land) = &job.land
+            && !["day", "hour", "none"].contains(&land.partition_by.as_str())
+        {
+            return bad("land.partition_by: use day, hour or none");
+        }
+        sluice_connectors::json::parse_columns(&job.input.schema)
+            .map_err(|e| Error::Invalid(format!("{origin}: input.schema: {e}")))?;
+        Ok(job)
+    }
+
+    /// The consumer group.
+    pub fn group(&self) -> String {
+        self.input.group.clone().unwrap_or_else(|| format!("sluice-{}", self.job.name))
+    }
+
+    /// The dead-letter topic.
+    pub fn dead_letter_topic(&self) -> String {
+        self.input.dead_letter_topic.clone().unwrap_or_else(|| format!("{}.dead-letters", self.input.topics[0]))
+    }
+
+    /// How payloads are decoded: exactly the declared columns.
+    pub fn json(&self) -> JsonOptions {
+        JsonOptions { schema: Some(self.input.schema.clone()), infer: Some(false), sample: 0, flatten: self.input.flatten.clone() }
+    }
+
+    /// Whether a job file is a Kafka stream job (it has `[input] topics` and a `[kafka]` or
+    /// `[output]`/`[land]` table), as opposed to an ETL or scoring job.
+    pub fn looks_like(text: &str) -> bool {
+        toml::from_str::<toml::Table>(text)
+            .ok()
+            .and_then(|t| t.get("input").and_then(|i| i.as_table()).map(|i| i.contains_key("topics")))
+            .unwrap_or(false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const JOB: &str = r#"
+[job]
+name = "scores"
+[input]
+topics = ["events"]
+schema = "id bigint, a float"
+[output]
+sql = "SELECT id, a * 2 AS b FROM events"
+topic = "out"
+"#;
+
+    #[test]
+    fn parses_with_defaults() {
+        let job = StreamJob::parse(JOB, "job.toml").unwrap();
+        assert_eq!(job.group(), "sluice-scores");
+        assert_eq!(job.dead_letter_topic(), "events.dead-letters");
+        assert_eq!(job.batch.max_rows, 5000);
+        assert_eq!(job.kafka.brokers, "127.0.0.1:9092");
+        assert!(StreamJob::looks_like(JOB));
+    }
+
+    #[test]
+    fn names_what_is_wrong() {
+        let e = StreamJob::parse(&JOB.replace("topic = \"out\"", "topik = \"out\""), "job.toml").unwrap_err().to_string();
+        assert!(e.contains("job.toml") && e.contains("topik"), "{e}");
+        let e = StreamJob::parse(&JOB.replace("id bigint", "id bogus"), "job.toml").unwrap_err().to_string();
+        assert!(e.contains("input.schema"), "{e}");
+    }
+}

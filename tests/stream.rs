@@ -1,0 +1,243 @@
+//! `sluice stream` against the Kafka-protocol broker on loopback (started by `scripts/kafka.sh`):
+//! 100k events in while the consumer is killed with SIGKILL five times and restarted; every event
+//! has a result or a dead letter, each result equals the batch `predict` of the same row and model
+//! version, duplicates carry their source offset, and the lake holds each event exactly once.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use arrow::array::AsArray;
+use arrow::datatypes::{Float32Type, Int64Type};
+use common::*;
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+
+const BROKERS: &str = "127.0.0.1:9092";
+const PARTITIONS: i32 = 3;
+
+fn brokers() -> String {
+    std::env::var("SLUICE_TEST_KAFKA").unwrap_or_else(|_| BROKERS.to_string())
+}
+
+fn start_broker() {
+    if std::env::var("SLUICE_TEST_KAFKA").is_err() {
+        assert!(Command::new("bash").arg(root().join("scripts/kafka.sh")).status().unwrap().success());
+    }
+}
+
+fn create_topics(names: &[&str]) {
+    let admin: AdminClient<_> = ClientConfig::new().set("bootstrap.servers", brokers()).create().unwrap();
+    let topics: Vec<NewTopic> = names.iter().map(|n| NewTopic::new(n, PARTITIONS, TopicReplication::Fixed(1))).collect();
+    let results = futures::executor::block_on(admin.create_topics(&topics, &AdminOptions::new())).unwrap();
+    for r in results {
+        r.unwrap();
+    }
+}
+
+/// Every message of `topic` until it has been quiet for `quiet`: (key, payload, headers).
+type Read = (Option<Vec<u8>>, Vec<u8>, HashMap<String, String>);
+fn read_all(topic: &str, quiet: Duration) -> Vec<Read> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("group.id", format!("reader-{}", uuid::Uuid::new_v4()))
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut list = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        list.add_partition_offset(topic, p, Offset::Beginning).unwrap();
+    }
+    consumer.assign(&list).unwrap();
+    let mut out = Vec::new();
+    let mut last = Instant::now();
+    while last.elapsed() < quiet {
+        if let Some(m) = consumer.poll(Duration::from_millis(100)) {
+            let m = m.unwrap();
+            let headers = m
+                .headers()
+                .map(|h| {
+                    h.iter().map(|h| (h.key.to_string(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned())).collect()
+                })
+                .unwrap_or_default();
+            out.push((m.key().map(<[u8]>::to_vec), m.payload().unwrap_or_default().to_vec(), headers));
+            last = Instant::now();
+        }
+    }
+    out
+}
+
+/// Id and prediction of every row of the Parquet files under `dir`.
+fn predictions(dir: &Path) -> HashMap<i64, f32> {
+    let mut out = HashMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "parquet") {
+                let file = std::fs::File::open(&path).unwrap();
+                let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(file, 8192).unwrap();
+                for batch in reader {
+                    let batch = batch.unwrap();
+                    let ids = batch.column_by_name("id").unwrap().as_primitive::<Int64Type>().clone();
+                    let scores = batch.column_by_name("prediction").unwrap().as_primitive::<Float32Type>().clone();
+                    for i in 0..batch.num_rows() {
+                        out.insert(ids.value(i), scores.value(i));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn events_scored_through_crashes_with_none_lost_and_the_lake_exact() {
+    start_broker();
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let (events, scores, dead) = (format!("events-{run}"), format!("scores-{run}"), format!("dead-{run}"));
+    create_topics(&[&events, &scores, &dead]);
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let model = dir.path().join("linear.pt");
+    linear_model(&model);
+    run_at(&lake, &["model", "register", "lin", model.to_str().unwrap(), "--inputs", "a, b, c", "--alias", "production"]);
+
+    // 100k events, produced over a few seconds while the consumer is killed and restarted.
+    const N: i64 = 100_000;
+    let poison: HashSet<i64> = [17, 50_001, 99_998].into();
+    let unscorable: HashSet<i64> = [4242, 77_777].into();
+    let producer_brokers = brokers();
+    let events_topic = events.clone();
+    let (poison_p, unscorable_p) = (poison.clone(), unscorable.clone());
+    let producing = std::thread::spawn(move || {
+        let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", producer_brokers).set("linger.ms", "5").create().unwrap();
+        for i in 0..N {
+            let payload = if poison_p.contains(&i) {
+                format!("{{\"id\": {i}, \"a\": not json")
+            } else if unscorable_p.contains(&i) {
+                format!("{{\"id\": {i}, \"a\": null, \"b\": 1, \"c\": 2}}")
+            } else {
+                let (a, b, c) = ((i % 100) as f32 / 10.0, (i % 7) as f32, ((i * 13) % 1000) as f32 / 100.0);
+                format!("{{\"id\": {i}, \"a\": {a}, \"b\": {b}, \"c\": {c}}}")
+            };
+            let key = i.to_string();
+            loop {
+                match producer.send(BaseRecord::to(&events_topic).key(&key).payload(&payload)) {
+                    Ok(()) => break,
+                    Err(_) => {
+                        producer.poll(Duration::from_millis(10));
+                    }
+                }
+            }
+            // About 30 s in all, so the kills land while events flow.
+            if i % 100 == 0 {
+                producer.poll(Duration::ZERO);
+                std::thread::sleep(Duration::from_millis(30));
+            }
+        }
+        producer.flush(Duration::from_secs(30)).unwrap();
+    });
+
+    let stream = || {
+        sluice_at(&lake)
+            .args(["stream", "examples/kafka_score_events.toml"])
+            .envs([
+                ("STREAM_NAME", format!("score-{run}")),
+                ("KAFKA_BROKERS", brokers()),
+                ("EVENTS_TOPIC", events.clone()),
+                ("SCORES_TOPIC", scores.clone()),
+                ("DEAD_LETTER_TOPIC", dead.clone()),
+                ("STREAM_MAX_ROWS", "500".into()),
+                ("STREAM_STOP_WHEN_IDLE_S", "15".into()),
+                ("STREAM_STATUS_S", "1".into()),
+                ("LAND_EVERY_S", "1".into()),
+                ("KAFKA_SESSION_TIMEOUT_MS", "6000".into()),
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    // Five kills at points spread over the run (after the group join, while events flow).
+    let mut seed = 0x9e37_79b9_u64;
+    for kill in 0..5 {
+        let mut child = Child(stream());
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let wait = Duration::from_millis(9_000 + seed % 3_000);
+        std::thread::sleep(wait);
+        assert!(child.0.try_wait().unwrap().is_none(), "the stream ended before kill {kill}");
+        child.0.kill().unwrap(); // SIGKILL
+        child.0.wait().unwrap();
+    }
+    producing.join().unwrap();
+    // The killed runs did work: events landed and results went out before the last run.
+    assert!(lake.join("events_raw/_delta_log").exists(), "nothing landed before the kills");
+    let before = read_all(&scores, Duration::from_secs(2)).len();
+    assert!(before > 0, "no result before the last run");
+    // The last run goes until it is idle.
+    let out = stream().wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("stopped"), "{stdout}");
+
+    // Every event has a result or a dead letter; duplicates name their source offset and agree.
+    let results = read_all(&scores, Duration::from_secs(3));
+    let dead_letters = read_all(&dead, Duration::from_secs(2));
+    let mut by_source: HashMap<(String, String), f64> = HashMap::new();
+    let mut ids: HashMap<i64, f64> = HashMap::new();
+    let mut duplicates = 0;
+    for (key, payload, headers) in &results {
+        let value: serde_json::Value = serde_json::from_slice(payload).unwrap();
+        let (id, score) = (value["id"].as_i64().unwrap(), value["score"].as_f64().unwrap());
+        assert_eq!(key.as_deref(), Some(id.to_string().as_bytes()), "results are keyed like the events");
+        let source = (headers["sluice.partition"].clone(), headers["sluice.offset"].clone());
+        if let Some(before) = by_source.insert(source, score) {
+            duplicates += 1;
+            assert_eq!(before, score, "a repeated result differs from the first");
+        }
+        ids.insert(id, score);
+    }
+    let mut dead_ids = HashSet::new();
+    for (key, _, headers) in &dead_letters {
+        let id: i64 = String::from_utf8(key.clone().unwrap()).unwrap().parse().unwrap();
+        assert!(headers.contains_key("sluice.error") && headers.contains_key("sluice.offset"), "{headers:?}");
+        let stage = &headers["sluice.stage"];
+        assert_eq!(stage, if poison.contains(&id) { "decode" } else { "score" }, "{id}: {headers:?}");
+        dead_ids.insert(id);
+    }
+    assert_eq!(dead_ids, poison.union(&unscorable).copied().collect(), "dead letters");
+    assert_eq!(ids.len() as i64, N - 5, "every scorable event has a result ({duplicates} duplicates)");
+    eprintln!("{before} results before the last run, {} in all, {duplicates} repeated after kills", results.len());
+
+    // The lake holds every decodable event once, whatever the restarts.
+    let counts = first_value(&run_at(
+        &lake,
+        &["sql", "SELECT COUNT(*) || '/' || COUNT(DISTINCT CAST(_partition AS VARCHAR) || ':' || CAST(_offset AS VARCHAR)) || '/' || COUNT(DISTINCT id) FROM events_raw"],
+    ));
+    assert_eq!(counts, format!("{0}/{0}/{0}", N - 3));
+
+    // Each result equals the batch predict of the same row and model version.
+    run_at(&lake, &["score", "events_raw", "--model", "lin@production", "--key", "id", "--output", "batch", "--on-error", "null"]);
+    let batch = predictions(&lake.join("batch"));
+    let mut compared = 0;
+    for (id, score) in &ids {
+        let expected = batch[id];
+        assert!((f64::from(expected) - score).abs() <= 1e-6 * score.abs().max(1.0), "id {id}: stream {score}, batch {expected}");
+        compared += 1;
+    }
+    assert_eq!(compared, N - 5);
+}
