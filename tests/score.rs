@@ -76,8 +76,8 @@ fn a_million_rows_scored_once_each_with_the_models_values() {
         .map(|c| c.name().to_string())
         .collect();
     assert_eq!(columns, ["id", "prediction"], "{}", file.display());
-    let runs = value(&lake, "SELECT COUNT(DISTINCT run_id) || ' ' || MIN(scored_at) FROM preds WHERE scored_at IS NOT NULL");
-    assert!(runs.starts_with("1 20"), "{runs}");
+    let runs = value(&lake, "SELECT COUNT(DISTINCT run_id) || '/' || MIN(scored_at) FROM preds WHERE scored_at IS NOT NULL");
+    assert!(runs.starts_with("1/20"), "{runs}");
 
     // The same as a job file (the example), recorded in the run catalog under the job's name.
     let out = ok(
@@ -282,5 +282,5 @@ fn models_with_several_outputs_and_vector_features_score() {
     run_at(&lake, &["asset", "write", "legacy", "--sql", legacy]);
     let out = run_at(&lake, &["score", "vecs", "--model", linear.to_str().unwrap(), "--features", "v", "--key", "id", "--output", "legacy"]);
     assert!(out.contains("legacy@1: 1000 rows"), "{out}");
-    assert_eq!(value(&lake, "SELECT COUNT(*) || ' ' || COUNT(DISTINCT run_id) FROM legacy WHERE model = 'linear' OR id = -1"), "1001 2");
+    assert_eq!(value(&lake, "SELECT COUNT(*) || '/' || COUNT(DISTINCT run_id) FROM legacy WHERE model = 'linear' OR id = -1"), "1001/2");
 }
