@@ -91,6 +91,7 @@ pub async fn passthrough(brokers: &str, from: &str, to: &str, group: &str, idle:
     let consumer: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", group)
+        .set("session.timeout.ms", "10000") // as `sluice stream` (a new group joins sooner)
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
         .create()

@@ -50,9 +50,9 @@ echo "| measure | Sluice stream (MLP) | passthrough floor | Sluice / floor |"
 echo "|---|---|---|---|"
 # 1. Throughput from a backlog.
 "$bench" kafka-produce --topic "backlog-$run" --count "$events" >&2
-floor=$("$bench" kafka-passthrough --from "backlog-$run" --to "backlog-$run-copy" --group "floor-$run" --idle-s 8)
+floor=$("$bench" kafka-passthrough --from "backlog-$run" --to "backlog-$run-copy" --group "floor-$run" --idle-s 12)
 echo "$floor" >&2
-ours=$("$sluice" stream "$(job backlog "backlog-$run" 8)" 2>/dev/null | grep '^stopped')
+ours=$("$sluice" stream "$(job backlog "backlog-$run" 12)" 2>/dev/null | grep '^stopped')
 echo "$ours" >&2
 floor_rate=$(echo "$floor" | sed -n 's/.*: \([0-9]*\) events\/s.*/\1/p')
 ours_rate=$(echo "$ours" | sed -n 's/.*events (\([0-9]*\)\/s).*/\1/p')
@@ -65,12 +65,12 @@ for rate in 1000 10000; do
     topic="rate-$rate-$who-$run"
     "$bench" kafka-produce --topic "$topic" --count 0 # created before the consumer subscribes
     if [ "$who" = ours ]; then
-      "$sluice" stream "$(job "rate$rate" "$topic" 6)" 2>/dev/null > "$work/$who-$rate.out" &
+      "$sluice" stream "$(job "rate$rate" "$topic" 12)" 2>/dev/null > "$work/$who-$rate.out" &
     else
-      "$bench" kafka-passthrough --from "$topic" --to "$topic-copy" --group "floor-$topic" --idle-s 6 > "$work/$who-$rate.out" &
+      "$bench" kafka-passthrough --from "$topic" --to "$topic-copy" --group "floor-$topic" --idle-s 12 > "$work/$who-$rate.out" &
     fi
     consumer=$!
-    sleep 7 # the group join
+    sleep 8 # the group join (about 5 s on the development broker)
     "$bench" kafka-produce --topic "$topic" --count "$count" --rate "$rate" >&2
     wait "$consumer"
     cat "$work/$who-$rate.out" >&2
