@@ -49,7 +49,7 @@ impl Producer {
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "1")
-            .set("message.timeout.ms", &DELIVERY_TIMEOUT.as_millis().to_string());
+            .set("message.timeout.ms", DELIVERY_TIMEOUT.as_millis().to_string());
         if let Some(id) = transactional_id {
             config.set("transactional.id", id);
         }

@@ -430,16 +430,14 @@ impl JobFile {
     /// Reads and validates the job file at `path`: syntax and keys (errors name the file, line
     /// and key), then what the keys mean together.
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(Error::io(format!("reading job file {}", path.display())))?;
+        let text = read_job_file(path)?;
         Self::parse(&text, &path.display().to_string())
     }
 
     /// Parses and validates a job file's text; `origin` names it in errors. `${NAME}` and
     /// `${NAME:-default}` are replaced by environment variables first.
     pub fn parse(text: &str, origin: &str) -> Result<Self> {
-        let text = interpolate(text).map_err(|e| Error::Invalid(format!("{origin}: {e}")))?;
-        let job: JobFile =
-            toml::from_str(&text).map_err(|e| Error::Invalid(format!("{origin}: {}", with_key_line(&text, &e))))?;
+        let job: JobFile = from_toml(text, origin)?;
         let bad = |msg: String| Error::Invalid(format!("{origin}: {msg}"));
         if let Some(score) = &job.score {
             if !job.sources.is_empty() || job.transform.sql.is_some() || job.prepare.is_some() {
@@ -508,7 +506,7 @@ impl JobFile {
 
 /// A TOML error, led by the line of the unknown key it names: inside a source (whose kind decides
 /// its keys) the parser can only point at the source's section.
-pub(crate) fn with_key_line(text: &str, e: &toml::de::Error) -> String {
+fn with_key_line(text: &str, e: &toml::de::Error) -> String {
     let message = e.to_string();
     let key = message.split("unknown field `").nth(1).and_then(|rest| rest.split('`').next());
     let line = key.and_then(|key| {
@@ -528,7 +526,19 @@ pub(crate) fn with_key_line(text: &str, e: &toml::de::Error) -> String {
 }
 
 /// Replaces `${NAME}` and `${NAME:-default}` with environment variables.
-pub(crate) fn interpolate(text: &str) -> std::result::Result<String, String> {
+/// The text of the job file at `path`.
+pub(crate) fn read_job_file(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(Error::io(format!("reading job file {}", path.display())))
+}
+
+/// A job file's text as `T`: `${NAME}` and `${NAME:-default}` replaced by environment variables
+/// first; errors name `origin`, the line and the key.
+pub(crate) fn from_toml<T: serde::de::DeserializeOwned>(text: &str, origin: &str) -> Result<T> {
+    let text = interpolate(text).map_err(|e| Error::Invalid(format!("{origin}: {e}")))?;
+    toml::from_str(&text).map_err(|e| Error::Invalid(format!("{origin}: {}", with_key_line(&text, &e))))
+}
+
+fn interpolate(text: &str) -> std::result::Result<String, String> {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(start) = rest.find("${") {

@@ -8,7 +8,7 @@ use sluice_connectors::json::JsonOptions;
 use sluice_connectors::kafka::{KafkaConnection, StartFrom};
 
 use crate::error::{Error, Result};
-use crate::etl::config::{interpolate, with_key_line};
+use crate::etl::config::{from_toml, read_job_file};
 
 /// A stream job file.
 #[derive(Debug, Clone, Deserialize)]
@@ -167,15 +167,12 @@ fn default_partition() -> String {
 impl StreamJob {
     /// Reads and checks a job file.
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(Error::io(format!("reading job file {}", path.display())))?;
-        Self::parse(&text, &path.display().to_string())
+        Self::parse(&read_job_file(path)?, &path.display().to_string())
     }
 
     /// Parses and checks a job file's text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Self> {
-        let text = interpolate(text).map_err(|e| Error::Invalid(format!("{origin}: {e}")))?;
-        let job: StreamJob =
-            toml::from_str(&text).map_err(|e| Error::Invalid(format!("{origin}: {}", with_key_line(&text, &e))))?;
+        let job: StreamJob = from_toml(text, origin)?;
         let bad = |msg: &str| Err(Error::Invalid(format!("{origin}: {msg}")));
         if job.input.topics.is_empty() {
             return bad("input.topics: name at least one topic");
