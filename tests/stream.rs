@@ -102,6 +102,64 @@ fn predictions(dir: &Path) -> HashMap<i64, f32> {
     out
 }
 
+/// `sluice stream examples/kafka_score_events.toml` on the topics of test run `run`.
+fn example(lake: &Path, run: &str, env: &[(&str, &str)]) -> std::process::Child {
+    sluice_at(lake)
+        .args(["stream", "examples/kafka_score_events.toml"])
+        .envs([
+            ("STREAM_NAME", format!("score-{run}")),
+            ("KAFKA_BROKERS", brokers()),
+            ("EVENTS_TOPIC", format!("events-{run}")),
+            ("SCORES_TOPIC", format!("scores-{run}")),
+            ("DEAD_LETTER_TOPIC", format!("dead-{run}")),
+            ("STREAM_STATUS_S", "1".into()),
+            ("KAFKA_SESSION_TIMEOUT_MS", "6000".into()),
+        ])
+        .envs(env.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn sigterm_lands_and_commits_what_was_processed() {
+    start_broker();
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let (events, scores) = (format!("events-{run}"), format!("scores-{run}"));
+    create_topics(&[&events, &scores, &format!("dead-{run}")]);
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let model = dir.path().join("linear.pt");
+    linear_model(&model);
+    run_at(&lake, &["model", "register", "lin", model.to_str().unwrap(), "--inputs", "a, b, c", "--alias", "production"]);
+    let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", brokers()).create().unwrap();
+    for i in 0..1000 {
+        let payload = format!("{{\"id\": {i}, \"a\": 1, \"b\": 2, \"c\": 3}}");
+        producer.send(BaseRecord::to(&events).key(&i.to_string()).payload(&payload)).unwrap();
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+
+    // Runs until stopped; lands only every 10 minutes, so only the shutdown lands.
+    let child = example(&lake, &run, &[("STREAM_STOP_WHEN_IDLE_S", "0"), ("LAND_EVERY_S", "600")]);
+    let started = Instant::now();
+    while read_all(&scores, Duration::from_secs(1)).len() < 1000 {
+        assert!(started.elapsed() < Duration::from_secs(90), "no results");
+    }
+    assert!(!lake.join("events_raw/_delta_log").exists(), "landed before the shutdown");
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("stopped      1000 events"), "{stdout}");
+    assert_eq!(first_value(&run_at(&lake, &["sql", "SELECT COUNT(*) FROM events_raw"])), "1000");
+
+    // Offsets were committed: a restart has nothing left to read.
+    let out = example(&lake, &run, &[("STREAM_STOP_WHEN_IDLE_S", "10")]).wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("stopped      0 events"), "{stdout}");
+}
+
 #[test]
 fn events_scored_through_crashes_with_none_lost_and_the_lake_exact() {
     start_broker();
@@ -150,26 +208,7 @@ fn events_scored_through_crashes_with_none_lost_and_the_lake_exact() {
         producer.flush(Duration::from_secs(30)).unwrap();
     });
 
-    let stream = || {
-        sluice_at(&lake)
-            .args(["stream", "examples/kafka_score_events.toml"])
-            .envs([
-                ("STREAM_NAME", format!("score-{run}")),
-                ("KAFKA_BROKERS", brokers()),
-                ("EVENTS_TOPIC", events.clone()),
-                ("SCORES_TOPIC", scores.clone()),
-                ("DEAD_LETTER_TOPIC", dead.clone()),
-                ("STREAM_MAX_ROWS", "500".into()),
-                ("STREAM_STOP_WHEN_IDLE_S", "15".into()),
-                ("STREAM_STATUS_S", "1".into()),
-                ("LAND_EVERY_S", "1".into()),
-                ("KAFKA_SESSION_TIMEOUT_MS", "6000".into()),
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
-    };
+    let stream = || example(&lake, &run, &[("STREAM_MAX_ROWS", "500"), ("STREAM_STOP_WHEN_IDLE_S", "15"), ("LAND_EVERY_S", "1")]);
     // Five kills at points spread over the run (after the group join, while events flow).
     let mut seed = 0x9e37_79b9_u64;
     for kill in 0..5 {
