@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use sluice_connectors::delta::Lake;
 
 use crate::error::{Error, Result};
+use crate::sql::ident;
 
 /// The `[prepare]` section.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -80,10 +81,6 @@ enum Helper {
 
 /// The `_rule` of rows dropped as older duplicates of their key.
 const DUPLICATE: &str = "duplicate";
-
-fn ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
 
 fn literal(value: &toml::Value) -> Result<String> {
     Ok(match value {

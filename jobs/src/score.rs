@@ -23,6 +23,7 @@ use sluice_engine::assets::{AssetTable, WriteOptions, WriteSummary, commit_folde
 use crate::error::{Error, Result};
 use crate::etl::ErrorThreshold;
 use crate::models::{ModelRef, Registry};
+use crate::sql::ident;
 
 /// What to do with a row whose features cannot be scored (NULL or NaN).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -179,10 +180,6 @@ pub struct ScoreReport {
     pub rejected: Option<WriteSummary>,
     /// Seconds from start to commit.
     pub seconds: f64,
-}
-
-fn ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// Scores as `spec` says; `on_chunk(done, total)` after each chunk.

@@ -21,6 +21,7 @@ use sluice_connectors::delta::{AssetRef, Lake, WriteMode};
 use sluice_engine::assets::{WriteOptions, WriteSummary, stage_asset};
 
 use crate::error::{Error, Result};
+use crate::sql::ident;
 
 /// The splits, in order.
 pub const SPLITS: [&str; 3] = ["train", "validate", "test"];
@@ -163,10 +164,6 @@ pub struct SplitReport {
     pub cuts: Option<[String; 2]>,
     /// The versions written.
     pub outputs: Vec<WriteSummary>,
-}
-
-fn ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// Splits `spec.input` as `spec` says and writes the result; the report is also recorded with

@@ -14,6 +14,11 @@ pub async fn run(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>> {
     Ok(result?)
 }
 
+/// `name` as a quoted SQL identifier (any character, `"` doubled).
+pub(crate) fn ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
 /// Formats at most `max_rows` rows as a table, with a line saying how many were left out.
 pub fn format_table(batches: &[RecordBatch], max_rows: usize) -> Result<String> {
     let total: usize = batches.iter().map(|b| b.num_rows()).sum();

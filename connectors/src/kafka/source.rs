@@ -6,7 +6,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{CommitMode, Consumer as _, ConsumerContext, Rebalance, StreamConsumer};
-use rdkafka::error::KafkaResult;
 use rdkafka::message::{Headers as _, Message as _};
 use rdkafka::{ClientContext, Offset, Statistics, TopicPartitionList};
 
@@ -35,13 +34,6 @@ pub struct Message {
     pub headers: Vec<(String, Vec<u8>)>,
     /// When this process received it.
     pub received: Instant,
-}
-
-impl Message {
-    /// `topic/partition/offset`: where the event is, as errors and dead letters name it.
-    pub fn location(&self) -> String {
-        format!("{}/{}/{}", self.topic, self.partition, self.offset)
-    }
 }
 
 /// Librdkafka's callbacks: rebalances are logged, the statistics give each partition's end.
@@ -186,19 +178,6 @@ impl Consumer {
             }
             Err(e) => Err(Error::Source(format!("kafka group {}: committing offsets: {e}", self.group))),
         }
-    }
-
-    /// The group's committed offsets of the partitions assigned now.
-    pub fn committed(&self, timeout: Duration) -> KafkaResult<TopicPartitionList> {
-        self.inner.committed(timeout)
-    }
-
-    /// Partitions assigned to this consumer now.
-    pub fn assignment(&self) -> Vec<(String, i32)> {
-        self.inner
-            .assignment()
-            .map(|list| list.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect())
-            .unwrap_or_default()
     }
 
     /// Events between `position` (the next offset to process, per partition) and the end of the

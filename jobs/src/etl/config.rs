@@ -437,7 +437,15 @@ impl JobFile {
     /// Parses and validates a job file's text; `origin` names it in errors. `${NAME}` and
     /// `${NAME:-default}` are replaced by environment variables first.
     pub fn parse(text: &str, origin: &str) -> Result<Self> {
-        let job: JobFile = from_toml(text, origin)?;
+        let job: JobFile = from_toml(text, origin).map_err(|e| {
+            let stream = interpolate(text).is_ok_and(|t| crate::hot::StreamJob::looks_like(&t));
+            if stream {
+                return Error::Invalid(format!(
+                    "{origin} is a Kafka stream job ([input] topics): run it with `sluice stream {origin}`"
+                ));
+            }
+            e
+        })?;
         let bad = |msg: String| Error::Invalid(format!("{origin}: {msg}"));
         if let Some(score) = &job.score {
             if !job.sources.is_empty() || job.transform.sql.is_some() || job.prepare.is_some() {

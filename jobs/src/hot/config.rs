@@ -188,8 +188,15 @@ impl StreamJob {
         {
             return bad("land.partition_by: use day, hour or none");
         }
-        sluice_connectors::json::parse_columns(&job.input.schema)
+        let columns = sluice_connectors::json::parse_columns(&job.input.schema)
             .map_err(|e| Error::Invalid(format!("{origin}: input.schema: {e}")))?;
+        if let Some(taken) = columns.iter().find(|c| super::COORDINATES.contains(&c.name().as_str())) {
+            return bad(&format!(
+                "input.schema: '{}' is the name Sluice gives each event's coordinates ({}); rename the column",
+                taken.name(),
+                super::COORDINATES.join(", ")
+            ));
+        }
         Ok(job)
     }
 
@@ -208,8 +215,8 @@ impl StreamJob {
         JsonOptions { schema: Some(self.input.schema.clone()), infer: Some(false), sample: 0, flatten: self.input.flatten.clone() }
     }
 
-    /// Whether a job file is a Kafka stream job (it has `[input] topics` and a `[kafka]` or
-    /// `[output]`/`[land]` table), as opposed to an ETL or scoring job.
+    /// Whether a job file's text (variables replaced) is a Kafka stream job: it has
+    /// `[input] topics`, which ETL and scoring jobs do not.
     pub fn looks_like(text: &str) -> bool {
         toml::from_str::<toml::Table>(text)
             .ok()
@@ -249,5 +256,10 @@ topic = "out"
         assert!(e.contains("job.toml") && e.contains("topik"), "{e}");
         let e = StreamJob::parse(&JOB.replace("id bigint", "id bogus"), "job.toml").unwrap_err().to_string();
         assert!(e.contains("input.schema"), "{e}");
+        let e = StreamJob::parse(&JOB.replace("id bigint", "_offset bigint"), "job.toml").unwrap_err().to_string();
+        assert!(e.contains("'_offset' is the name Sluice gives"), "{e}");
+        // Given to `sluice run`, it says which command runs it.
+        let e = crate::etl::JobFile::parse(JOB, "job.toml").unwrap_err().to_string();
+        assert!(e.contains("run it with `sluice stream job.toml`"), "{e}");
     }
 }

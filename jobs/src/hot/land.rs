@@ -14,6 +14,7 @@ use sluice_engine::assets::{WriteOptions, WriteSummary, write_asset};
 
 use super::config::Land;
 use crate::error::{Error, Result};
+use crate::sql::ident;
 
 /// A partition of a topic.
 pub type Partition = (String, i32);
@@ -36,10 +37,8 @@ impl Lander {
     pub async fn open(ctx: &SessionContext, lake: &Lake, config: &Land, job: &str) -> Result<Self> {
         let mut landed = HashMap::new();
         if lake.exists(&config.asset).await? {
-            let sql = format!(
-                "SELECT _topic, _partition, MAX(_offset) + 1 FROM \"{}\" GROUP BY _topic, _partition",
-                config.asset.replace('"', "\"\"")
-            );
+            let sql =
+                format!("SELECT _topic, _partition, MAX(_offset) + 1 FROM {} GROUP BY _topic, _partition", ident(&config.asset));
             let batches = ctx.sql(&sql).await?.collect().await.map_err(|e| {
                 Error::Invalid(format!("land.asset {}: reading the offsets it holds: {e}", config.asset))
             })?;

@@ -29,7 +29,7 @@ use land::Lander;
 use crate::error::{Error, Result};
 
 /// Columns each event carries besides its payload's: where it came from and when.
-const COORDINATES: [&str; 4] = ["_topic", "_partition", "_offset", "_timestamp"];
+pub(crate) const COORDINATES: [&str; 4] = ["_topic", "_partition", "_offset", "_timestamp"];
 
 /// What a stream did so far (the status line, and the summary at the end).
 #[derive(Debug, Clone, Default, Serialize)]

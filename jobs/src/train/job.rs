@@ -15,6 +15,7 @@ use super::{Dataset, Task, TrainOptions, Trained, train_model};
 use crate::error::{Error, Result};
 use crate::models::{Input, ModelInfo, ModelVersion, Registry};
 use crate::split::SPLITS;
+use crate::sql::ident;
 
 /// What to train.
 #[derive(Debug, Clone)]
@@ -105,10 +106,6 @@ struct Splits {
     schema: std::sync::Arc<Schema>,
     /// The split lineage of the dataset, when it has one.
     lineage: Option<serde_json::Value>,
-}
-
-fn ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 async fn splits(lake: &Lake, input: &str) -> Result<Splits> {
