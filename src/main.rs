@@ -85,15 +85,27 @@ enum Command {
         #[command(flatten)]
         cluster: ClusterArgs,
     },
-    /// Run job files on their cron schedules (`[job] schedule`), each run its own process,
-    /// recorded in the run catalog; never two runs of one job at once.
+    /// Serve the workspace: run job files on their cron schedules (`[job] schedule`; each run
+    /// its own process, recorded in the run catalog, never two runs of one job at once) and, with
+    /// --flight, Arrow Flight SQL and Flight for remote clients, behind the users of --access.
     Serve {
         /// Job files with a schedule.
-        #[arg(required = true)]
         jobs: Vec<PathBuf>,
         /// Stop starting runs after this many seconds, and return once the running ones end.
         #[arg(long = "for", value_name = "SECONDS")]
         stop_after: Option<f64>,
+        /// Serve Flight SQL and Flight on this address, e.g. 127.0.0.1:50060.
+        #[arg(long, value_name = "HOST:PORT")]
+        flight: Option<String>,
+        /// The access file: users, their roles and credentials (required with --flight).
+        #[arg(long, env = "SLUICE_ACCESS", value_name = "FILE")]
+        access: Option<PathBuf>,
+        /// TLS certificate chain (PEM) for the Flight endpoint; needs --tls-key.
+        #[arg(long, value_name = "PEM", requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// TLS private key (PEM).
+        #[arg(long, value_name = "PEM", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
         #[command(flatten)]
         cluster: ClusterArgs,
     },
@@ -243,8 +255,9 @@ enum Command {
         /// Port for gRPC, REST and Flight SQL.
         #[arg(long, default_value_t = 50050)]
         port: u16,
-        /// Seconds without a heartbeat before an executor is considered lost.
-        #[arg(long, default_value_t = 180)]
+        /// Seconds without a heartbeat before an executor is considered lost and its tasks run
+        /// elsewhere; keep it a few times the executors' --heartbeat.
+        #[arg(long, default_value_t = sluice_engine::cluster::DEFAULT_EXECUTOR_TIMEOUT_SECONDS)]
         executor_timeout: u64,
         #[command(flatten)]
         workspace: WorkspaceArg,
@@ -278,6 +291,12 @@ enum Command {
         /// Seconds to wait for the scheduler at start-up.
         #[arg(long, default_value_t = 30)]
         connect_timeout: u16,
+        /// Seconds between heartbeats to the scheduler.
+        #[arg(long, default_value_t = sluice_engine::cluster::DEFAULT_HEARTBEAT_SECONDS)]
+        heartbeat: u64,
+        /// Serve Prometheus metrics on /metrics and a health check on /healthz at this port.
+        #[arg(long, value_name = "PORT")]
+        metrics_port: Option<u16>,
         /// Device the models of this executor run on: auto (a GPU where there is one), cpu,
         /// cuda or cuda:N (default: SLUICE_DEVICE, else auto). It is part of the default id.
         #[arg(long)]
@@ -856,7 +875,10 @@ async fn run(cli: Cli) -> Result<()> {
             println!("{id}");
             eprintln!("submitted    {} as run {id} (log {}); see `sluice runs show {id}`", spec.job.name, log.display());
         }
-        Command::Serve { jobs, stop_after, cluster } => {
+        Command::Serve { jobs, stop_after, flight, access, tls_cert, tls_key, cluster } => {
+            if jobs.is_empty() && flight.is_none() {
+                anyhow::bail!("nothing to serve: give job files with a schedule, --flight HOST:PORT, or both");
+            }
             let mut scheduled = Vec::new();
             for path in &jobs {
                 let spec = sluice_jobs::etl::JobFile::load(path)?;
@@ -869,22 +891,47 @@ async fn run(cli: Cli) -> Result<()> {
             }
             let lake = cluster.workspace.lake()?;
             let catalog = sluice_jobs::runs::Catalog::open(&sluice_jobs::runs::default_location(lake.root())).await?;
+            let tls = tls_cert.zip(tls_key).map(|(cert, key)| sluice_jobs::server::Tls { cert, key });
+            let flight = match flight {
+                Some(address) => Some(flight_server(&address, access.as_deref(), tls.is_some(), &cluster, &lake).await?),
+                None => None,
+            };
             let launch = |job: &sluice_jobs::schedule::Scheduled, id: &str| {
                 spawn_run(&job.path, id, &cluster).map(|(child, _)| child).map_err(|e| sluice_jobs::Error::Invalid(format!("{e:#}")))
             };
             let stop_after = stop_after.map(std::time::Duration::from_secs_f64);
-            sluice_jobs::schedule::serve(scheduled, &catalog, launch, stop_after, |event| {
-                use sluice_jobs::schedule::ServeEvent;
-                match event {
-                    ServeEvent::Next { job, at } => println!("next         {job} at {at}"),
-                    ServeEvent::Started { job, run, catch_up } => {
-                        println!("started      {job} run {run}{}", if catch_up { " (catching up a missed time)" } else { "" })
-                    }
-                    ServeEvent::Skipped { job, running } => println!("skipped      {job}: run {running} is still running"),
-                    ServeEvent::Ended { job, run, status } => println!("ended        {job} run {run}: {status}"),
+            let schedules = async {
+                if scheduled.is_empty() {
+                    return Ok(());
                 }
-            })
-            .await?;
+                sluice_jobs::schedule::serve(scheduled, &catalog, launch, stop_after, |event| {
+                    use sluice_jobs::schedule::ServeEvent;
+                    match event {
+                        ServeEvent::Next { job, at } => println!("next         {job} at {at}"),
+                        ServeEvent::Started { job, run, catch_up } => {
+                            println!("started      {job} run {run}{}", if catch_up { " (catching up a missed time)" } else { "" })
+                        }
+                        ServeEvent::Skipped { job, running } => println!("skipped      {job}: run {running} is still running"),
+                        ServeEvent::Ended { job, run, status } => println!("ended        {job} run {run}: {status}"),
+                    }
+                })
+                .await
+            };
+            match flight {
+                Some((listener, server, _cluster)) => {
+                    let stop = async move {
+                        match stop_after {
+                            Some(after) => tokio::time::sleep(after).await,
+                            None => std::future::pending().await,
+                        }
+                    };
+                    let flight = sluice_jobs::server::serve_flight(listener, tls.as_ref(), server, stop);
+                    let (a, b) = tokio::join!(schedules, flight);
+                    a?;
+                    b?;
+                }
+                None => schedules.await?,
+            }
         }
         Command::Scheduler { bind, external_host, port, executor_timeout, workspace } => {
             sluice_engine::cluster::run_scheduler(SchedulerOptions {
@@ -906,6 +953,8 @@ async fn run(cli: Cli) -> Result<()> {
             vcores,
             work_dir,
             connect_timeout,
+            heartbeat,
+            metrics_port,
             device: _,
             workspace,
         } => {
@@ -930,6 +979,8 @@ async fn run(cli: Cli) -> Result<()> {
                 work_dir,
                 connect_timeout_seconds: connect_timeout,
                 datastores: workspace.datastores()?,
+                heartbeat_seconds: heartbeat,
+                metrics_port,
             })
             .await?;
         }
@@ -973,6 +1024,43 @@ async fn score(spec: sluice_jobs::score::ScoreSpec, cluster: &ClusterArgs, run_i
         println!("rejected     {}@{}: {} rows with the reason", q.asset, q.version, q.rows);
     }
     Ok(())
+}
+
+/// Binds the Flight endpoint of `sluice serve` and builds its server: queries on the cluster the
+/// arguments name (an embedded one is returned to be kept alive), assets read and written here.
+async fn flight_server(
+    address: &str,
+    access: Option<&std::path::Path>,
+    tls: bool,
+    cluster: &ClusterArgs,
+    lake: &Lake,
+) -> Result<(tokio::net::TcpListener, sluice_jobs::server::FlightServer, Option<EmbeddedCluster>)> {
+    let access = access.context(
+        "--flight needs --access FILE: the users and their roles (anonymous access only where that file allows it)",
+    )?;
+    let config = sluice_jobs::server::AccessConfig::load(access)?;
+    let rules = sluice_jobs::server::Access::new(&config).with_context(|| format!("access file {}", access.display()))?;
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("binding the Flight endpoint to {address}"))?;
+    let (ctx, embedded) = session(cluster).await?;
+    let local = SessionContext::new_with_config(sluice_engine::session::session_config());
+    local.register_object_store(lake.store_url(), lake.store());
+    sluice_engine::assets::register(&local, lake)?;
+    let runs = sluice_jobs::runs::Catalog::open(&sluice_jobs::runs::default_location(lake.root())).await?;
+    let args = cluster.clone();
+    let launch: sluice_jobs::server::Launch = std::sync::Arc::new(move |job: &std::path::Path, id: &str| {
+        spawn_run(job, id, &args).map(|(child, _)| child).map_err(|e| sluice_jobs::Error::Invalid(format!("{e:#}")))
+    });
+    let server = sluice_jobs::server::FlightServer::new(ctx, local, lake.clone(), rules, std::sync::Arc::new(runs), Some(launch))?;
+    let scheme = if tls { "grpc+tls" } else { "grpc" };
+    let anonymous = config.anonymous.map_or("refused".to_string(), |r| format!("allowed as {}", r.name()));
+    println!(
+        "flight       {scheme}://{} (Flight SQL and Flight; {} users, anonymous {anonymous})",
+        listener.local_addr()?,
+        config.users.len()
+    );
+    Ok((listener, server, embedded))
 }
 
 /// Starts `sluice run JOB --run-id ID` in the background with the same cluster and workspace,

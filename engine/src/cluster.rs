@@ -33,7 +33,8 @@ pub struct SchedulerOptions {
     pub external_host: String,
     /// gRPC (and REST, Flight SQL) port; 0 picks a free one.
     pub port: u16,
-    /// Seconds without a heartbeat after which an executor is considered lost.
+    /// Seconds without a heartbeat after which an executor is considered lost and its tasks
+    /// are run again elsewhere (Ballista's default, 180 s, leaves a job waiting for minutes).
     pub executor_timeout_seconds: u64,
     /// Datastores registered in every job's session (the scheduler plans with them).
     pub datastores: Vec<Datastore>,
@@ -45,7 +46,7 @@ impl Default for SchedulerOptions {
             bind_host: "127.0.0.1".into(),
             external_host: "127.0.0.1".into(),
             port: 50050,
-            executor_timeout_seconds: 180,
+            executor_timeout_seconds: DEFAULT_EXECUTOR_TIMEOUT_SECONDS,
             datastores: Vec::new(),
         }
     }
@@ -76,7 +77,17 @@ pub struct ExecutorOptions {
     pub connect_timeout_seconds: u16,
     /// Datastores the executor reads and writes.
     pub datastores: Vec<Datastore>,
+    /// Seconds between heartbeats to the scheduler (Ballista's default is 60).
+    pub heartbeat_seconds: u64,
+    /// Port of this executor's `/metrics` (Prometheus) and `/healthz` endpoints; None: off.
+    pub metrics_port: Option<u16>,
 }
+
+/// Seconds between an executor's heartbeats, by default: a few, so that a scheduler with
+/// [`DEFAULT_EXECUTOR_TIMEOUT_SECONDS`] tells a lost executor from a slow one.
+pub const DEFAULT_HEARTBEAT_SECONDS: u64 = 2;
+/// Seconds without a heartbeat before the scheduler gives a lost executor's tasks to others.
+pub const DEFAULT_EXECUTOR_TIMEOUT_SECONDS: u64 = 8;
 
 impl Default for ExecutorOptions {
     fn default() -> Self {
@@ -92,6 +103,8 @@ impl Default for ExecutorOptions {
             work_dir: None,
             connect_timeout_seconds: 30,
             datastores: Vec::new(),
+            heartbeat_seconds: DEFAULT_HEARTBEAT_SECONDS,
+            metrics_port: None,
         }
     }
 }
@@ -128,7 +141,10 @@ async fn build_scheduler(options: &SchedulerOptions) -> Result<(Scheduler, tokio
     config.bind_host = options.bind_host.clone();
     config.override_logical_codec = Some(crate::codec::logical_codec());
     config.override_physical_codec = Some(crate::codec::physical_codec());
-    config.executor_timeout_seconds = options.executor_timeout_seconds;
+    config.executor_timeout_seconds = options.executor_timeout_seconds.max(1);
+    // Look for lost executors often enough that the timeout, not the check, sets the delay.
+    config.expire_dead_executor_interval_seconds = (options.executor_timeout_seconds / 4).clamp(1, 15);
+    config.no_executors_grace_period_seconds = config.executor_timeout_seconds;
     let cluster = BallistaCluster::new_from_config(&config).await?;
     let scheduler = create_scheduler::<LogicalPlanNode, PhysicalPlanNode>(cluster, Arc::new(config)).await?;
     Ok((scheduler, listener))
@@ -188,6 +204,7 @@ fn executor_config_with(options: &ExecutorOptions, functions: &Functions) -> Res
         vcores: options.vcores.max(1),
         work_dir: Some(work_dir),
         print_thread_info: false,
+        executor_heartbeat_interval_seconds: options.heartbeat_seconds.max(1),
         override_function_registry: Some(Arc::new(registry)),
         override_runtime_producer: Some(Arc::new(move |_| runtime_env(Some(&spill), &datastores))),
         override_config_producer: Some(Arc::new(session_config)),
@@ -220,11 +237,48 @@ pub async fn run_executor(options: ExecutorOptions) -> Result<()> {
     // Ballista's own connect retry never gives up; wait here with a deadline, then connect once.
     wait_for_scheduler(&options.scheduler_host, options.scheduler_port, options.connect_timeout_seconds).await?;
     let options = ExecutorOptions { connect_timeout_seconds: 0, ..options };
-    let (config, _) = executor_config(&options)?;
+    let (config, functions) = executor_config(&options)?;
+    if let Some(port) = options.metrics_port {
+        let listener = tokio::net::TcpListener::bind((options.bind_host.as_str(), port))
+            .await
+            .map_err(Error::io(format!("binding the metrics endpoint to {}:{port}", options.bind_host)))?;
+        tracing::info!(addr = %listener.local_addr().map_err(Error::io("reading the metrics address"))?, "metrics on /metrics, health on /healthz");
+        tokio::spawn(serve_metrics(listener, options.id.clone(), functions.predict.stats()));
+    }
     tracing::info!(id = %options.id, flight_port = config.port, grpc_port = config.grpc_port,
         scheduler = %format!("{}:{}", options.scheduler_host, options.scheduler_port), "executor starting");
     start_executor_process(Arc::new(config)).await?;
     Ok(())
+}
+
+/// Serves an executor's `/metrics` (Prometheus text format) and `/healthz`.
+async fn serve_metrics(listener: tokio::net::TcpListener, id: String, stats: Arc<PredictStats>) {
+    use axum::routing::get;
+    let metrics = move || {
+        let text = prometheus_text(&id, &stats);
+        async move { ([("content-type", "text/plain; version=0.0.4")], text) }
+    };
+    let app = axum::Router::new().route("/healthz", get(|| async { "ok" })).route("/metrics", get(metrics));
+    if let Err(e) = axum::serve(listener, app).await {
+        tracing::warn!(error = %e, "the metrics endpoint stopped");
+    }
+}
+
+/// The executor's counters in Prometheus' text format (stable names; `executor` label).
+fn prometheus_text(id: &str, stats: &PredictStats) -> String {
+    use std::sync::atomic::Ordering::Relaxed;
+    let label = id.replace(['\\', '"'], "_");
+    let seconds = stats.forward_nanos.load(Relaxed) as f64 / 1e9;
+    let mut out = String::new();
+    for (name, kind, help, value) in [
+        ("sluice_executor_up", "gauge", "1 while the executor process runs.", "1".to_string()),
+        ("sluice_predict_rows_total", "counter", "Rows scored by predict.", stats.rows.load(Relaxed).to_string()),
+        ("sluice_predict_batches_total", "counter", "Forward calls of predict.", stats.batches.load(Relaxed).to_string()),
+        ("sluice_predict_seconds_total", "counter", "Seconds in predict's forward calls (model latency: rate of this over rate of batches).", format!("{seconds:.6}")),
+    ] {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{executor=\"{label}\"}} {value}\n"));
+    }
+    out
 }
 
 /// Settings of an embedded cluster.

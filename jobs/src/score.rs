@@ -9,7 +9,7 @@
 //! feature) fail the run, go to `<output>_rejected` with the reason, or get a NULL prediction;
 //! past `max_errors` the run fails before scoring anything.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::{DataType, Int64Type};
@@ -254,14 +254,18 @@ pub async fn run(
         let written = async { ctx.sql(&sql).await?.write_parquet(folder.as_str(), Default::default(), Some(write_options(ctx))).await };
         let written = written.await;
         ctx.deregister_table(table.as_str())?;
-        if let Err(e) = written {
-            if plan.on_error == OnError::Fail {
-                // A bad row stopped the chunk: say how many there are, and what to do.
-                let (rows, bad_rows) = count_bad(ctx, &input, &bad).await?;
-                check_bad_rows(ctx, spec, &plan, &input, &bad, rows, bad_rows).await?;
+        let reported = match written {
+            Ok(batches) => reported_rows(&batches),
+            Err(e) => {
+                if plan.on_error == OnError::Fail {
+                    // A bad row stopped the chunk: say how many there are, and what to do.
+                    let (rows, bad_rows) = count_bad(ctx, &input, &bad).await?;
+                    check_bad_rows(ctx, spec, &plan, &input, &bad, rows, bad_rows).await?;
+                }
+                return Err(e.into());
             }
-            return Err(e.into());
-        }
+        };
+        settle_chunk(lake, &spec.output, &folder, reported).await?;
         put(&format!("chunk-{k}/_done"), Vec::new()).await?;
         scored += 1;
         on_chunk(k + 1, total);
@@ -468,6 +472,54 @@ async fn done_chunks(lake: &Lake, run_url: &url::Url) -> Result<BTreeSet<usize>>
             folder.strip_prefix("chunk-")?.parse().ok()
         })
         .collect())
+}
+
+/// Rows a write reported (DataFusion's `count` rows).
+fn reported_rows(batches: &[arrow::record_batch::RecordBatch]) -> Option<u64> {
+    let mut total = 0;
+    for batch in batches {
+        let counts = batch.column(0).as_any().downcast_ref::<arrow::array::UInt64Array>()?;
+        total += counts.iter().flatten().sum::<u64>();
+    }
+    Some(total)
+}
+
+/// Leaves in a chunk's folder only the files of the write that succeeded. When an executor is
+/// lost while it writes, Ballista runs the write again elsewhere and the lost attempt's files
+/// stay behind; DataFusion names each attempt's files `WRITEID_N.parquet`, so the attempt whose
+/// rows equal the reported count is kept and the others are deleted.
+async fn settle_chunk(lake: &Lake, output: &str, folder: &url::Url, reported: Option<u64>) -> Result<()> {
+    let files = lake.collect_written(output, folder, &[]).await?;
+    let mut attempts: BTreeMap<String, (u64, Vec<String>)> = BTreeMap::new();
+    for file in files {
+        let name = file.path.rsplit('/').next().unwrap_or(&file.path);
+        let attempt = name.split_once('_').map_or(name, |(id, _)| id).to_string();
+        let entry = attempts.entry(attempt).or_default();
+        entry.0 += file.num_records.unwrap_or(0);
+        entry.1.push(file.path);
+    }
+    if attempts.len() <= 1 {
+        return Ok(());
+    }
+    let keep = reported.and_then(|rows| attempts.iter().find(|(_, (n, _))| *n == rows).map(|(id, _)| id.clone()));
+    let Some(keep) = keep else {
+        remove_folder(lake, folder).await?;
+        return Err(Error::Invalid(format!(
+            "scoring {output}: the files of a chunk in {folder} come from {} attempts and none holds the {} rows the \
+             cluster reported (an executor was lost while writing); they were removed: run again with --resume",
+            attempts.len(),
+            reported.map_or("(unknown)".to_string(), |r| r.to_string())
+        )));
+    };
+    let store = lake.store();
+    for (attempt, (rows, paths)) in attempts.into_iter().filter(|(id, _)| *id != keep) {
+        tracing::warn!(chunk = %folder, attempt = %attempt, rows, files = paths.len(), "removing the files of a lost write attempt");
+        for path in paths {
+            let path = object_store::path::Path::from(path.as_str());
+            store.delete(&path).await.map_err(|e| Error::Invalid(format!("removing {path}: {e}")))?;
+        }
+    }
+    Ok(())
 }
 
 async fn remove_folder(lake: &Lake, url: &url::Url) -> Result<()> {
