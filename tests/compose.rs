@@ -14,7 +14,10 @@ use serde_yaml::Value;
 fn compose() -> BTreeMap<String, Value> {
     let text = std::fs::read_to_string(root().join("docker-compose.yml")).unwrap();
     let mut doc: Value = serde_yaml::from_str(&text).unwrap();
-    doc.apply_merge().unwrap();
+    // Merge keys may bring merge keys of their own (executor-2 <- executor-1 <- x-sluice).
+    for _ in 0..4 {
+        doc.apply_merge().unwrap();
+    }
     let services = doc.get("services").and_then(Value::as_mapping).expect("a services mapping");
     services.iter().map(|(k, v)| (k.as_str().unwrap().to_string(), v.clone())).collect()
 }

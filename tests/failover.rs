@@ -1,7 +1,8 @@
 //! A scheduler and two executors as separate processes on loopback; a scoring job loses one
 //! executor to SIGKILL midway and still finishes, within a minute, with exactly one prediction
 //! per input key: the scheduler notices the lost executor within seconds (heartbeats every 2 s,
-//! timeout 8 s) and runs its tasks on the other one.
+//! timeout 8 s) and runs its tasks on the other one. The scheduler's health, readiness and
+//! Prometheus endpoints and an executor's /metrics answer with what happened.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
 
@@ -33,17 +34,22 @@ fn slow_model(path: &Path) {
 
 const ROWS: u64 = 300_000;
 
+/// The whole HTTP response to `GET path` on loopback `port` (empty when nothing answers).
+fn get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return String::new() };
+    let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
+    if s.write_all(req.as_bytes()).is_err() {
+        return String::new();
+    }
+    let mut response = String::new();
+    let _ = s.read_to_string(&mut response);
+    response
+}
+
 /// Executors the scheduler's REST API lists.
 fn registered_executors(port: u16) -> usize {
-    use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return 0 };
-    let req = format!("GET /api/executors HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
-    if s.write_all(req.as_bytes()).is_err() {
-        return 0;
-    }
-    let mut body = String::new();
-    let _ = s.read_to_string(&mut body);
-    body.matches("\"id\"").count()
+    get(port, "/api/executors").matches("\"id\"").count()
 }
 
 fn spawn(lake: &Path, args: &[&str], log: &Path) -> Child {
@@ -75,10 +81,15 @@ fn a_scoring_job_survives_a_killed_executor_with_one_prediction_per_key() {
     let scheduler_addr = format!("127.0.0.1:{port}");
     let logs = dir.path();
     let _scheduler = spawn(&lake, &["scheduler", "--port", &port.to_string()], &logs.join("scheduler.log"));
+    let metrics_port = free_port();
     let mut executors: Vec<Child> = ["exec-a", "exec-b"]
         .iter()
         .map(|id| {
-            let args = ["executor", "--scheduler", &scheduler_addr, "--id", id, "--flight-port", "0", "--grpc-port", "0", "--vcores", "1"];
+            let mut args = vec!["executor", "--scheduler", &scheduler_addr, "--id", id, "--flight-port", "0", "--grpc-port", "0", "--vcores", "1"];
+            let metrics = metrics_port.to_string();
+            if *id == "exec-b" {
+                args.extend(["--metrics-port", &metrics]);
+            }
             spawn(&lake, &args, &logs.join(format!("{id}.log")))
         })
         .collect();
@@ -93,7 +104,7 @@ fn a_scoring_job_survives_a_killed_executor_with_one_prediction_per_key() {
     let out = std::fs::File::create(logs.join("score.log")).unwrap();
     let mut score = sluice_at(&lake)
         .args(["score", "events", "--model", model.to_str().unwrap(), "--key", "id", "--output", "preds"])
-        .args(["--chunks", "1", "--cluster", &cluster])
+        .args(["--features", "a,b,c", "--chunks", "1", "--cluster", &cluster])
         .stdout(Stdio::piped())
         .stderr(out)
         .spawn()
@@ -102,7 +113,9 @@ fn a_scoring_job_survives_a_killed_executor_with_one_prediction_per_key() {
     // Kill exec-a once it is scoring (its predict logs batches), well before the job ends.
     let a_log = logs.join("exec-a.log");
     while !std::fs::read_to_string(&a_log).unwrap_or_default().contains("predict scored a batch") {
-        assert!(score.try_wait().unwrap().is_none(), "the job ended before exec-a scored anything");
+        if score.try_wait().unwrap().is_some() {
+            panic!("the job ended before exec-a scored anything:\n{}", std::fs::read_to_string(logs.join("score.log")).unwrap());
+        }
         assert!(started.elapsed() < Duration::from_secs(60), "exec-a scored nothing within 60 s");
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -140,4 +153,25 @@ fn a_scoring_job_survives_a_killed_executor_with_one_prediction_per_key() {
     assert_eq!(values, [ROWS.to_string(), ROWS.to_string(), "0".into(), (ROWS - 1).to_string()], "{counts}");
     let b_log = std::fs::read_to_string(logs.join("exec-b.log")).unwrap();
     assert!(b_log.contains("predict scored a batch"), "exec-b scored nothing");
+    // The scheduler saw exec-a lost and gave its task to exec-b.
+    let scheduler_log = std::fs::read_to_string(logs.join("scheduler.log")).unwrap();
+    assert!(
+        scheduler_log.lines().any(|l| l.contains("Reset") && l.contains("on lost Executor exec-a")),
+        "the scheduler re-ran nothing of exec-a:\n{scheduler_log}"
+    );
+
+    // Operations: health, readiness and Prometheus metrics of the scheduler and an executor.
+    assert!(get(port, "/healthz").starts_with("HTTP/1.1 200"));
+    assert!(get(port, "/readyz").starts_with("HTTP/1.1 200"));
+    let scheduler_metrics = get(port, "/api/metrics");
+    assert!(scheduler_metrics.contains("job_completed_total"), "{scheduler_metrics}");
+    let executor_metrics = get(metrics_port, "/metrics");
+    let rows: u64 = executor_metrics
+        .lines()
+        .find(|l| l.starts_with("sluice_predict_rows_total{executor=\"exec-b\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no row counter:\n{executor_metrics}"));
+    assert!(rows > 0 && rows <= ROWS * 2, "exec-b scored {rows} rows");
+    assert!(get(metrics_port, "/healthz").ends_with("ok"));
 }

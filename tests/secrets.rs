@@ -41,7 +41,7 @@ fn a_database_password_appears_in_no_log_error_record_or_file() {
     let id = std::process::id();
     let (db, user, password) = (format!("sluice_sec{id}"), format!("sluice_sec{id}"), format!("pw-{id}-Zq8!x"));
     mysql(&format!(
-        "DROP DATABASE IF EXISTS {db}; CREATE DATABASE {db}; \
+        "DROP DATABASE IF EXISTS {db}; CREATE DATABASE {db}; USE {db}; \
          CREATE TABLE {db}.orders (order_id BIGINT PRIMARY KEY, amount DOUBLE, updated_at DATETIME(6) NOT NULL); \
          INSERT INTO {db}.orders SELECT seq, seq * 0.5, TIMESTAMP '2026-01-01 00:00:00' + INTERVAL seq SECOND FROM seq_1_to_500; \
          DROP USER IF EXISTS '{user}'@'%'; CREATE USER '{user}'@'%' IDENTIFIED BY '{password}'; \
@@ -85,6 +85,7 @@ fn a_database_password_appears_in_no_log_error_record_or_file() {
         assert!(!text.contains(&password), "{what} shows the password:\n{text}");
         assert!(!text.contains("wrong-password-123"), "{what} shows the wrong password:\n{text}");
     }
+    assert_eq!(runs.lines().filter(|l| l.contains("secret_orders")).count(), 2, "{runs}");
     for line in runs.lines().filter(|l| l.contains("secret_orders")) {
         let id = line.split_whitespace().next().unwrap();
         let record = run_at(&lake, &["runs", "show", id]);
