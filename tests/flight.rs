@@ -1,8 +1,9 @@
 //! `sluice serve --flight`: Flight SQL queries with `predict` from an independent client (the
 //! arrow-flight crate's `FlightSqlServiceClient`), prepared statements, GetTables listing the
 //! assets, the Flight data plane (DoPut then DoGet, bulk ingest), and every refusal of the roles:
-//! no token, a wrong password, a reader writing or submitting, an operator submitting. The
-//! server's output never shows a password or token.
+//! no token, a wrong password, a reader writing or submitting, an operator submitting or
+//! granting. The server's output never shows a password or token. With a certificate and key
+//! the endpoint speaks TLS only.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
 
@@ -46,9 +47,13 @@ const EVENTS: &str = "SELECT value AS id, CAST(value % 10 AS FLOAT) AS a, CAST(v
     CAST(value % 13 AS FLOAT) AS c FROM (SELECT unnest(range(0, 1000)) AS value)";
 
 async fn channel(port: u16, server: &mut Child) -> Channel {
+    connect(Channel::from_shared(format!("http://127.0.0.1:{port}")).unwrap(), server).await
+}
+
+async fn connect(endpoint: tonic::transport::Endpoint, server: &mut Child) -> Channel {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        if let Ok(channel) = Channel::from_shared(format!("http://127.0.0.1:{port}")).unwrap().connect().await {
+        if let Ok(channel) = endpoint.connect().await {
             // The port is bound before the cluster is up: wait for a real answer.
             let mut client = FlightSqlServiceClient::new(channel.clone());
             if client.handshake("ana", PASSWORD).await.is_ok() {
@@ -59,6 +64,30 @@ async fn channel(port: u16, server: &mut Child) -> Channel {
         assert!(Instant::now() < deadline, "the Flight endpoint did not answer within 120 s");
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+}
+
+/// Starts `sluice serve --flight` on a free port with the test's users; returns the process,
+/// the port and the file its output goes to.
+fn serve(dir: &std::path::Path, lake: &std::path::Path, extra: &[&str]) -> (Child, u16, std::path::PathBuf) {
+    let access = dir.join("access.toml");
+    std::fs::write(&access, ACCESS).unwrap();
+    let port = free_port();
+    let log = dir.join(format!("serve-{port}.log"));
+    let out = std::fs::File::create(&log).unwrap();
+    let server = Child(
+        sluice_at(lake)
+            .env("SLUICE_LOG", "info")
+            .env("TEST_ANA_PASSWORD", PASSWORD)
+            .env("TEST_DEE_TOKEN", TOKEN)
+            .env("TEST_OPS_PASSWORD", OPERATOR_PASSWORD)
+            .args(["serve", "--flight", &format!("127.0.0.1:{port}"), "--access", access.to_str().unwrap(), "--executors", "1"])
+            .args(extra)
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap(),
+    );
+    (server, port, log)
 }
 
 async fn fetch(client: &mut FlightSqlServiceClient<Channel>, info: FlightInfo) -> Vec<RecordBatch> {
@@ -106,24 +135,7 @@ async fn flight_sql_queries_with_predict_and_roles_refuse_what_they_must() {
     linear_model(&model);
     run_at(&lake, &["asset", "write", "events", "--sql", EVENTS]);
     run_at(&lake, &["model", "register", "lin", model.to_str().unwrap(), "--inputs", "a, b, c", "--alias", "production"]);
-    let access = dir.path().join("access.toml");
-    std::fs::write(&access, ACCESS).unwrap();
-
-    let port = free_port();
-    let log = dir.path().join("serve.log");
-    let out = std::fs::File::create(&log).unwrap();
-    let mut server = Child(
-        sluice_at(&lake)
-            .env("SLUICE_LOG", "info")
-            .env("TEST_ANA_PASSWORD", PASSWORD)
-            .env("TEST_DEE_TOKEN", TOKEN)
-            .env("TEST_OPS_PASSWORD", OPERATOR_PASSWORD)
-            .args(["serve", "--flight", &format!("127.0.0.1:{port}"), "--access", access.to_str().unwrap(), "--executors", "1"])
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .unwrap(),
-    );
+    let (mut server, port, log) = serve(dir.path(), &lake, &[]);
     let channel = channel(port, &mut server).await;
 
     // No credentials, then a wrong password: refused.
@@ -257,10 +269,98 @@ async fn flight_sql_queries_with_predict_and_roles_refuse_what_they_must() {
     let n = fetch(&mut ana, info).await;
     assert_eq!(n[0].column(0).as_primitive::<Int64Type>().value(0), 761);
 
+    // Granting roles is the owner's; nobody here is one.
+    let e = status_of(dee.do_action(Action::new("grant", "ana=owner")).await.unwrap_err());
+    assert!(e.contains("PermissionDenied") && e.contains("may not grant roles"), "{e}");
+    let e = status_of(ops.do_action(Action::new("grant", "ops=owner")).await.unwrap_err());
+    assert!(e.contains("may not grant roles"), "{e}");
+    let mut put = FlightClient::new(channel.clone());
+    put.add_header("authorization", &format!("Bearer {}", ana.token().unwrap())).unwrap();
+    let data = FlightDataEncoderBuilder::new()
+        .with_flight_descriptor(Some(FlightDescriptor::new_path(vec!["uploads".into()])))
+        .build(futures::stream::iter([Ok(upload(5000, 1))]));
+    let refused = match put.do_put(data).await {
+        Ok(results) => results.try_collect::<Vec<_>>().await.map(|_| ()),
+        Err(e) => Err(e),
+    };
+    let e = status_of(refused.unwrap_err());
+    assert!(e.contains("may not write data assets"), "{e}");
+
     drop(server);
     let logged = std::fs::read_to_string(&log).unwrap();
     assert!(logged.contains("handshake") && logged.contains("user=ana") && logged.contains("refused"), "{logged}");
     for secret in [PASSWORD, TOKEN, OPERATOR_PASSWORD] {
         assert!(!logged.contains(secret), "the server's output shows a secret:\n{logged}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_certificate_the_endpoint_speaks_tls_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    run_at(&lake, &["asset", "write", "events", "--sql", EVENTS]);
+    let rcgen::CertifiedKey { cert, key_pair } =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key_pair.serialize_pem()).unwrap();
+    let (mut server, port, _) =
+        serve(dir.path(), &lake, &["--tls-cert", cert_path.to_str().unwrap(), "--tls-key", key_path.to_str().unwrap()]);
+
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(cert.pem()))
+        .domain_name("localhost");
+    let endpoint = Channel::from_shared(format!("https://127.0.0.1:{port}")).unwrap().tls_config(tls).unwrap();
+    let channel = connect(endpoint, &mut server).await;
+    let mut ana = FlightSqlServiceClient::new(channel);
+    ana.handshake("ana", PASSWORD).await.unwrap();
+    let info = ana.execute("SELECT COUNT(*) FROM events".into(), None).await.unwrap();
+    let n = fetch(&mut ana, info).await;
+    assert_eq!(n[0].column(0).as_primitive::<Int64Type>().value(0), 1000);
+
+    // A plain-text client gets nothing from it.
+    let plain = Channel::from_shared(format!("http://127.0.0.1:{port}")).unwrap().connect().await;
+    if let Ok(plain) = plain {
+        let mut client = FlightSqlServiceClient::new(plain);
+        assert!(client.handshake("ana", PASSWORD).await.is_err(), "a plain-text handshake succeeded");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_adbc_client_queries_prepares_lists_and_ingests() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let model = dir.path().join("linear.pt");
+    linear_model(&model);
+    run_at(&lake, &["asset", "write", "events", "--sql", EVENTS]);
+    let (mut server, port, log) = serve(dir.path(), &lake, &[]);
+    channel(port, &mut server).await;
+
+    // ADBC's Flight SQL driver (Go, through Python), as notebooks and BI tools use it.
+    let out = std::process::Command::new("bash")
+        .arg(root().join("scripts/adbc-client.sh"))
+        .args([&format!("grpc://127.0.0.1:{port}"), "ana", PASSWORD, model.to_str().unwrap(), TOKEN])
+        .output()
+        .unwrap();
+    let stdout = ok(out, "scripts/adbc-client.sh");
+    let seen: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let anonymous = seen["anonymous"].as_str().unwrap();
+    assert!(anonymous.contains("UNAUTHENTICATED") && anonymous.contains("no credentials"), "{anonymous}");
+    let rows = seen["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 1000);
+    for row in rows {
+        let f = |k: &str| row[k].as_f64().unwrap();
+        let want = 0.5 * f("a") - 2.0 * f("b") + 0.25 * f("c") + 1.0;
+        assert!((f("p") - want).abs() < 1e-4, "{row}");
+    }
+    assert_eq!(seen["prepared"], 100);
+    assert_eq!(seen["tables"]["events"], serde_json::json!(["id", "a", "b", "c"]));
+    let refused = seen["reader_ingest"].as_str().unwrap();
+    assert!(refused.contains("may not write data assets"), "{refused}");
+    assert_eq!(seen["ingested"], 3);
+    assert_eq!(seen["read_back"], serde_json::json!([[1, "x"], [2, "y"], [3, "z"]]));
+    drop(server);
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(!logged.contains(PASSWORD) && !logged.contains(TOKEN), "{logged}");
 }

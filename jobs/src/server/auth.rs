@@ -345,7 +345,12 @@ fn strip_scheme<'a>(header: &'a str, scheme: &str) -> Option<&'a str> {
 
 fn decode_basic(encoded: &str) -> std::result::Result<(String, String), Denied> {
     let bad = || Denied::Unauthenticated("basic auth: expected base64 of USER:PASSWORD".into());
-    let bytes = base64::engine::general_purpose::STANDARD.decode(encoded).map_err(|_| bad())?;
+    // Go's Flight clients (ADBC among them) send it without padding.
+    let engine = base64::engine::GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        base64::engine::GeneralPurposeConfig::new().with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+    );
+    let bytes = engine.decode(encoded).map_err(|_| bad())?;
     let text = String::from_utf8(bytes).map_err(|_| bad())?;
     let (user, password) = text.split_once(':').ok_or_else(bad)?;
     Ok((user.to_string(), password.to_string()))
@@ -379,6 +384,8 @@ mod tests {
         assert_eq!(ana, Principal { user: "ana".into(), role: Role::Reader });
         let token = access.open_session(&ana).unwrap();
         assert_eq!(access.authenticate(Some(&format!("Bearer {token}"))).unwrap(), ana);
+        let unpadded = basic("ana", "correct horse").trim_end_matches('=').to_string();
+        assert_eq!(access.authenticate(Some(&unpadded)).unwrap(), ana, "unpadded base64 (Go clients)");
         let ci = access.authenticate(Some("bearer tok-0123456789")).unwrap();
         assert_eq!(ci.role, Role::DataScientist);
 

@@ -135,8 +135,10 @@ impl FlightServer {
 
     /// Plans `sql` read-only on the cluster session (no DDL, DML or SET from clients).
     async fn plan(&self, sql: &str) -> Result<DataFrame, Status> {
+        // JDBC and ADBC send `?` placeholders; DataFusion binds `$1`, `$2`, ...
+        let sql = numbered_placeholders(sql);
         // Registered models (`predict('churn@production', ...)`) resolve to their files.
-        let (sql, _) = crate::models::resolve::resolve_sql(&self.lake, sql)
+        let (sql, _) = crate::models::resolve::resolve_sql(&self.lake, &sql)
             .await
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let options = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
@@ -244,6 +246,28 @@ fn poisoned() -> Status {
 fn first_line(sql: &str) -> String {
     let line = sql.split_whitespace().collect::<Vec<_>>().join(" ");
     line.chars().take(200).collect()
+}
+
+/// `sql` with each `?` placeholder numbered (`$1`, `$2`, ...) in order; strings, quoted names
+/// and comments are left alone. Unparsable text is returned as it was, for the planner to report.
+fn numbered_placeholders(sql: &str) -> String {
+    use datafusion::sql::sqlparser::dialect::GenericDialect;
+    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+    let Ok(tokens) = Tokenizer::new(&GenericDialect {}, sql).tokenize() else { return sql.to_string() };
+    if !tokens.iter().any(|t| matches!(t, Token::Placeholder(p) if p == "?")) {
+        return sql.to_string();
+    }
+    let mut n = 0;
+    tokens
+        .iter()
+        .map(|t| match t {
+            Token::Placeholder(p) if p == "?" => {
+                n += 1;
+                format!("${n}")
+            }
+            other => other.to_string(),
+        })
+        .collect()
 }
 
 /// Streams a DataFrame's results as Flight data.
@@ -664,4 +688,18 @@ impl FlightSqlService for FlightServer {
     }
 
     async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn question_marks_become_numbered_placeholders() {
+        assert_eq!(
+            numbered_placeholders("SELECT a FROM t WHERE x < ? AND y = '?' AND \"?\" = ? -- ?\n"),
+            "SELECT a FROM t WHERE x < $1 AND y = '?' AND \"?\" = $2 -- ?\n"
+        );
+        assert_eq!(numbered_placeholders("SELECT $1"), "SELECT $1");
+    }
 }

@@ -29,6 +29,12 @@ fn read(path: &Path, what: &str) -> Result<Vec<u8>> {
     std::fs::read(path).map_err(Error::io(format!("reading the TLS {what} {}", path.display())))
 }
 
+/// Picks rustls' ring provider for this process (the dependency tree enables two, so rustls
+/// cannot choose one itself). Idempotent.
+pub fn install_crypto() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// Serves `server` on `listener` (TLS when `tls` is given) until `shutdown` resolves.
 pub async fn serve_flight(
     listener: tokio::net::TcpListener,
@@ -38,6 +44,7 @@ pub async fn serve_flight(
 ) -> Result<()> {
     let mut builder = Server::builder();
     if let Some(tls) = tls {
+        install_crypto();
         let identity = Identity::from_pem(read(&tls.cert, "certificate")?, read(&tls.key, "key")?);
         builder = builder
             .tls_config(ServerTlsConfig::new().identity(identity))
