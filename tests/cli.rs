@@ -9,7 +9,7 @@ use std::process::Command;
 
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::{DataType, Float32Type};
-use common::{Child, free_port};
+use common::{Child, free_port, registered_executors};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 fn sluice() -> Command {
@@ -130,19 +130,6 @@ fn spawn(args: &[&str], log: PathBuf, filter: &str, workspace: &Path) -> Child {
         .spawn()
         .unwrap();
     Child(child)
-}
-
-/// Executors the scheduler's REST API lists.
-fn registered_executors(port: u16) -> usize {
-    use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return 0 };
-    let req = format!("GET /api/executors HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
-    if s.write_all(req.as_bytes()).is_err() {
-        return 0;
-    }
-    let mut body = String::new();
-    let _ = s.read_to_string(&mut body);
-    body.matches("\"id\"").count()
 }
 
 /// Starts Azurite if needed, creates a container unique to this process, and writes a workspace

@@ -13,44 +13,8 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::*;
-use tch::nn::{self, Module};
-use tch::{CModule, Device, Kind, Tensor};
-
-/// 3 -> 1024 -> 1024 -> 1: slow enough (tens of thousands of rows/s per core) to be killed midway.
-fn slow_model(path: &Path) {
-    tch::manual_seed(3);
-    let mut vs = nn::VarStore::new(Device::Cpu);
-    let net = nn::seq()
-        .add(nn::linear(vs.root() / "a", 3, 1024, Default::default()))
-        .add_fn(|x| x.relu())
-        .add(nn::linear(vs.root() / "b", 1024, 1024, Default::default()))
-        .add_fn(|x| x.relu())
-        .add(nn::linear(vs.root() / "c", 1024, 1, Default::default()));
-    vs.freeze();
-    let example = Tensor::zeros([2, 3], (Kind::Float, Device::Cpu));
-    let module = CModule::create_by_tracing("Slow", "forward", &[example], &mut |xs| vec![net.forward(&xs[0])]).unwrap();
-    module.save(path).unwrap();
-}
 
 const ROWS: u64 = 300_000;
-
-/// The whole HTTP response to `GET path` on loopback `port` (empty when nothing answers).
-fn get(port: u16, path: &str) -> String {
-    use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return String::new() };
-    let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
-    if s.write_all(req.as_bytes()).is_err() {
-        return String::new();
-    }
-    let mut response = String::new();
-    let _ = s.read_to_string(&mut response);
-    response
-}
-
-/// Executors the scheduler's REST API lists.
-fn registered_executors(port: u16) -> usize {
-    get(port, "/api/executors").matches("\"id\"").count()
-}
 
 fn spawn(lake: &Path, args: &[&str], log: &Path) -> Child {
     let file = std::fs::File::create(log).unwrap();
@@ -70,7 +34,7 @@ fn a_scoring_job_survives_a_killed_executor_with_one_prediction_per_key() {
     let dir = tempfile::tempdir().unwrap();
     let lake = dir.path().join("lake");
     let model = dir.path().join("slow.pt");
-    slow_model(&model);
+    mlp_model(&model, 1024, 3); // tens of thousands of rows/s per core
     let events = format!(
         "SELECT value AS id, CAST(value % 100 AS FLOAT) / 10 AS a, CAST(value % 7 AS FLOAT) AS b, \
          CAST((value * 13) % 1000 AS FLOAT) / 100 AS c FROM (SELECT unnest(range(0, {ROWS})) AS value)"
@@ -161,11 +125,11 @@ fn a_scoring_job_survives_a_killed_executor_with_one_prediction_per_key() {
     );
 
     // Operations: health, readiness and Prometheus metrics of the scheduler and an executor.
-    assert!(get(port, "/healthz").starts_with("HTTP/1.1 200"));
-    assert!(get(port, "/readyz").starts_with("HTTP/1.1 200"));
-    let scheduler_metrics = get(port, "/api/metrics");
+    assert!(http_get(port, "/healthz").starts_with("HTTP/1.1 200"));
+    assert!(http_get(port, "/readyz").starts_with("HTTP/1.1 200"));
+    let scheduler_metrics = http_get(port, "/api/metrics");
     assert!(scheduler_metrics.contains("job_completed_total"), "{scheduler_metrics}");
-    let executor_metrics = get(metrics_port, "/metrics");
+    let executor_metrics = http_get(metrics_port, "/metrics");
     let rows: u64 = executor_metrics
         .lines()
         .find(|l| l.starts_with("sluice_predict_rows_total{executor=\"exec-b\"}"))
@@ -173,5 +137,5 @@ fn a_scoring_job_survives_a_killed_executor_with_one_prediction_per_key() {
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("no row counter:\n{executor_metrics}"));
     assert!(rows > 0 && rows <= ROWS * 2, "exec-b scored {rows} rows");
-    assert!(get(metrics_port, "/healthz").ends_with("ok"));
+    assert!(http_get(metrics_port, "/healthz").ends_with("ok"));
 }

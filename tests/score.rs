@@ -10,8 +10,6 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::*;
-use tch::nn::{self, Module};
-use tch::{CModule, Device, Kind, Tensor};
 
 fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut found = Vec::new();
@@ -24,22 +22,6 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
 
 fn value(assets: &Path, sql: &str) -> String {
     first_value(&run_at(assets, &["sql", sql]))
-}
-
-/// A heavier model (3 -> 256 -> 256 -> 1) so a run takes long enough to be killed midway.
-fn heavy_model(path: &Path) {
-    tch::manual_seed(1);
-    let mut vs = nn::VarStore::new(Device::Cpu);
-    let net = nn::seq()
-        .add(nn::linear(vs.root() / "a", 3, 256, Default::default()))
-        .add_fn(|x| x.relu())
-        .add(nn::linear(vs.root() / "b", 256, 256, Default::default()))
-        .add_fn(|x| x.relu())
-        .add(nn::linear(vs.root() / "c", 256, 1, Default::default()));
-    vs.freeze();
-    let example = Tensor::zeros([2, 3], (Kind::Float, Device::Cpu));
-    let module = CModule::create_by_tracing("Heavy", "forward", &[example], &mut |xs| vec![net.forward(&xs[0])]).unwrap();
-    module.save(path).unwrap();
 }
 
 const EVENTS: &str = "SELECT value AS id, CAST(value % 100 AS FLOAT) / 10 AS a, CAST(value % 7 AS FLOAT) AS b, \
@@ -94,7 +76,7 @@ fn a_killed_run_resumes_without_rescoring_and_commits_once() {
     let dir = tempfile::tempdir().unwrap();
     let lake = dir.path().join("lake");
     let model = dir.path().join("heavy.pt");
-    heavy_model(&model);
+    mlp_model(&model, 256, 1);
     run_at(&lake, &["asset", "write", "events", "--sql", EVENTS, "--target-file-size", "2MB"]);
     let args = ["score", "events", "--model", model.to_str().unwrap(), "--features", "a,b,c", "--key", "id", "--output", "heavy", "--chunks", "8"];
     let mut child = Child(sluice_at(&lake).args(args).stdout(std::process::Stdio::null()).spawn().unwrap());
@@ -181,7 +163,7 @@ fn runs_are_listed_with_their_status_and_a_running_one_is_cancelled() {
     let dir = tempfile::tempdir().unwrap();
     let lake = dir.path().join("lake");
     let model = dir.path().join("heavy.pt");
-    heavy_model(&model);
+    mlp_model(&model, 256, 1);
     run_at(&lake, &["asset", "write", "events", "--sql", EVENTS, "--target-file-size", "2MB"]);
     let args = ["score", "events", "--model", model.to_str().unwrap(), "--features", "a,b,c", "--key", "id", "--output", "slow", "--chunks", "16"];
     let mut child = Child(sluice_at(&lake).args(args).stdout(std::process::Stdio::null()).spawn().unwrap());

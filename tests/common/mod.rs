@@ -86,3 +86,40 @@ pub fn linear_model(path: &Path) {
     linear(path, &[0.5, -2.0, 0.25], &[1.0]);
 }
 
+
+/// A 3 -> HIDDEN -> HIDDEN -> 1 ReLU network with seeded weights, saved as TorchScript: wide
+/// enough and a run scores slowly enough to be interrupted midway.
+pub fn mlp_model(path: &Path, hidden: i64, seed: i64) {
+    use tch::nn::{self, Module};
+    tch::manual_seed(seed);
+    let mut vs = nn::VarStore::new(tch::Device::Cpu);
+    let net = nn::seq()
+        .add(nn::linear(vs.root() / "a", 3, hidden, Default::default()))
+        .add_fn(|x| x.relu())
+        .add(nn::linear(vs.root() / "b", hidden, hidden, Default::default()))
+        .add_fn(|x| x.relu())
+        .add(nn::linear(vs.root() / "c", hidden, 1, Default::default()));
+    vs.freeze();
+    let example = tch::Tensor::zeros([2, 3], (tch::Kind::Float, tch::Device::Cpu));
+    let module =
+        tch::CModule::create_by_tracing("Mlp", "forward", &[example], &mut |xs| vec![net.forward(&xs[0])]).unwrap();
+    module.save(path).unwrap();
+}
+
+/// The whole HTTP response to `GET path` on loopback `port` (empty when nothing answers).
+pub fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return String::new() };
+    let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
+    if s.write_all(req.as_bytes()).is_err() {
+        return String::new();
+    }
+    let mut response = String::new();
+    let _ = s.read_to_string(&mut response);
+    response
+}
+
+/// Executors the scheduler on `port` lists in its REST API.
+pub fn registered_executors(port: u16) -> usize {
+    http_get(port, "/api/executors").matches("\"id\"").count()
+}
