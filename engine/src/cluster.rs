@@ -275,6 +275,7 @@ fn prometheus_text(id: &str, stats: &PredictStats) -> String {
         ("sluice_predict_rows_total", "counter", "Rows scored by predict.", stats.rows.load(Relaxed).to_string()),
         ("sluice_predict_batches_total", "counter", "Forward calls of predict.", stats.batches.load(Relaxed).to_string()),
         ("sluice_predict_seconds_total", "counter", "Seconds in predict's forward calls (model latency: rate of this over rate of batches).", format!("{seconds:.6}")),
+        ("sluice_predict_errors_total", "counter", "Failed predict calls (bad rows, bad calls, model errors).", stats.errors.load(Relaxed).to_string()),
     ] {
         out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{executor=\"{label}\"}} {value}\n"));
     }
@@ -462,4 +463,31 @@ impl Drop for EmbeddedCluster {
 
 fn join_error(e: tokio::task::JoinError) -> Error {
     Error::Startup(format!("a start-up task failed: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering::Relaxed;
+
+    use super::*;
+
+    #[test]
+    fn metrics_are_prometheus_text_with_the_executor_label() {
+        let stats = PredictStats::default();
+        stats.rows.store(1200, Relaxed);
+        stats.batches.store(3, Relaxed);
+        stats.forward_nanos.store(1_500_000_000, Relaxed);
+        stats.errors.store(2, Relaxed);
+        let text = prometheus_text("exec-\"a\"", &stats);
+        for line in [
+            "# TYPE sluice_predict_rows_total counter",
+            "sluice_predict_rows_total{executor=\"exec-_a_\"} 1200",
+            "sluice_predict_batches_total{executor=\"exec-_a_\"} 3",
+            "sluice_predict_seconds_total{executor=\"exec-_a_\"} 1.500000",
+            "sluice_predict_errors_total{executor=\"exec-_a_\"} 2",
+            "sluice_executor_up{executor=\"exec-_a_\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing `{line}` in\n{text}");
+        }
+    }
 }

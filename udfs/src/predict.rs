@@ -32,6 +32,8 @@ pub struct PredictStats {
     pub batches: AtomicU64,
     /// Nanoseconds spent in forward passes, copies included.
     pub forward_nanos: AtomicU64,
+    /// Calls that failed (a bad row, a bad call, a model error).
+    pub errors: AtomicU64,
 }
 
 impl PredictStats {
@@ -219,6 +221,16 @@ impl ScalarUDFImpl for PredictUdf {
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DFResult<ColumnarValue> {
+        let result = self.invoke(args);
+        if result.is_err() {
+            self.stats.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+}
+
+impl PredictUdf {
+    fn invoke(&self, args: ScalarFunctionArgs) -> DFResult<ColumnarValue> {
         if args.args.is_empty() || args.arg_fields.is_empty() {
             return Err(Error::BadCall(format!("predict: no arguments; {}", usage())).into());
         }
