@@ -280,3 +280,90 @@ fn events_scored_through_crashes_with_none_lost_and_the_lake_exact() {
     }
     assert_eq!(compared, N - 5);
 }
+
+/// `psql` on the local PostgreSQL (started by `scripts/postgres.sh` when needed): unaligned rows.
+fn psql(sql: &str) -> String {
+    assert!(Command::new("bash").arg(root().join("scripts/postgres.sh")).status().unwrap().success());
+    let out = Command::new("psql")
+        .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-v", "ON_ERROR_STOP=1", "-AtF", ",", "-c", sql])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "psql: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn a_serving_table_keeps_each_keys_latest_score_and_ignores_replayed_older_events() {
+    start_broker();
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let events = format!("events-{run}");
+    create_topics(&[&events, &format!("dead-{run}")]);
+    let table = format!("scores_{run}");
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let model = dir.path().join("linear.pt");
+    linear_model(&model);
+    run_at(&lake, &["model", "register", "lin", model.to_str().unwrap(), "--inputs", "a, b, c", "--alias", "production"]);
+
+    // 3000 events for 100 accounts, keyed by account (one partition per account, in order); an
+    // account's later events have a larger `a`.
+    let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", brokers()).create().unwrap();
+    let send = |i: i64, a: i64, timestamp: Option<i64>| {
+        let account = i % 100;
+        let payload = format!("{{\"account_id\": {account}, \"a\": {a}, \"b\": 1, \"c\": 2}}");
+        let key = account.to_string();
+        let mut record = BaseRecord::to(&events).key(&key).payload(&payload);
+        if let Some(ts) = timestamp {
+            record = record.timestamp(ts);
+        }
+        producer.send(record).unwrap();
+    };
+    for i in 0..3000 {
+        send(i, i, None);
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+    let stream = |extra: &[(&str, &str)]| {
+        let out = sluice_at(&lake)
+            .args(["stream", "examples/kafka_serving_table.toml"])
+            .envs([
+                ("STREAM_NAME", format!("serve-{run}")),
+                ("KAFKA_BROKERS", brokers()),
+                ("EVENTS_TOPIC", events.clone()),
+                ("DEAD_LETTER_TOPIC", format!("dead-{run}")),
+                ("SERVING_TABLE", table.clone()),
+                ("STREAM_STOP_WHEN_IDLE_S", "6".into()),
+                ("KAFKA_SESSION_TIMEOUT_MS", "6000".into()),
+            ])
+            .envs(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+            .output()
+            .unwrap();
+        ok(out, "sluice stream examples/kafka_serving_table.toml")
+    };
+    let first = stream(&[]);
+    assert!(first.contains("3000 events"), "{first}");
+
+    // One row per account: its last event's values and score, with the event's coordinates.
+    assert_eq!(psql(&format!("SELECT COUNT(*), COUNT(DISTINCT account_id) FROM {table}")), "100,100");
+    let rows = psql(&format!("SELECT account_id, a, score, _topic, _offset FROM {table} ORDER BY account_id"));
+    for (account, line) in rows.lines().enumerate() {
+        let cols: Vec<&str> = line.split(',').collect();
+        let a: f64 = cols[1].parse().unwrap();
+        assert_eq!(a, (2900 + account) as f64, "account {account}: {line}");
+        let want = 0.5 * a - 2.0 + 0.5 + 1.0;
+        assert!((cols[2].parse::<f64>().unwrap() - want).abs() < 1e-3 * want.abs().max(1.0), "{line}");
+        assert_eq!(cols[3], events, "{line}");
+        assert!(cols[4].parse::<i64>().unwrap() >= 29, "{line}");
+    }
+
+    // An old event for account 7 arrives late (its time an hour back): the newer row stays. A new
+    // one for account 8 replaces its row.
+    let hour_ago = chrono::Utc::now().timestamp_millis() - 3_600_000;
+    send(7, -1, Some(hour_ago));
+    send(8, 99_999, None);
+    producer.flush(Duration::from_secs(30)).unwrap();
+    let second = stream(&[]);
+    assert!(second.contains("2 events"), "{second}");
+    assert_eq!(psql(&format!("SELECT a FROM {table} WHERE account_id = 7")), "2907");
+    assert_eq!(psql(&format!("SELECT a FROM {table} WHERE account_id = 8")), "99999");
+    psql(&format!("DROP TABLE {table}"));
+}

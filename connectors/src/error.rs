@@ -30,6 +30,9 @@ pub enum Error {
     /// A source could not be reached or read; the message names the source and where.
     #[error("{0}")]
     Source(String),
+    /// A sink (a serving table, a topic) could not be written; the message names it and where.
+    #[error("{0}")]
+    Sink(String),
     /// A data asset could not be resolved, read or committed; the message names the asset.
     #[error("{0}")]
     Asset(String),

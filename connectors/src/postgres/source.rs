@@ -109,6 +109,12 @@ impl PostgresPlan {
 
 /// Opens a connection; errors name the source, host and database, never the password.
 pub async fn connect(source: &str, conn: &PostgresConnection) -> Result<Client> {
+    connect_to(&format!("source '{source}'"), &format!("sources.{source}.password"), conn).await
+}
+
+/// Opens a connection for `what` (e.g. `source 'crm'`); `password_key` names the password
+/// setting in errors.
+pub(crate) async fn connect_to(what: &str, password_key: &str, conn: &PostgresConnection) -> Result<Client> {
     let mut config = tokio_postgres::Config::new();
     config
         .host(&conn.host)
@@ -118,12 +124,12 @@ pub async fn connect(source: &str, conn: &PostgresConnection) -> Result<Client> 
         .application_name("sluice")
         .connect_timeout(Duration::from_secs(conn.connect_timeout_s));
     if let Some(password) = &conn.password {
-        let secret = password.resolve(&format!("sources.{source}.password")).map_err(Error::Config)?;
+        let secret = password.resolve(password_key).map_err(Error::Config)?;
         config.password(secret.expose());
     }
     let (client, connection) = config.connect(NoTls).await.map_err(|e| {
         Error::Source(format!(
-            "source '{source}': cannot connect to PostgreSQL at {}:{} database '{}' as '{}': {e}",
+            "{what}: cannot connect to PostgreSQL at {}:{} database '{}' as '{}': {e}",
             conn.host, conn.port, conn.database, conn.user
         ))
     })?;

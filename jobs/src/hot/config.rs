@@ -6,6 +6,7 @@ use std::path::Path;
 use serde::Deserialize;
 use sluice_connectors::json::JsonOptions;
 use sluice_connectors::kafka::{KafkaConnection, StartFrom};
+use sluice_connectors::postgres::ServingTable;
 
 use crate::error::{Error, Result};
 use crate::etl::config::{from_toml, read_job_file};
@@ -119,16 +120,19 @@ pub enum Delivery {
     ExactlyOnce,
 }
 
-/// The SQL of each micro-batch and the topic its rows go to.
+/// The SQL of each micro-batch and where its rows go: a topic, a serving table, or both.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Output {
     /// The SQL over the micro-batch (`SELECT id, predict('model@production', a, b) AS score
     /// FROM events`). Each row carries `_topic`, `_partition`, `_offset` and `_timestamp` of its
-    /// event; results keep them as headers.
+    /// event; results keep them as headers (topic) or columns (table).
     pub sql: String,
     /// Topic the result rows go to, as JSON objects.
-    pub topic: String,
+    pub topic: Option<String>,
+    /// A PostgreSQL table that keeps the latest result per key (`[output.table]`: connection,
+    /// table, key, create); a replayed older event never overwrites a newer row.
+    pub table: Option<ServingTable>,
     /// Column whose value keys the results (default: the event's own key).
     pub key: Option<String>,
     /// `at_least_once` (default) or `exactly_once`.
@@ -179,6 +183,12 @@ impl StreamJob {
         }
         if job.output.is_none() && job.land.is_none() {
             return bad("give an [output] (SQL and topic), a [land] asset, or both");
+        }
+        if let Some(output) = &job.output
+            && output.topic.is_none()
+            && output.table.is_none()
+        {
+            return bad("output: give a topic, a [output.table] serving table, or both");
         }
         if job.batch.max_rows == 0 {
             return bad("batch.max_rows must be at least 1");

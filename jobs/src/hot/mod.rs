@@ -21,6 +21,7 @@ use serde::Serialize;
 use sluice_connectors::delta::Lake;
 use sluice_connectors::json::RecordDecoder;
 use sluice_connectors::kafka::{Consumer, Message, Offsets, Producer, Record};
+use sluice_connectors::postgres::Upserter;
 
 pub use config::StreamJob;
 use config::Delivery;
@@ -161,6 +162,8 @@ struct Stream<'a> {
     /// The job's SQL with registered models resolved to their files.
     sql: Option<String>,
     lander: Option<Lander>,
+    /// The serving table results are upserted into.
+    serving: Option<Upserter>,
     dead_letter_topic: String,
     meter: Meter,
     /// The next offset per partition whose events are fully processed (outputs acknowledged).
@@ -200,6 +203,10 @@ pub async fn run(
         (Some(_), None) => return Err(Error::Invalid("[land] needs a workspace lake (--lake)".into())),
         (None, _) => None,
     };
+    let serving = match job.output.as_ref().and_then(|o| o.table.as_ref()) {
+        Some(table) => Some(Upserter::open(table).await?),
+        None => None,
+    };
     let json = job.json();
     let schema = json.schema_from(&[])?;
     let exactly_once = job.output.as_ref().is_some_and(|o| o.delivery == Delivery::ExactlyOnce);
@@ -216,6 +223,7 @@ pub async fn run(
         decoder: RecordDecoder::new(schema, json.flatten.clone()),
         sql,
         lander,
+        serving,
         dead_letter_topic: job.dead_letter_topic(),
         meter: Meter::default(),
         processed: Offsets::new(),
@@ -362,6 +370,7 @@ impl Stream<'_> {
         let index: HashMap<(&str, i32, i64), &Message> =
             messages.iter().map(|m| ((m.topic.as_str(), m.partition, m.offset), m)).collect();
         let mut outputs: Vec<(Record, &Message)> = Vec::new();
+        let mut served: Vec<RecordBatch> = Vec::new();
         if let (Some(events), Some(sql), Some(output)) = (&events, &self.sql, &self.job.output) {
             let mut todo = vec![events.clone()];
             let mut failures = 0usize;
@@ -369,7 +378,11 @@ impl Stream<'_> {
                 match self.score(sql, &part).await {
                     Ok((results, added)) => {
                         for batch in results {
-                            self.results(&batch, &added, output.key.as_deref(), &output.topic, &index, &mut outputs)?;
+                            let topic = output.topic.as_deref().unwrap_or_default();
+                            self.results(&batch, &added, output.key.as_deref(), topic, &index, &mut outputs)?;
+                            if self.serving.is_some() {
+                                served.push(batch);
+                            }
                         }
                     }
                     Err(e) if part.num_rows() > 1 => {
@@ -406,11 +419,16 @@ impl Stream<'_> {
         if transactional {
             self.producer.begin()?;
         }
-        let mut records: Vec<Record> = outputs.iter().map(|(r, _)| r.clone()).collect();
-        let n_outputs = records.len();
+        let to_topic = self.job.output.as_ref().is_some_and(|o| o.topic.is_some());
+        let mut records: Vec<Record> =
+            if to_topic { outputs.iter().map(|(r, _)| r.clone()).collect() } else { Vec::new() };
+        let n_outputs = outputs.len();
         let n_dead = dead.len();
         records.extend(dead);
         self.producer.send_all(&records).await?;
+        if let Some(serving) = self.serving.as_mut() {
+            serving.upsert(&served).await?;
+        }
         let now_ms = chrono::Utc::now().timestamp_millis();
         let latencies: Vec<f64> = outputs
             .iter()
@@ -546,7 +564,7 @@ fn coordinates_of(batch: &RecordBatch, row: usize) -> Result<(String, i32, i64)>
 fn with_sources(df: DataFrame) -> Result<(DataFrame, Vec<&'static str>)> {
     let (state, plan) = df.into_parts();
     let missing: Vec<&'static str> =
-        COORDINATES[..3].iter().copied().filter(|c| !plan.schema().has_column_with_unqualified_name(c)).collect();
+        COORDINATES.iter().copied().filter(|c| !plan.schema().has_column_with_unqualified_name(c)).collect();
     if missing.is_empty() {
         return Ok((DataFrame::new(state, plan), missing));
     }
@@ -614,18 +632,18 @@ mod tests {
         let ctx = SessionContext::new();
         ctx.register_batch("events", events(3)).unwrap();
         let (df, added) = with_sources(ctx.sql("SELECT id * 2 AS twice FROM events WHERE id > 0").await.unwrap()).unwrap();
-        assert_eq!(added, ["_topic", "_partition", "_offset"]);
+        assert_eq!(added, ["_topic", "_partition", "_offset", "_timestamp"]);
         let batches = df.collect().await.unwrap();
         assert_eq!(coordinates_of(&batches[0], 0).unwrap(), ("t".to_string(), 0, 101));
         let lines = json_lines(&batches[0].project(&[0]).unwrap()).unwrap();
         assert_eq!(lines, [b"{\"twice\":2}".to_vec(), b"{\"twice\":4}".to_vec()]);
 
         // Selected by the SQL itself: nothing is added, they stay in the payload.
-        let (_, added) = with_sources(ctx.sql("SELECT id, _topic, _partition, _offset FROM events").await.unwrap()).unwrap();
+        let (_, added) = with_sources(ctx.sql("SELECT id, _topic, _partition, _offset, _timestamp FROM events").await.unwrap()).unwrap();
         assert!(added.is_empty());
         // Rows that are no longer events cannot name one.
         let e = with_sources(ctx.sql("SELECT COUNT(*) AS n FROM events").await.unwrap()).unwrap_err().to_string();
-        assert!(e.contains("add _topic, _partition, _offset to its SELECT list"), "{e}");
+        assert!(e.contains("add _topic, _partition, _offset, _timestamp to its SELECT list"), "{e}");
     }
 
     #[test]
