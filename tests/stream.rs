@@ -367,3 +367,72 @@ fn a_serving_table_keeps_each_keys_latest_score_and_ignores_replayed_older_event
     assert_eq!(psql(&format!("SELECT a FROM {table} WHERE account_id = 8")), "99999");
     psql(&format!("DROP TABLE {table}"));
 }
+
+#[test]
+fn two_consumers_share_a_group_through_rebalances_with_none_lost_and_the_lake_exact() {
+    start_broker();
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let (events, scores) = (format!("events-{run}"), format!("scores-{run}"));
+    create_topics(&[&events, &scores, &format!("dead-{run}")]);
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let model = dir.path().join("linear.pt");
+    linear_model(&model);
+    run_at(&lake, &["model", "register", "lin", model.to_str().unwrap(), "--inputs", "a, b, c", "--alias", "production"]);
+
+    // 20k events over about 25 s.
+    const N: i64 = 20_000;
+    let (producer_brokers, events_topic) = (brokers(), events.clone());
+    let producing = std::thread::spawn(move || {
+        let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", producer_brokers).create().unwrap();
+        for i in 0..N {
+            let payload = format!("{{\"id\": {i}, \"a\": {}, \"b\": 1, \"c\": 2}}", i % 10);
+            let key = i.to_string();
+            while producer.send(BaseRecord::to(&events_topic).key(&key).payload(&payload)).is_err() {
+                producer.poll(Duration::from_millis(10));
+            }
+            if i % 100 == 0 {
+                producer.poll(Duration::ZERO);
+                std::thread::sleep(Duration::from_millis(120));
+            }
+        }
+        producer.flush(Duration::from_secs(30)).unwrap();
+    });
+
+    // A starts alone; B joins the group (a rebalance moves partitions to it); A leaves with
+    // SIGTERM (another rebalance gives B everything); B runs until the topic is idle.
+    let member = |idle: &str| {
+        let env = [("STREAM_MAX_ROWS", "300"), ("STREAM_STOP_WHEN_IDLE_S", idle), ("LAND_EVERY_S", "1"), ("SLUICE_LOG", "info")];
+        example(&lake, &run, &env)
+    };
+    let a = member("0");
+    std::thread::sleep(Duration::from_secs(8));
+    let b = member("12");
+    std::thread::sleep(Duration::from_secs(12));
+    assert!(Command::new("kill").args(["-TERM", &a.id().to_string()]).status().unwrap().success());
+    let a_out = a.wait_with_output().unwrap();
+    producing.join().unwrap();
+    let b_out = b.wait_with_output().unwrap();
+    let (a_log, b_log) = (String::from_utf8_lossy(&a_out.stdout), String::from_utf8_lossy(&b_out.stdout));
+    let (a_err, b_err) = (String::from_utf8_lossy(&a_out.stderr), String::from_utf8_lossy(&b_out.stderr));
+    assert!(a_out.status.success(), "A: {a_log}\n{a_err}");
+    assert!(b_out.status.success(), "B: {b_log}\n{b_err}");
+    let processed = |log: &str| -> u64 {
+        log.lines()
+            .find_map(|l| l.strip_prefix("stopped").map(|r| r.split_whitespace().next().unwrap_or("0").parse().unwrap_or(0)))
+            .unwrap_or(0)
+    };
+    assert!(processed(&a_log) > 0 && processed(&b_log) > 0, "both members worked:\nA: {a_log}\nB: {b_log}");
+    assert!(a_err.contains("partitions handed over"), "A handed nothing over:\n{a_err}");
+
+    // Every event has a result; the lake holds each exactly once.
+    let ids: HashSet<i64> = read_all(&scores, Duration::from_secs(3))
+        .iter()
+        .map(|(_, payload, _)| serde_json::from_slice::<serde_json::Value>(payload).unwrap()["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids.len() as i64, N, "events without a result");
+    let counted = run_at(&lake, &["sql", "SELECT COUNT(*) AS n, COUNT(DISTINCT id) AS ids FROM events_raw"]);
+    let row = counted.lines().find(|l| l.starts_with("| ") && l.chars().nth(2).is_some_and(|c| c.is_ascii_digit())).unwrap();
+    let values: Vec<&str> = row.split('|').map(str::trim).filter(|v| !v.is_empty()).collect();
+    assert_eq!(values, [N.to_string(), N.to_string()], "the lake is not exact: {counted}");
+}

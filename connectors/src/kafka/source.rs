@@ -36,10 +36,16 @@ pub struct Message {
     pub received: Instant,
 }
 
-/// Librdkafka's callbacks: rebalances are logged, the statistics give each partition's end.
+/// Librdkafka's callbacks: the statistics give each partition's end; a rebalance that takes
+/// partitions away first commits what was fully processed of them (so their next owner starts
+/// right after it) and tells the reader which partitions went.
 struct Context {
     group: String,
     ends: Arc<Mutex<Ends>>,
+    /// The offsets that may be committed (processed, and landed where events land).
+    committable: Arc<Mutex<Offsets>>,
+    /// Partitions revoked since the reader last asked.
+    revoked: Arc<Mutex<Vec<(String, i32)>>>,
 }
 
 /// The end and the committed offset of each partition, from the last statistics.
@@ -58,10 +64,29 @@ impl ClientContext for Context {
 }
 
 impl ConsumerContext for Context {
-    fn pre_rebalance(&self, _: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn pre_rebalance(&self, consumer: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Revoke(parts) => {
-                tracing::info!(group = %self.group, partitions = %names(parts), "partitions revoked")
+                let gone: Vec<(String, i32)> =
+                    parts.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect();
+                let mut committable = self.committable.lock().unwrap_or_else(|p| p.into_inner());
+                let mut list = TopicPartitionList::new();
+                for part in &gone {
+                    if let Some(next) = committable.get(part) {
+                        let _ = list.add_partition_offset(&part.0, part.1, Offset::Offset(*next));
+                    }
+                }
+                if list.count() > 0
+                    && let Err(e) = consumer.commit(&list, CommitMode::Sync)
+                {
+                    tracing::warn!(group = %self.group, error = %e, "committing before the rebalance failed; events may repeat");
+                }
+                for part in &gone {
+                    committable.remove(part);
+                }
+                drop(committable);
+                self.revoked.lock().unwrap_or_else(|p| p.into_inner()).extend(gone);
+                tracing::info!(group = %self.group, partitions = %names(parts), committed = list.count(), "partitions revoked")
             }
             Rebalance::Assign(parts) => {
                 tracing::info!(group = %self.group, partitions = %names(parts), "partitions assigned")
@@ -80,6 +105,9 @@ pub struct Consumer {
     inner: StreamConsumer<Context>,
     group: String,
     ends: Arc<Mutex<Ends>>,
+    committable: Arc<Mutex<Offsets>>,
+    revoked: Arc<Mutex<Vec<(String, i32)>>>,
+    handed_over: Mutex<Vec<(String, i32)>>,
 }
 
 impl Consumer {
@@ -105,7 +133,10 @@ impl Consumer {
                 StartFrom::Latest => "latest",
             });
         let ends = Arc::new(Mutex::new(Ends::new()));
-        let context = Context { group: group.to_string(), ends: ends.clone() };
+        let committable = Arc::new(Mutex::new(Offsets::new()));
+        let revoked = Arc::new(Mutex::new(Vec::new()));
+        let context =
+            Context { group: group.to_string(), ends: ends.clone(), committable: committable.clone(), revoked: revoked.clone() };
         let inner: StreamConsumer<Context> = config
             .create_with_context(context)
             .map_err(|e| Error::Source(format!("kafka {}: cannot create a consumer: {e}", connection.brokers)))?;
@@ -113,14 +144,34 @@ impl Consumer {
         inner
             .subscribe(&refs)
             .map_err(|e| Error::Source(format!("kafka {}: cannot subscribe to {}: {e}", connection.brokers, topics.join(", "))))?;
-        Ok(Self { inner, group: group.to_string(), ends })
+        Ok(Self { inner, group: group.to_string(), ends, committable, revoked, handed_over: Mutex::new(Vec::new()) })
+    }
+
+    /// Partitions a rebalance took from this consumer since the last call. What was read of them
+    /// and not committed will be read again by their next owner: drop it.
+    pub fn take_revoked(&self) -> Vec<(String, i32)> {
+        std::mem::take(&mut *self.handed_over.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// After a poll: drops from `batch` the events of partitions a rebalance just took away (a
+    /// message that poll returned comes after the rebalance, so it is kept by the caller).
+    fn drop_revoked(&self, batch: &mut Vec<Message>) {
+        let gone = std::mem::take(&mut *self.revoked.lock().unwrap_or_else(|p| p.into_inner()));
+        if gone.is_empty() {
+            return;
+        }
+        batch.retain(|m| !gone.iter().any(|(t, p)| *t == m.topic && *p == m.partition));
+        self.handed_over.lock().unwrap_or_else(|p| p.into_inner()).extend(gone);
     }
 
     /// The next micro-batch: waits up to `idle` for a first event (an empty batch if none came),
-    /// then gathers until `max_rows` events or `max_wait` after the first.
+    /// then gathers until `max_rows` events or `max_wait` after the first. Events of partitions
+    /// a rebalance took away meanwhile are left out ([`Consumer::take_revoked`] names them).
     pub async fn next_batch(&self, max_rows: usize, max_wait: Duration, idle: Duration) -> Result<Vec<Message>> {
         let mut batch = Vec::new();
-        let Some(first) = self.recv_within(idle).await? else { return Ok(batch) };
+        let first = self.recv_within(idle).await?;
+        self.drop_revoked(&mut batch);
+        let Some(first) = first else { return Ok(batch) };
         let deadline = first.received + max_wait;
         batch.push(first);
         while batch.len() < max_rows {
@@ -128,7 +179,9 @@ impl Consumer {
             if left.is_zero() {
                 break;
             }
-            match self.recv_within(left).await? {
+            let next = self.recv_within(left).await?;
+            self.drop_revoked(&mut batch);
+            match next {
                 Some(message) => batch.push(message),
                 None => break,
             }
@@ -165,6 +218,8 @@ impl Consumer {
         if offsets.is_empty() {
             return Ok(());
         }
+        // What a rebalance commits before it takes partitions away.
+        self.committable.lock().unwrap_or_else(|p| p.into_inner()).extend(offsets.iter().map(|(k, v)| (k.clone(), *v)));
         let mut list = TopicPartitionList::new();
         for ((topic, partition), next) in offsets {
             list.add_partition_offset(topic, *partition, Offset::Offset(*next))

@@ -91,6 +91,34 @@ impl Lander {
         Ok(())
     }
 
+    /// Drops what is buffered of `partitions` (a rebalance gave them to another consumer, which
+    /// reads them again from the last commit, short of these events).
+    pub fn forget(&mut self, partitions: &[Partition]) -> Result<()> {
+        if partitions.is_empty() || self.rows == 0 {
+            return Ok(());
+        }
+        let mut kept = Vec::with_capacity(self.buffer.len());
+        for batch in &self.buffer {
+            let schema = batch.schema();
+            let (topics, parts) =
+                (batch.column(schema.index_of("_topic")?), batch.column(schema.index_of("_partition")?));
+            let (topics, parts) = (topics.as_string::<i32>(), parts.as_primitive::<Int32Type>());
+            let keep: BooleanArray = (0..batch.num_rows())
+                .map(|i| Some(!partitions.iter().any(|(t, p)| t == topics.value(i) && *p == parts.value(i))))
+                .collect();
+            let batch = arrow::compute::filter_record_batch(batch, &keep)?;
+            if batch.num_rows() > 0 {
+                kept.push(batch);
+            }
+        }
+        self.rows = kept.iter().map(RecordBatch::num_rows).sum();
+        self.buffer = kept;
+        for partition in partitions {
+            self.ranges.remove(partition);
+        }
+        Ok(())
+    }
+
     /// Whether the buffer should be committed now.
     pub fn due(&self) -> bool {
         self.rows > 0

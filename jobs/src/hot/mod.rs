@@ -260,6 +260,15 @@ impl Stream<'_> {
                 () = &mut stop => return Ok(()),
                 messages = self.consumer.next_batch(batch.max_rows, max_wait, poll) => messages?,
             };
+            let revoked = self.consumer.take_revoked();
+            if !revoked.is_empty() {
+                // Their next owner reads them again from the commit made at the rebalance.
+                self.processed.retain(|part, _| !revoked.contains(part));
+                if let Some(lander) = self.lander.as_mut() {
+                    lander.forget(&revoked)?;
+                }
+                tracing::info!(partitions = revoked.len(), "partitions handed over");
+            }
             if messages.is_empty() {
                 if idle_stop.is_some_and(|idle| last_event.elapsed() >= idle) {
                     return Ok(());
