@@ -75,6 +75,9 @@ enum Command {
     Stream {
         /// The job file (TOML), e.g. examples/kafka_score_events.toml.
         job: PathBuf,
+        /// Serve the status as Prometheus metrics on /metrics (and /healthz) at HOST:PORT.
+        #[arg(long, env = "SLUICE_STREAM_METRICS", value_name = "HOST:PORT")]
+        metrics: Option<String>,
         #[command(flatten)]
         workspace: WorkspaceArg,
     },
@@ -595,7 +598,7 @@ async fn run(cli: Cli) -> Result<()> {
             print!("{}", sluice_jobs::sql::format_table(&batches, max_rows)?);
         }
         Command::Asset { command } => asset(command).await?,
-        Command::Stream { job, workspace } => {
+        Command::Stream { job, metrics, workspace } => {
             let spec = sluice_jobs::hot::StreamJob::load(&job)?;
             let lake = workspace.lake()?;
             println!(
@@ -604,7 +607,25 @@ async fn run(cli: Cli) -> Result<()> {
                 spec.input.topics.join(", "),
                 spec.group()
             );
-            let mut print = |status: &sluice_jobs::hot::StreamStatus| eprintln!("status       {status}");
+            let latest = std::sync::Arc::new(std::sync::Mutex::new(sluice_jobs::hot::StreamStatus::default()));
+            if let Some(address) = metrics {
+                let listener = tokio::net::TcpListener::bind(&address)
+                    .await
+                    .with_context(|| format!("binding the metrics endpoint to {address}"))?;
+                println!("metrics      http://{}/metrics", listener.local_addr()?);
+                let (latest, name) = (latest.clone(), spec.job.name.clone());
+                let text = move || {
+                    let status = latest.lock().map(|s| s.clone()).unwrap_or_default();
+                    sluice_engine::metrics::render(&[("job", &name)], &status.metrics())
+                };
+                tokio::spawn(sluice_engine::metrics::serve(listener, std::sync::Arc::new(text)));
+            }
+            let mut print = |status: &sluice_jobs::hot::StreamStatus| {
+                eprintln!("status       {status}");
+                if let Ok(mut latest) = latest.lock() {
+                    *latest = status.clone();
+                }
+            };
             let total = sluice_jobs::hot::run(&spec, Some(&lake), stopped(), &mut print).await?;
             println!("stopped      {total}; {:.1} s in all, {:.1} s busy", total.seconds, total.busy_seconds);
         }

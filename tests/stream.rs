@@ -141,11 +141,27 @@ fn sigterm_lands_and_commits_what_was_processed() {
     producer.flush(Duration::from_secs(30)).unwrap();
 
     // Runs until stopped; lands only every 10 minutes, so only the shutdown lands.
-    let child = example(&lake, &run, &[("STREAM_STOP_WHEN_IDLE_S", "0"), ("LAND_EVERY_S", "600")]);
+    let port = free_port();
+    let metrics = format!("127.0.0.1:{port}");
+    let env = [("STREAM_STOP_WHEN_IDLE_S", "0"), ("LAND_EVERY_S", "600"), ("SLUICE_STREAM_METRICS", metrics.as_str())];
+    let child = example(&lake, &run, &env);
     let started = Instant::now();
     while read_all(&scores, Duration::from_secs(1)).len() < 1000 {
         assert!(started.elapsed() < Duration::from_secs(90), "no results");
     }
+    // Its status is exported for Prometheus (refreshed every second).
+    let exported = |name: &str| -> Option<f64> {
+        let text = http_get(port, "/metrics");
+        let prefix = format!("{name}{{job=\"score-{run}\"}} ");
+        text.lines().find_map(|l| l.strip_prefix(&prefix)).and_then(|v| v.parse().ok())
+    };
+    while exported("sluice_stream_results_total") != Some(1000.0) {
+        assert!(started.elapsed() < Duration::from_secs(90), "metrics: {}", http_get(port, "/metrics"));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(exported("sluice_stream_events_total"), Some(1000.0));
+    assert_eq!(exported("sluice_stream_dead_letters_total"), Some(0.0));
+    assert!(exported("sluice_stream_latency_p99_ms").is_some() && exported("sluice_stream_lag_events").is_some());
     assert!(!lake.join("events_raw/_delta_log").exists(), "landed before the shutdown");
     assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
     let out = child.wait_with_output().unwrap();

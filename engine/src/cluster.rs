@@ -243,7 +243,8 @@ pub async fn run_executor(options: ExecutorOptions) -> Result<()> {
             .await
             .map_err(Error::io(format!("binding the metrics endpoint to {}:{port}", options.bind_host)))?;
         tracing::info!(addr = %listener.local_addr().map_err(Error::io("reading the metrics address"))?, "metrics on /metrics, health on /healthz");
-        tokio::spawn(serve_metrics(listener, options.id.clone(), functions.predict.stats()));
+        let (id, stats) = (options.id.clone(), functions.predict.stats());
+        tokio::spawn(crate::metrics::serve(listener, Arc::new(move || prometheus_text(&id, &stats))));
     }
     tracing::info!(id = %options.id, flight_port = config.port, grpc_port = config.grpc_port,
         scheduler = %format!("{}:{}", options.scheduler_host, options.scheduler_port), "executor starting");
@@ -251,35 +252,26 @@ pub async fn run_executor(options: ExecutorOptions) -> Result<()> {
     Ok(())
 }
 
-/// Serves an executor's `/metrics` (Prometheus text format) and `/healthz`.
-async fn serve_metrics(listener: tokio::net::TcpListener, id: String, stats: Arc<PredictStats>) {
-    use axum::routing::get;
-    let metrics = move || {
-        let text = prometheus_text(&id, &stats);
-        async move { ([("content-type", "text/plain; version=0.0.4")], text) }
-    };
-    let app = axum::Router::new().route("/healthz", get(|| async { "ok" })).route("/metrics", get(metrics));
-    if let Err(e) = axum::serve(listener, app).await {
-        tracing::warn!(error = %e, "the metrics endpoint stopped");
-    }
-}
-
-/// The executor's counters in Prometheus' text format (stable names; `executor` label).
+/// The executor's counters (stable names; `executor` label).
 fn prometheus_text(id: &str, stats: &PredictStats) -> String {
     use std::sync::atomic::Ordering::Relaxed;
-    let label = id.replace(['\\', '"'], "_");
-    let seconds = stats.forward_nanos.load(Relaxed) as f64 / 1e9;
-    let mut out = String::new();
-    for (name, kind, help, value) in [
-        ("sluice_executor_up", "gauge", "1 while the executor process runs.", "1".to_string()),
-        ("sluice_predict_rows_total", "counter", "Rows scored by predict.", stats.rows.load(Relaxed).to_string()),
-        ("sluice_predict_batches_total", "counter", "Forward calls of predict.", stats.batches.load(Relaxed).to_string()),
-        ("sluice_predict_seconds_total", "counter", "Seconds in predict's forward calls (model latency: rate of this over rate of batches).", format!("{seconds:.6}")),
-        ("sluice_predict_errors_total", "counter", "Failed predict calls (bad rows, bad calls, model errors).", stats.errors.load(Relaxed).to_string()),
-    ] {
-        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{executor=\"{label}\"}} {value}\n"));
-    }
-    out
+    use crate::metrics::Metric;
+    let metrics = [
+        Metric::gauge("sluice_executor_up", "1 while the executor process runs.", 1.0),
+        Metric::counter("sluice_predict_rows_total", "Rows scored by predict.", stats.rows.load(Relaxed) as f64),
+        Metric::counter("sluice_predict_batches_total", "Forward calls of predict.", stats.batches.load(Relaxed) as f64),
+        Metric::counter(
+            "sluice_predict_seconds_total",
+            "Seconds in predict's forward calls (model latency: rate of this over rate of batches).",
+            stats.forward_nanos.load(Relaxed) as f64 / 1e9,
+        ),
+        Metric::counter(
+            "sluice_predict_errors_total",
+            "Failed predict calls (bad rows, bad calls, model errors).",
+            stats.errors.load(Relaxed) as f64,
+        ),
+    ];
+    crate::metrics::render(&[("executor", id)], &metrics)
 }
 
 /// Settings of an embedded cluster.
@@ -478,14 +470,14 @@ mod tests {
         stats.batches.store(3, Relaxed);
         stats.forward_nanos.store(1_500_000_000, Relaxed);
         stats.errors.store(2, Relaxed);
-        let text = prometheus_text("exec-\"a\"", &stats);
+        let text = prometheus_text("exec-a", &stats);
         for line in [
             "# TYPE sluice_predict_rows_total counter",
-            "sluice_predict_rows_total{executor=\"exec-_a_\"} 1200",
-            "sluice_predict_batches_total{executor=\"exec-_a_\"} 3",
-            "sluice_predict_seconds_total{executor=\"exec-_a_\"} 1.500000",
-            "sluice_predict_errors_total{executor=\"exec-_a_\"} 2",
-            "sluice_executor_up{executor=\"exec-_a_\"} 1",
+            "sluice_predict_rows_total{executor=\"exec-a\"} 1200",
+            "sluice_predict_batches_total{executor=\"exec-a\"} 3",
+            "sluice_predict_seconds_total{executor=\"exec-a\"} 1.5",
+            "sluice_predict_errors_total{executor=\"exec-a\"} 2",
+            "sluice_executor_up{executor=\"exec-a\"} 1",
         ] {
             assert!(text.lines().any(|l| l == line), "missing `{line}` in\n{text}");
         }

@@ -8,6 +8,7 @@ pub mod assets;
 pub mod cluster;
 pub mod codec;
 pub mod error;
+pub mod metrics;
 pub mod runtime;
 pub mod session;
 pub mod sources;

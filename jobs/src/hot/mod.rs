@@ -65,6 +65,26 @@ pub struct StreamStatus {
     pub latency_p99_ms: f64,
 }
 
+impl StreamStatus {
+    /// The status as Prometheus metrics (stable names).
+    pub fn metrics(&self) -> Vec<sluice_engine::metrics::Metric> {
+        use sluice_engine::metrics::Metric;
+        vec![
+            Metric::counter("sluice_stream_events_total", "Events read.", self.events as f64),
+            Metric::counter("sluice_stream_results_total", "Result rows produced (topic or serving table).", self.outputs as f64),
+            Metric::counter("sluice_stream_dead_letters_total", "Events sent to the dead-letter topic.", self.dead_letters as f64),
+            Metric::counter("sluice_stream_landed_total", "Events landed in the asset.", self.landed as f64),
+            Metric::counter("sluice_stream_batches_total", "Micro-batches processed.", self.batches as f64),
+            Metric::gauge("sluice_stream_batch_events", "Events in the last micro-batch.", self.last_batch as f64),
+            Metric::gauge("sluice_stream_lag_events", "Events behind the end of the assigned partitions (-1: not known yet).", self.lag as f64),
+            Metric::gauge("sluice_stream_events_per_second", "Events read per second, over the last status interval.", self.events_per_s),
+            Metric::gauge("sluice_stream_results_per_second", "Results per second, over the last status interval.", self.outputs_per_s),
+            Metric::gauge("sluice_stream_latency_p50_ms", "Median milliseconds from an event's timestamp to its result's acknowledgement.", self.latency_p50_ms),
+            Metric::gauge("sluice_stream_latency_p99_ms", "99th percentile of that latency.", self.latency_p99_ms),
+        ]
+    }
+}
+
 impl std::fmt::Display for StreamStatus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
