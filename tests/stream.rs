@@ -102,6 +102,29 @@ fn predictions(dir: &Path) -> HashMap<i64, f32> {
     out
 }
 
+/// A test run: the broker up, topics `events-RUN`, `scores-RUN` and `dead-RUN`, and a lake with
+/// the linear model registered as `lin@production`.
+struct TestRun {
+    run: String,
+    events: String,
+    scores: String,
+    dir: tempfile::TempDir,
+    lake: std::path::PathBuf,
+}
+
+fn test_run() -> TestRun {
+    start_broker();
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let (events, scores) = (format!("events-{run}"), format!("scores-{run}"));
+    create_topics(&[&events, &scores, &format!("dead-{run}")]);
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let model = dir.path().join("linear.pt");
+    linear_model(&model);
+    run_at(&lake, &["model", "register", "lin", model.to_str().unwrap(), "--inputs", "a, b, c", "--alias", "production"]);
+    TestRun { run, events, scores, dir, lake }
+}
+
 /// `sluice stream examples/kafka_score_events.toml` on the topics of test run `run`.
 fn example(lake: &Path, run: &str, env: &[(&str, &str)]) -> std::process::Child {
     sluice_at(lake)
@@ -124,15 +147,7 @@ fn example(lake: &Path, run: &str, env: &[(&str, &str)]) -> std::process::Child 
 
 #[test]
 fn sigterm_lands_and_commits_what_was_processed() {
-    start_broker();
-    let run = uuid::Uuid::new_v4().simple().to_string();
-    let (events, scores) = (format!("events-{run}"), format!("scores-{run}"));
-    create_topics(&[&events, &scores, &format!("dead-{run}")]);
-    let dir = tempfile::tempdir().unwrap();
-    let lake = dir.path().join("lake");
-    let model = dir.path().join("linear.pt");
-    linear_model(&model);
-    run_at(&lake, &["model", "register", "lin", model.to_str().unwrap(), "--inputs", "a, b, c", "--alias", "production"]);
+    let TestRun { run, events, scores, dir: _dir, lake } = test_run();
     let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", brokers()).create().unwrap();
     for i in 0..1000 {
         let payload = format!("{{\"id\": {i}, \"a\": 1, \"b\": 2, \"c\": 3}}");
@@ -178,15 +193,8 @@ fn sigterm_lands_and_commits_what_was_processed() {
 
 #[test]
 fn events_scored_through_crashes_with_none_lost_and_the_lake_exact() {
-    start_broker();
-    let run = uuid::Uuid::new_v4().simple().to_string();
-    let (events, scores, dead) = (format!("events-{run}"), format!("scores-{run}"), format!("dead-{run}"));
-    create_topics(&[&events, &scores, &dead]);
-    let dir = tempfile::tempdir().unwrap();
-    let lake = dir.path().join("lake");
-    let model = dir.path().join("linear.pt");
-    linear_model(&model);
-    run_at(&lake, &["model", "register", "lin", model.to_str().unwrap(), "--inputs", "a, b, c", "--alias", "production"]);
+    let TestRun { run, events, scores, dir: _dir, lake } = test_run();
+    let dead = format!("dead-{run}");
 
     // 100k events, produced over a few seconds while the consumer is killed and restarted.
     const N: i64 = 100_000;
@@ -310,16 +318,8 @@ fn psql(sql: &str) -> String {
 
 #[test]
 fn a_serving_table_keeps_each_keys_latest_score_and_ignores_replayed_older_events() {
-    start_broker();
-    let run = uuid::Uuid::new_v4().simple().to_string();
-    let events = format!("events-{run}");
-    create_topics(&[&events, &format!("dead-{run}")]);
+    let TestRun { run, events, dir: _dir, lake, .. } = test_run();
     let table = format!("scores_{run}");
-    let dir = tempfile::tempdir().unwrap();
-    let lake = dir.path().join("lake");
-    let model = dir.path().join("linear.pt");
-    linear_model(&model);
-    run_at(&lake, &["model", "register", "lin", model.to_str().unwrap(), "--inputs", "a, b, c", "--alias", "production"]);
 
     // 3000 events for 100 accounts, keyed by account (one partition per account, in order); an
     // account's later events have a larger `a`.
@@ -386,15 +386,7 @@ fn a_serving_table_keeps_each_keys_latest_score_and_ignores_replayed_older_event
 
 #[test]
 fn two_consumers_share_a_group_through_rebalances_with_none_lost_and_the_lake_exact() {
-    start_broker();
-    let run = uuid::Uuid::new_v4().simple().to_string();
-    let (events, scores) = (format!("events-{run}"), format!("scores-{run}"));
-    create_topics(&[&events, &scores, &format!("dead-{run}")]);
-    let dir = tempfile::tempdir().unwrap();
-    let lake = dir.path().join("lake");
-    let model = dir.path().join("linear.pt");
-    linear_model(&model);
-    run_at(&lake, &["model", "register", "lin", model.to_str().unwrap(), "--inputs", "a, b, c", "--alias", "production"]);
+    let TestRun { run, events, scores, dir: _dir, lake } = test_run();
 
     // 20k events over about 25 s.
     const N: i64 = 20_000;
