@@ -247,6 +247,11 @@ enum Command {
         #[command(subcommand)]
         command: AssetCommand,
     },
+    /// Model monitoring: drift of current data against a reference (the training data).
+    Monitor {
+        #[command(subcommand)]
+        command: MonitorCommand,
+    },
     /// Run a Ballista scheduler with Sluice's functions.
     Scheduler {
         /// Address to listen on.
@@ -475,6 +480,30 @@ enum ModelCommand {
         model: String,
         #[command(flatten)]
         workspace: WorkspaceArg,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum MonitorCommand {
+    /// Compare columns of CURRENT with REFERENCE (assets: NAME, NAME@VERSION, NAME@TAG): PSI,
+    /// Jensen-Shannon, KS and normalized Wasserstein for numbers, Jensen-Shannon, PSI and
+    /// chi-squared for categories; prints a table and which columns drifted.
+    Drift {
+        /// The reference, e.g. the training split: churn_train@3.
+        reference: String,
+        /// The data to check, e.g. this week's inputs: events.
+        current: String,
+        /// Numeric columns, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        columns: Vec<String>,
+        /// Categorical columns, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        categorical: Vec<String>,
+        /// Drift when normalized Wasserstein (numbers) or Jensen-Shannon distance (categories) is above this.
+        #[arg(long, default_value_t = 0.1)]
+        threshold: f64,
+        #[command(flatten)]
+        cluster: ClusterArgs,
     },
 }
 
@@ -885,6 +914,31 @@ async fn run(cli: Cli) -> Result<()> {
             score(spec, &cluster, None, &name).await?;
         }
         Command::Model { command } => model(command).await?,
+        Command::Monitor { command: MonitorCommand::Drift { reference, current, columns, categorical, threshold, cluster } } => {
+            if columns.is_empty() && categorical.is_empty() {
+                anyhow::bail!("name the columns to compare: --columns a,b (numbers) and/or --categorical c");
+            }
+            let (ctx, _cluster) = session(&cluster).await?;
+            let report = sluice_jobs::monitor::compare::compare(&ctx, &reference, &current, &columns, &categorical, threshold).await?;
+            let opt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.4}"));
+            println!("{:<20} {:<12} {:>17} {:>8} {:>8} {:>8} {:>8} {:>8}  drifted", "column", "kind", "rows (ref/cur)", "psi", "js", "ks", "wass/sd", "chi2 p");
+            for c in &report {
+                println!(
+                    "{:<20} {:<12} {:>17} {:>8.4} {:>8.4} {:>8} {:>8} {:>8}  {}",
+                    c.column,
+                    c.kind,
+                    format!("{}/{}", c.rows.0, c.rows.1),
+                    c.psi,
+                    c.js_distance,
+                    opt(c.ks),
+                    opt(c.normalized_wasserstein),
+                    opt(c.chi_squared_p),
+                    if c.drifted { format!("yes ({} {:.3} > {})", c.metric, c.value, c.threshold) } else { "no".into() }
+                );
+            }
+            let drifted: Vec<&str> = report.iter().filter(|c| c.drifted).map(|c| c.column.as_str()).collect();
+            println!("drifted      {}", if drifted.is_empty() { "none".to_string() } else { drifted.join(", ") });
+        }
         Command::Runs { command } => runs(command).await?,
         Command::Submit { job, cluster } => {
             let spec = sluice_jobs::etl::JobFile::load(&job)?;
