@@ -502,6 +502,9 @@ enum MonitorCommand {
         /// Drift when normalized Wasserstein (numbers) or Jensen-Shannon distance (categories) is above this.
         #[arg(long, default_value_t = 0.1)]
         threshold: f64,
+        /// Append the report (a row per column) to this asset, e.g. drift_reports.
+        #[arg(long, value_name = "ASSET")]
+        report: Option<String>,
         #[command(flatten)]
         cluster: ClusterArgs,
     },
@@ -914,7 +917,7 @@ async fn run(cli: Cli) -> Result<()> {
             score(spec, &cluster, None, &name).await?;
         }
         Command::Model { command } => model(command).await?,
-        Command::Monitor { command: MonitorCommand::Drift { reference, current, columns, categorical, threshold, cluster } } => {
+        Command::Monitor { command: MonitorCommand::Drift { reference, current, columns, categorical, threshold, report: save, cluster } } => {
             if columns.is_empty() && categorical.is_empty() {
                 anyhow::bail!("name the columns to compare: --columns a,b (numbers) and/or --categorical c");
             }
@@ -938,6 +941,11 @@ async fn run(cli: Cli) -> Result<()> {
             }
             let drifted: Vec<&str> = report.iter().filter(|c| c.drifted).map(|c| c.column.as_str()).collect();
             println!("drifted      {}", if drifted.is_empty() { "none".to_string() } else { drifted.join(", ") });
+            if let Some(asset) = save {
+                let lake = cluster.workspace.lake()?;
+                let written = sluice_jobs::monitor::compare::write_report(&lake, &asset, &reference, &current, &report).await?;
+                println!("report       {}@{}: {} rows", written.asset, written.version, written.rows);
+            }
         }
         Command::Runs { command } => runs(command).await?,
         Command::Submit { job, cluster } => {

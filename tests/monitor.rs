@@ -43,6 +43,13 @@ fn one_moved_feature_is_flagged_and_nothing_else() {
 
     let moved = drift("moved");
     assert_eq!(drifted(&moved), "b", "{moved}");
+    // Kept as an asset: a row per column with the pinned versions compared.
+    let saved = run_at(&lake, &["monitor", "drift", "train", "moved", "--columns", "a,b", "--categorical", "seg", "--executors", "1", "--report", "drift_reports"]);
+    assert!(saved.contains("report       drift_reports@0: 3 rows"), "{saved}");
+    let rows = run_at(&lake, &["sql", "SELECT \"column\", reference, current, drifted FROM drift_reports ORDER BY \"column\""]);
+    for want in ["| a      | train@0   | moved@0 | false   |", "| b      | train@0   | moved@0 | true    |", "| seg    | train@0   | moved@0 | false   |"] {
+        assert!(rows.contains(want), "missing {want} in\n{rows}");
+    }
     // One standard deviation: the normalized Wasserstein distance is about 1.
     let b = moved.lines().find(|l| l.starts_with("b ")).unwrap();
     let wass: f64 = b.split_whitespace().nth(6).unwrap().parse().unwrap();

@@ -195,3 +195,53 @@ pub async fn compare(
     }
     Ok(out)
 }
+
+/// Writes `report` as a new version of asset `name` (appended): one row per column, with the
+/// time of the check and the pinned versions of `reference` and `current` it compared.
+pub async fn write_report(
+    lake: &sluice_connectors::delta::Lake,
+    name: &str,
+    reference: &str,
+    current: &str,
+    report: &[ColumnDrift],
+) -> Result<sluice_engine::assets::WriteSummary> {
+    use std::sync::Arc;
+
+    use arrow::array::{ArrayRef, BooleanArray, Float64Array, Int64Array, StringArray};
+    use arrow::record_batch::RecordBatch;
+    use sluice_connectors::delta::AssetRef;
+    use sluice_engine::assets::{WriteOptions, write_asset};
+
+    let (reference, current) = (lake.resolve(&AssetRef::parse(reference)?).await?, lake.resolve(&AssetRef::parse(current)?).await?);
+    let (reference, current) =
+        (format!("{}@{}", reference.name, reference.version), format!("{}@{}", current.name, current.version));
+    let n = report.len();
+    let text = |f: &dyn Fn(&ColumnDrift) -> String| -> ArrayRef { Arc::new(StringArray::from_iter_values(report.iter().map(f))) };
+    let float = |f: &dyn Fn(&ColumnDrift) -> Option<f64>| -> ArrayRef { Arc::new(report.iter().map(f).collect::<Float64Array>()) };
+    let checked_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let columns: Vec<(&str, ArrayRef)> = vec![
+        ("checked_at", Arc::new(StringArray::from(vec![checked_at; n]))),
+        ("reference", Arc::new(StringArray::from(vec![reference.clone(); n]))),
+        ("current", Arc::new(StringArray::from(vec![current.clone(); n]))),
+        ("column", text(&|c| c.column.clone())),
+        ("kind", text(&|c| c.kind.to_string())),
+        ("reference_rows", Arc::new(report.iter().map(|c| i64::try_from(c.rows.0).ok()).collect::<Int64Array>())),
+        ("current_rows", Arc::new(report.iter().map(|c| i64::try_from(c.rows.1).ok()).collect::<Int64Array>())),
+        ("psi", float(&|c| Some(c.psi))),
+        ("js_distance", float(&|c| Some(c.js_distance))),
+        ("ks", float(&|c| c.ks)),
+        ("normalized_wasserstein", float(&|c| c.normalized_wasserstein)),
+        ("chi_squared_p", float(&|c| c.chi_squared_p)),
+        ("metric", text(&|c| c.metric.to_string())),
+        ("value", float(&|c| Some(c.value))),
+        ("threshold", float(&|c| Some(c.threshold))),
+        ("drifted", Arc::new(report.iter().map(|c| Some(c.drifted)).collect::<BooleanArray>())),
+    ];
+    let batch = RecordBatch::try_from_iter(columns)?;
+    let ctx = SessionContext::new_with_config(sluice_engine::session::session_config());
+    ctx.register_object_store(lake.store_url(), lake.store());
+    let mut lineage = serde_json::Map::new();
+    lineage.insert("drift".into(), serde_json::json!({ "reference": reference, "current": current }));
+    let options = WriteOptions { job: "sluice monitor drift".into(), lineage, ..Default::default() };
+    Ok(write_asset(lake, name, ctx.read_batch(batch)?, &options).await?)
+}
