@@ -489,17 +489,31 @@ fn reported_rows(batches: &[arrow::record_batch::RecordBatch]) -> Option<u64> {
 /// stay behind; DataFusion names each attempt's files `WRITEID_N.parquet`, so the attempt whose
 /// rows equal the reported count is kept and the others are deleted.
 async fn settle_chunk(lake: &Lake, output: &str, folder: &url::Url, reported: Option<u64>) -> Result<()> {
+    let attempt_of = |path: &str| {
+        let name = path.rsplit('/').next().unwrap_or(path);
+        name.split_once('_').map_or(name, |(id, _)| id).to_string()
+    };
+    // The usual case, one attempt, is told from the names alone (no footer is read).
+    let listed: Vec<_> = lake
+        .store()
+        .list(Some(&lake.store_path(folder)?))
+        .try_collect()
+        .await
+        .map_err(|e| Error::Invalid(format!("scoring {output}: listing {folder}: {e}")))?;
+    let names: BTreeSet<String> = listed
+        .iter()
+        .filter(|m| m.location.extension() == Some("parquet"))
+        .map(|m| attempt_of(m.location.as_ref()))
+        .collect();
+    if names.len() <= 1 {
+        return Ok(());
+    }
     let files = lake.collect_written(output, folder, &[]).await?;
     let mut attempts: BTreeMap<String, (u64, Vec<String>)> = BTreeMap::new();
     for file in files {
-        let name = file.path.rsplit('/').next().unwrap_or(&file.path);
-        let attempt = name.split_once('_').map_or(name, |(id, _)| id).to_string();
-        let entry = attempts.entry(attempt).or_default();
+        let entry = attempts.entry(attempt_of(&file.path)).or_default();
         entry.0 += file.num_records.unwrap_or(0);
         entry.1.push(file.path);
-    }
-    if attempts.len() <= 1 {
-        return Ok(());
     }
     let keep = reported.and_then(|rows| attempts.iter().find(|(_, (n, _))| *n == rows).map(|(id, _)| id.clone()));
     let Some(keep) = keep else {
@@ -694,4 +708,46 @@ async fn write_rejected(
         return Ok(None);
     }
     Ok(Some(staged.commit(lake).await?))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::Int64Array;
+    use arrow::record_batch::RecordBatch;
+
+    use super::*;
+
+    fn parquet(path: &std::path::Path, rows: i64) {
+        let batch = RecordBatch::try_from_iter([("id", Arc::new(Int64Array::from_iter_values(0..rows)) as _)]).unwrap();
+        let mut writer = parquet::arrow::ArrowWriter::try_new(std::fs::File::create(path).unwrap(), batch.schema(), None).unwrap();
+        writer.write(&batch).unwrap();
+        writer.close().unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_lost_write_attempts_files_are_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::open(dir.path().to_str().unwrap(), &[]).unwrap();
+        let folder_path = dir.path().join("preds/run-x/chunk-0");
+        std::fs::create_dir_all(&folder_path).unwrap();
+        let folder = lake.asset_url("preds").unwrap().join("run-x/chunk-0/").unwrap();
+        // One attempt alone is left as it is.
+        parquet(&folder_path.join("AAAAAAAAAAAAAAAA_0.parquet"), 3);
+        settle_chunk(&lake, "preds", &folder, Some(999)).await.unwrap();
+        assert!(folder_path.join("AAAAAAAAAAAAAAAA_0.parquet").exists());
+        // A second, complete attempt (4 rows reported): the first one's file goes.
+        parquet(&folder_path.join("BBBBBBBBBBBBBBBB_0.parquet"), 2);
+        parquet(&folder_path.join("BBBBBBBBBBBBBBBB_1.parquet"), 2);
+        settle_chunk(&lake, "preds", &folder, Some(4)).await.unwrap();
+        let mut left: Vec<String> =
+            std::fs::read_dir(&folder_path).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        left.sort();
+        assert_eq!(left, ["BBBBBBBBBBBBBBBB_0.parquet", "BBBBBBBBBBBBBBBB_1.parquet"]);
+        // No attempt with the reported rows: nothing is kept, and the error says to resume.
+        parquet(&folder_path.join("CCCCCCCCCCCCCCCC_0.parquet"), 1);
+        let e = settle_chunk(&lake, "preds", &folder, Some(10)).await.unwrap_err().to_string();
+        assert!(e.contains("--resume"), "{e}");
+    }
 }

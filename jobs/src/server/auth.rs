@@ -290,7 +290,8 @@ impl Access {
             let mut sessions = self.sessions.lock().map_err(|_| poisoned())?;
             let ttl = self.session_ttl;
             sessions.retain(|_, s| s.last_used.elapsed() < ttl);
-            sessions.iter_mut().find(|(k, _)| same(k, &d)).map(|(_, s)| {
+            // Keyed by the token's digest: a lookup reveals nothing about the token itself.
+            sessions.get_mut(&d).map(|s| {
                 s.last_used = Instant::now();
                 s.user.clone()
             })

@@ -84,7 +84,12 @@ struct Statement {
     sql: String,
     user: String,
     params: Option<ParamValues>,
+    last_used: std::time::Instant,
 }
+
+/// Statements unused this long are forgotten (a client that planned and never fetched, or never
+/// closed its prepared statement).
+const STATEMENT_TTL: std::time::Duration = std::time::Duration::from_secs(30 * 60);
 
 impl FlightServer {
     /// A server over `cluster` (queries) and `local` (asset reads and writes).
@@ -112,8 +117,10 @@ impl FlightServer {
 
     fn remember(&self, sql: &str, user: &str, params: Option<ParamValues>) -> Result<String, Status> {
         let handle = uuid::Uuid::new_v4().to_string();
-        let statement = Statement { sql: sql.to_string(), user: user.to_string(), params };
-        self.statements.lock().map_err(|_| poisoned())?.insert(handle.clone(), statement);
+        let statement = Statement { sql: sql.to_string(), user: user.to_string(), params, last_used: std::time::Instant::now() };
+        let mut statements = self.statements.lock().map_err(|_| poisoned())?;
+        statements.retain(|_, s| s.last_used.elapsed() < STATEMENT_TTL);
+        statements.insert(handle.clone(), statement);
         Ok(handle)
     }
 
@@ -121,7 +128,10 @@ impl FlightServer {
     fn statement(&self, handle: &[u8], user: &str, take: bool) -> Result<(String, Option<ParamValues>), Status> {
         let handle = String::from_utf8_lossy(handle).to_string();
         let mut statements = self.statements.lock().map_err(|_| poisoned())?;
-        let found = statements.get(&handle).filter(|s| s.user == user).map(|s| (s.sql.clone(), s.params.clone()));
+        let found = statements.get_mut(&handle).filter(|s| s.user == user).map(|s| {
+            s.last_used = std::time::Instant::now();
+            (s.sql.clone(), s.params.clone())
+        });
         let found = found.ok_or_else(|| {
             Status::not_found(format!(
                 "no statement {handle} for user '{user}': it ran already, was closed, or belongs to another user"
