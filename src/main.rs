@@ -100,7 +100,10 @@ enum Command {
         /// Serve Flight SQL and Flight on this address, e.g. 127.0.0.1:50060.
         #[arg(long, value_name = "HOST:PORT")]
         flight: Option<String>,
-        /// The access file: users, their roles and credentials (required with --flight).
+        /// Serve the web console (and drift gauges on /metrics) on this address, e.g. 127.0.0.1:8080.
+        #[arg(long, value_name = "HOST:PORT")]
+        http: Option<String>,
+        /// The access file: users, their roles and credentials (required with --flight and --http).
         #[arg(long, env = "SLUICE_ACCESS", value_name = "FILE")]
         access: Option<PathBuf>,
         /// TLS certificate chain (PEM) for the Flight endpoint; needs --tls-key.
@@ -234,6 +237,21 @@ enum Command {
         /// Resume the latest unfinished run of OUTPUT (same input version, model version, plan).
         #[arg(long)]
         resume: bool,
+        /// Drift reference (NAME[@VERSION]); default: the registered model's training split.
+        #[arg(long)]
+        reference: Option<String>,
+        /// Largest normalized Wasserstein / Jensen-Shannon distance that is not drift.
+        #[arg(long, default_value_t = 0.1)]
+        drift_threshold: f64,
+        /// A column's own threshold, COLUMN=VALUE (repeatable).
+        #[arg(long = "column-threshold", value_parser = parse_column_threshold)]
+        column_thresholds: Vec<(String, f64)>,
+        /// A URL that gets a JSON POST when the run drifts.
+        #[arg(long, env = "SLUICE_DRIFT_WEBHOOK")]
+        webhook: Option<String>,
+        /// Do not measure drift.
+        #[arg(long)]
+        no_monitor: bool,
         #[command(flatten)]
         cluster: ClusterArgs,
     },
@@ -701,7 +719,7 @@ async fn run(cli: Cli) -> Result<()> {
             let ctx = ctx.enable_url_table();
             let work = sluice_jobs::etl::run(&ctx, &lake, &spec, &job);
             let s = recorded(&lake, "run", &spec.job.name, run_id, work, |s| {
-                (Some(s.write.rows), Some(format!("{}@{}", s.write.asset, s.write.version)))
+                (Some(s.write.rows), Some(format!("{}@{}", s.write.asset, s.write.version)), None)
             })
             .await?;
             let w = &s.write;
@@ -789,7 +807,7 @@ async fn run(cli: Cli) -> Result<()> {
             let work = sluice_jobs::split::run(&ctx, &lake, &spec);
             let r = recorded(&lake, "split", &spec.input, None, work, |r| {
                 let outputs = r.outputs.iter().map(|w| format!("{}@{}", w.asset, w.version)).collect::<Vec<_>>();
-                (Some(r.rows.iter().sum()), Some(outputs.join(", ")))
+                (Some(r.rows.iter().sum()), Some(outputs.join(", ")), None)
             })
             .await?;
             let [train, validate, test] = r.ratios;
@@ -870,7 +888,7 @@ async fn run(cli: Cli) -> Result<()> {
             });
             let r = recorded(&lake, "train", &spec.input, None, work, |r| {
                 let output = r.registered.as_ref().map(|v| format!("model {}@{}", v.name, v.version));
-                (Some(r.rows.iter().sum::<usize>() as u64), output.or_else(|| Some(r.output.display().to_string())))
+                (Some(r.rows.iter().sum::<usize>() as u64), output.or_else(|| Some(r.output.display().to_string())), None)
             })
             .await;
             bar.finish_and_clear();
@@ -899,9 +917,21 @@ async fn run(cli: Cli) -> Result<()> {
             max_errors,
             chunks,
             resume,
+            reference,
+            drift_threshold,
+            column_thresholds,
+            webhook,
+            no_monitor,
             cluster,
         } => {
+            let thresholds = sluice_jobs::monitor::compare::Thresholds {
+                distance: drift_threshold,
+                columns: column_thresholds.into_iter().collect(),
+                ..Default::default()
+            };
+            let monitor = sluice_jobs::score::MonitorOptions { enabled: !no_monitor, reference, thresholds, webhook };
             let spec = sluice_jobs::score::ScoreSpec {
+                monitor,
                 output: output.unwrap_or_else(|| format!("{}_predictions", input.split('@').next().unwrap_or(&input))),
                 input,
                 model,
@@ -922,28 +952,22 @@ async fn run(cli: Cli) -> Result<()> {
                 anyhow::bail!("name the columns to compare: --columns a,b (numbers) and/or --categorical c");
             }
             let (ctx, _cluster) = session(&cluster).await?;
-            let report = sluice_jobs::monitor::compare::compare(&ctx, &reference, &current, &columns, &categorical, threshold).await?;
-            let opt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.4}"));
-            println!("{:<20} {:<12} {:>17} {:>8} {:>8} {:>8} {:>8} {:>8}  drifted", "column", "kind", "rows (ref/cur)", "psi", "js", "ks", "wass/sd", "chi2 p");
-            for c in &report {
-                println!(
-                    "{:<20} {:<12} {:>17} {:>8.4} {:>8.4} {:>8} {:>8} {:>8}  {}",
-                    c.column,
-                    c.kind,
-                    format!("{}/{}", c.rows.0, c.rows.1),
-                    c.psi,
-                    c.js_distance,
-                    opt(c.ks),
-                    opt(c.normalized_wasserstein),
-                    opt(c.chi_squared_p),
-                    if c.drifted { format!("yes ({} {:.3} > {})", c.metric, c.value, c.threshold) } else { "no".into() }
-                );
-            }
-            let drifted: Vec<&str> = report.iter().filter(|c| c.drifted).map(|c| c.column.as_str()).collect();
-            println!("drifted      {}", if drifted.is_empty() { "none".to_string() } else { drifted.join(", ") });
+            let thresholds = sluice_jobs::monitor::compare::Thresholds { distance: threshold, ..Default::default() };
+            let report = sluice_jobs::monitor::compare::compare(&ctx, &reference, &current, &columns, &categorical, &thresholds).await?;
+            print!("{}", sluice_jobs::monitor::compare::table(&report));
             if let Some(asset) = save {
                 let lake = cluster.workspace.lake()?;
-                let written = sluice_jobs::monitor::compare::write_report(&lake, &asset, &reference, &current, &report).await?;
+                let pinned = |r: &str| {
+                    let lake = lake.clone();
+                    let r = r.to_string();
+                    async move {
+                        let v = lake.resolve(&sluice_engine::AssetRef::parse(&r)?).await?;
+                        anyhow::Ok(format!("{}@{}", v.name, v.version))
+                    }
+                };
+                let labels = [("reference", pinned(&reference).await?), ("current", pinned(&current).await?)];
+                let written =
+                    sluice_jobs::monitor::compare::write_report(&lake, &asset, "sluice monitor drift", &labels, &report).await?;
                 println!("report       {}@{}: {} rows", written.asset, written.version, written.rows);
             }
         }
@@ -958,9 +982,9 @@ async fn run(cli: Cli) -> Result<()> {
             println!("{id}");
             eprintln!("submitted    {} as run {id} (log {}); see `sluice runs show {id}`", spec.job.name, log.display());
         }
-        Command::Serve { jobs, stop_after, flight, access, tls_cert, tls_key, cluster } => {
-            if jobs.is_empty() && flight.is_none() {
-                anyhow::bail!("nothing to serve: give job files with a schedule, --flight HOST:PORT, or both");
+        Command::Serve { jobs, stop_after, flight, http, access, tls_cert, tls_key, cluster } => {
+            if jobs.is_empty() && flight.is_none() && http.is_none() {
+                anyhow::bail!("nothing to serve: give job files with a schedule, --flight HOST:PORT, --http HOST:PORT, or several");
             }
             let mut scheduled = Vec::new();
             for path in &jobs {
@@ -975,14 +999,48 @@ async fn run(cli: Cli) -> Result<()> {
             let lake = cluster.workspace.lake()?;
             let catalog = sluice_jobs::runs::Catalog::open(&sluice_jobs::runs::default_location(lake.root())).await?;
             let tls = tls_cert.zip(tls_key).map(|(cert, key)| sluice_jobs::server::Tls { cert, key });
-            let flight = match flight {
-                Some(address) => Some(flight_server(&address, access.as_deref(), tls.is_some(), &cluster, &lake).await?),
-                None => None,
+            // One cluster session (and one set of users and sessions) for Flight and the console.
+            let shared = match flight.is_some() || http.is_some() {
+                true => Some((serve_access(access.as_deref())?, session(&cluster).await?)),
+                false => None,
+            };
+            let scheduler_url = shared.as_ref().and_then(|(_, (_, embedded))| {
+                embedded.as_ref().map(|e| e.url()).or_else(|| cluster.cluster.clone())
+            });
+            let flight = match (&flight, &shared) {
+                (Some(address), Some((access, (ctx, _)))) => {
+                    Some(flight_server(address, access, tls.is_some(), &cluster, &lake, ctx.clone()).await?)
+                }
+                _ => None,
+            };
+            let console = match (&http, &shared) {
+                (Some(address), Some(((rules, users), (ctx, _)))) => {
+                    let listener = tokio::net::TcpListener::bind(address.as_str())
+                        .await
+                        .with_context(|| format!("binding the console to {address}"))?;
+                    println!("console      http://{}/ (web console and /metrics; {users})", listener.local_addr()?);
+                    let console = sluice_jobs::console::Console {
+                        lake: lake.clone(),
+                        ctx: ctx.clone(),
+                        local: local_session(&lake)?,
+                        runs: std::sync::Arc::new(sluice_jobs::runs::Catalog::open(&sluice_jobs::runs::default_location(lake.root())).await?),
+                        access: rules.clone(),
+                        scheduler: scheduler_url,
+                    };
+                    Some((listener, std::sync::Arc::new(console)))
+                }
+                _ => None,
             };
             let launch = |job: &sluice_jobs::schedule::Scheduled, id: &str| {
                 spawn_run(&job.path, id, &cluster).map(|(child, _)| child).map_err(|e| sluice_jobs::Error::Invalid(format!("{e:#}")))
             };
             let stop_after = stop_after.map(std::time::Duration::from_secs_f64);
+            let stop = move || async move {
+                match stop_after {
+                    Some(after) => tokio::time::sleep(after).await,
+                    None => std::future::pending().await,
+                }
+            };
             let schedules = async {
                 if scheduled.is_empty() {
                     return Ok(());
@@ -1000,21 +1058,22 @@ async fn run(cli: Cli) -> Result<()> {
                 })
                 .await
             };
-            match flight {
-                Some((listener, server, _cluster)) => {
-                    let stop = async move {
-                        match stop_after {
-                            Some(after) => tokio::time::sleep(after).await,
-                            None => std::future::pending().await,
-                        }
-                    };
-                    let flight = sluice_jobs::server::serve_flight(listener, tls.as_ref(), server, stop);
-                    let (a, b) = tokio::join!(schedules, flight);
-                    a?;
-                    b?;
+            let flight = async {
+                match flight {
+                    Some((listener, server)) => sluice_jobs::server::serve_flight(listener, tls.as_ref(), server, stop()).await,
+                    None => Ok(()),
                 }
-                None => schedules.await?,
-            }
+            };
+            let console = async {
+                match console {
+                    Some((listener, console)) => sluice_jobs::console::serve(listener, console, stop()).await,
+                    None => Ok(()),
+                }
+            };
+            let (a, b, c) = tokio::join!(schedules, flight, console);
+            a?;
+            b?;
+            c?;
         }
         Command::Scheduler { bind, external_host, port, executor_timeout, workspace } => {
             sluice_engine::cluster::run_scheduler(SchedulerOptions {
@@ -1071,6 +1130,13 @@ async fn run(cli: Cli) -> Result<()> {
     Ok(())
 }
 
+/// `COLUMN=VALUE` of `--column-threshold`.
+fn parse_column_threshold(text: &str) -> std::result::Result<(String, f64), String> {
+    let (column, value) = text.split_once('=').ok_or_else(|| format!("'{text}': expected COLUMN=VALUE, for example tenure=0.2"))?;
+    let value: f64 = value.trim().parse().map_err(|_| format!("'{text}': the threshold after '=' must be a number"))?;
+    Ok((column.trim().to_string(), value))
+}
+
 /// Runs a scoring job (from `sluice score` or a job file's `[score]`), recorded in the run
 /// catalog as `name`, and prints its summary.
 async fn score(spec: sluice_jobs::score::ScoreSpec, cluster: &ClusterArgs, run_id: Option<String>, name: &str) -> Result<()> {
@@ -1083,7 +1149,8 @@ async fn score(spec: sluice_jobs::score::ScoreSpec, cluster: &ClusterArgs, run_i
     });
     let r = recorded(&lake, "score", name, run_id, work, |r| {
         let p = r.predictions.as_ref();
-        (p.map(|p| p.rows), p.map(|p| format!("{}@{}", p.asset, p.version)))
+        let drift = r.drift.as_ref().ok().map(|d| sluice_jobs::monitor::compare::drifted_columns(&d.columns));
+        (p.map(|p| p.rows), p.map(|p| format!("{}@{}", p.asset, p.version)), drift)
     })
     .await;
     bar.finish_and_clear();
@@ -1106,44 +1173,68 @@ async fn score(spec: sluice_jobs::score::ScoreSpec, cluster: &ClusterArgs, run_i
     if let Some(q) = &r.rejected {
         println!("rejected     {}@{}: {} rows with the reason", q.asset, q.version, q.rows);
     }
+    match &r.drift {
+        Ok(d) => {
+            println!("reference    {} ({} rows profiled in the scoring pass)", d.reference, d.rows.0);
+            print!("{}", sluice_jobs::monitor::compare::table(&d.columns));
+            println!("report       {}@{}", d.report.asset, d.report.version);
+            if let Some(answer) = &d.webhook {
+                println!("webhook      {answer}");
+            }
+        }
+        Err(why) => println!("drift        {why}"),
+    }
     Ok(())
 }
 
-/// Binds the Flight endpoint of `sluice serve` and builds its server: queries on the cluster the
-/// arguments name (an embedded one is returned to be kept alive), assets read and written here.
-async fn flight_server(
-    address: &str,
-    access: Option<&std::path::Path>,
-    tls: bool,
-    cluster: &ClusterArgs,
-    lake: &Lake,
-) -> Result<(tokio::net::TcpListener, sluice_jobs::server::FlightServer, Option<EmbeddedCluster>)> {
+/// The users and roles of `sluice serve` (`--access FILE`), and a line describing them.
+fn serve_access(access: Option<&std::path::Path>) -> Result<(sluice_jobs::server::Access, String)> {
     let access = access.context(
-        "--flight needs --access FILE: the users and their roles (anonymous access only where that file allows it)",
+        "--flight and --http need --access FILE: the users and their roles (anonymous access only where that file allows it)",
     )?;
     let config = sluice_jobs::server::AccessConfig::load(access)?;
     let rules = sluice_jobs::server::Access::new(&config).with_context(|| format!("access file {}", access.display()))?;
-    let listener = tokio::net::TcpListener::bind(address)
-        .await
-        .with_context(|| format!("binding the Flight endpoint to {address}"))?;
-    let (ctx, embedded) = session(cluster).await?;
+    let anonymous = config.anonymous.map_or("refused".to_string(), |r| format!("allowed as {}", r.name()));
+    Ok((rules, format!("{} users, anonymous {anonymous}", config.users.len())))
+}
+
+/// An in-process session over the lake's assets (small reads and writes of the servers).
+fn local_session(lake: &Lake) -> Result<SessionContext> {
     let local = SessionContext::new_with_config(sluice_engine::session::session_config());
     local.register_object_store(lake.store_url(), lake.store());
     sluice_engine::assets::register(&local, lake)?;
+    Ok(local)
+}
+
+/// Binds the Flight endpoint of `sluice serve` and builds its server: queries on the cluster
+/// session `ctx`, assets read and written here.
+async fn flight_server(
+    address: &str,
+    (rules, users): &(sluice_jobs::server::Access, String),
+    tls: bool,
+    cluster: &ClusterArgs,
+    lake: &Lake,
+    ctx: SessionContext,
+) -> Result<(tokio::net::TcpListener, sluice_jobs::server::FlightServer)> {
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("binding the Flight endpoint to {address}"))?;
     let runs = sluice_jobs::runs::Catalog::open(&sluice_jobs::runs::default_location(lake.root())).await?;
     let args = cluster.clone();
     let launch: sluice_jobs::server::Launch = std::sync::Arc::new(move |job: &std::path::Path, id: &str| {
         spawn_run(job, id, &args).map(|(child, _)| child).map_err(|e| sluice_jobs::Error::Invalid(format!("{e:#}")))
     });
-    let server = sluice_jobs::server::FlightServer::new(ctx, local, lake.clone(), rules, std::sync::Arc::new(runs), Some(launch))?;
+    let server = sluice_jobs::server::FlightServer::new(
+        ctx,
+        local_session(lake)?,
+        lake.clone(),
+        rules.clone(),
+        std::sync::Arc::new(runs),
+        Some(launch),
+    )?;
     let scheme = if tls { "grpc+tls" } else { "grpc" };
-    let anonymous = config.anonymous.map_or("refused".to_string(), |r| format!("allowed as {}", r.name()));
-    println!(
-        "flight       {scheme}://{} (Flight SQL and Flight; {} users, anonymous {anonymous})",
-        listener.local_addr()?,
-        config.users.len()
-    );
-    Ok((listener, server, embedded))
+    println!("flight       {scheme}://{} (Flight SQL and Flight; {users})", listener.local_addr()?);
+    Ok((listener, server))
 }
 
 /// Starts `sluice run JOB --run-id ID` in the background with the same cluster and workspace,
@@ -1181,7 +1272,7 @@ async fn recorded<T, E>(
     name: &str,
     id: Option<String>,
     work: impl std::future::Future<Output = std::result::Result<T, E>>,
-    summary: impl Fn(&T) -> (Option<u64>, Option<String>),
+    summary: impl Fn(&T) -> (Option<u64>, Option<String>, Option<String>),
 ) -> std::result::Result<T, E>
 where
     E: std::fmt::Display,
@@ -1205,8 +1296,12 @@ where
     if let (Some(catalog), Some(id)) = (&catalog, &run) {
         let ended = match &result {
             Ok(t) => {
-                let (rows, output) = summary(t);
-                catalog.finish(id, Status::Succeeded, rows, output, None).await
+                let (rows, output, drift) = summary(t);
+                match drift {
+                    Some(drift) => catalog.mark_drift(id, &drift).await,
+                    None => Ok(()),
+                }
+                .and(catalog.finish(id, Status::Succeeded, rows, output, None).await)
             }
             Err(e) => catalog.finish(id, Status::Failed, None, None, Some(e.to_string())).await,
         };
@@ -1234,7 +1329,12 @@ async fn runs(command: RunsCommand) -> Result<()> {
             for r in runs {
                 let rows = r.rows.map(|n| n.to_string()).unwrap_or_default();
                 let detail = r.error.clone().or(r.output.clone()).unwrap_or_default();
-                let detail = detail.lines().next().unwrap_or_default().to_string();
+                let mut detail = detail.lines().next().unwrap_or_default().to_string();
+                match r.drift.as_deref() {
+                    Some("none") => detail.push_str(" (no drift)"),
+                    Some(columns) => detail.push_str(&format!(" (DRIFT: {columns})")),
+                    None => {}
+                }
                 println!("{:<26} {:<6} {:<24} {:<10} {:>10} {:>9.1}  {detail}", r.id, r.kind, r.name, r.status, rows, r.seconds());
             }
         }

@@ -58,3 +58,100 @@ fn one_moved_feature_is_flagged_and_nothing_else() {
     let mixed = drift("mixed");
     assert_eq!(drifted(&mixed), "seg", "{mixed}");
 }
+
+/// A one-request HTTP server: returns the port and a handle yielding the request it got.
+fn webhook_receiver() -> (u16, std::thread::JoinHandle<String>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let handle = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        stream.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+        let mut request = Vec::new();
+        let mut buf = [0u8; 4096];
+        // Headers, then as many body bytes as Content-Length says.
+        loop {
+            let n = stream.read(&mut buf).unwrap();
+            request.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&request).to_string();
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let length = head
+                    .lines()
+                    .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap()))
+                    .unwrap_or(0);
+                if body.len() >= length {
+                    break;
+                }
+            }
+            if n == 0 {
+                break;
+            }
+        }
+        stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").unwrap();
+        String::from_utf8_lossy(&request).into_owned()
+    });
+    (port, handle)
+}
+
+/// Drift measured in the scoring pass against the model's training split (from the registry's
+/// lineage): a sample drawn like the training data flags nothing; one whose tenure moved by a
+/// standard deviation flags tenure and the predictions, and nothing else; the executors wrote
+/// the profiles while scoring; the report is an asset, the run is marked in the catalog, and the
+/// webhook gets the drifted columns.
+#[test]
+fn a_scoring_run_measures_drift_against_the_training_split() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    churn_lake(&lake, &dir.path().join("churn.pt"));
+
+    let same = run_at(&lake, &["score", "today", "--model", "churn@1", "--key", "account_id", "--chunks", "3"]);
+    assert!(same.contains("reference    accounts_split@0 (split = 'train', 8400 rows)"), "{same}");
+    assert!(same.contains("(12000 rows profiled in the scoring pass)"), "{same}");
+    assert_eq!(drifted(&same), "none", "{same}");
+    // Integers with few values are categories; the predictions are a column like the features.
+    assert!(same.lines().any(|l| l.starts_with("tickets ") && l.contains("categorical")), "{same}");
+    assert!(same.lines().any(|l| l.starts_with("prediction ") && l.contains("8400/12000")), "{same}");
+    assert!(same.contains("report       today_predictions_drift@0"), "{same}");
+
+    let (port, request) = webhook_receiver();
+    let hook = format!("http://127.0.0.1:{port}/hooks/drift");
+    let moved = run_at(&lake, &["score", "older", "--model", "churn@1", "--key", "account_id", "--chunks", "3", "--webhook", &hook]);
+    assert_eq!(drifted(&moved), "tenure, prediction", "{moved}");
+    let tenure = moved.lines().find(|l| l.starts_with("tenure ")).unwrap();
+    let wass: f64 = tenure.split_whitespace().nth(6).unwrap().parse().unwrap();
+    assert!((wass - 1.0).abs() < 0.05, "one standard deviation: {tenure}");
+    assert!(moved.contains("webhook      127.0.0.1 answered 200 OK"), "{moved}");
+    let request = request.join().unwrap();
+    assert!(request.starts_with("POST /hooks/drift"), "{request}");
+    let body: serde_json::Value = serde_json::from_str(request.split_once("\r\n\r\n").unwrap().1).unwrap();
+    assert_eq!(body["model"], "churn@1");
+    let flagged: Vec<&str> = body["drifted"].as_array().unwrap().iter().map(|c| c["column"].as_str().unwrap()).collect();
+    assert_eq!(flagged, ["tenure", "prediction"]);
+
+    // The profiles were written by the executors inside the scoring pass, per chunk and partition.
+    let run_dir = std::fs::read_dir(lake.join("older_predictions")).unwrap().flatten().find(|e| e.file_name().to_string_lossy().starts_with("run-")).unwrap().path();
+    let chunks: Vec<_> = std::fs::read_dir(&run_dir).unwrap().flatten().filter(|e| e.file_name().to_string_lossy().starts_with("chunk-")).collect();
+    assert!(!chunks.is_empty());
+    for chunk in chunks {
+        for side in ["input", "output"] {
+            let found = std::fs::read_dir(chunk.path().join("_profile")).unwrap().flatten().any(|f| {
+                let name = f.file_name().to_string_lossy().into_owned();
+                name.starts_with(&format!("{side}-")) && name.ends_with(".json")
+            });
+            assert!(found, "no {side} profile in {}", chunk.path().display());
+        }
+    }
+
+    // The report is an asset; the run catalog marks the drifted run.
+    let rows = run_at(&lake, &["sql", "SELECT \"column\", metric, drifted FROM older_predictions_drift ORDER BY \"column\""]);
+    for want in ["| prediction | normalized_wasserstein | true    |", "| spend      | normalized_wasserstein | false   |", "| tickets    | js_distance            | false   |", "| tenure     | normalized_wasserstein | true    |"] {
+        assert!(rows.contains(want), "missing {want} in\n{rows}");
+    }
+    let runs = run_at(&lake, &["runs", "list"]);
+    assert!(runs.lines().any(|l| l.contains("older_predictions@0 (DRIFT: tenure, prediction)")), "{runs}");
+    assert!(runs.lines().any(|l| l.contains("today_predictions@0 (no drift)")), "{runs}");
+
+    // Switched off: no report, said so.
+    let off = run_at(&lake, &["score", "older", "--model", "churn@1", "--key", "account_id", "--output", "plain", "--no-monitor"]);
+    assert!(off.contains("drift        switched off"), "{off}");
+}

@@ -20,6 +20,7 @@ use datafusion_proto::logical_plan::LogicalExtensionCodec;
 use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConverterExtension};
 
 use crate::assets::table::{AssetScan, AssetTable};
+use crate::profile::{PROFILE_SCAN, ProfileExec};
 use crate::sources::files::{Quarantine, SourceFiles, as_source_scan};
 use sluice_connectors::quarantine::QuarantineTarget;
 use crate::sources::{SourcePlan, SourceTable};
@@ -188,6 +189,10 @@ impl PhysicalExtensionCodec for ScanCodec {
         ctx: &TaskContext,
         proto_converter: &dyn PhysicalProtoConverterExtension,
     ) -> Result<Arc<dyn ExecutionPlan>> {
+        if let Some(json) = buf.strip_prefix(PROFILE_SCAN) {
+            let input = inputs.first().ok_or_else(|| DataFusionError::Internal("a profile step without input".into()))?;
+            return Ok(Arc::new(ProfileExec::decode(json, Arc::clone(input))?));
+        }
         match buf.strip_prefix(SOURCE_SCAN) {
             Some(json) => {
                 let spec: ScanSpec = serde_json::from_slice(json).map_err(|e| json_error("a source scan", e))?;
@@ -207,6 +212,9 @@ impl PhysicalExtensionCodec for ScanCodec {
         buf: &mut Vec<u8>,
         proto_converter: &dyn PhysicalProtoConverterExtension,
     ) -> Result<()> {
+        if let Some(exec) = node.downcast_ref::<ProfileExec>() {
+            return exec.encode(buf);
+        }
         if let Some(exec) = node.downcast_ref::<DataSourceExec>() {
             let source: &dyn std::any::Any = exec.data_source().as_ref();
             if let Some((config, files)) = as_source_scan(source) {

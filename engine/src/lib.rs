@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod codec;
 pub mod error;
 pub mod metrics;
+pub mod profile;
 pub mod runtime;
 pub mod session;
 pub mod sources;

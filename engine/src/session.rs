@@ -25,8 +25,8 @@ pub fn session_config() -> SessionConfig {
     config
 }
 
-/// Builds the scheduler's session for a job: Ballista's defaults plus Sluice's functions and
-/// object stores. Used as the scheduler's session builder.
+/// Builds the scheduler's session for a job: Ballista's defaults plus Sluice's functions, object
+/// stores and planner (profiles of scoring runs). Used as the scheduler's session builder.
 pub fn scheduler_session_state(
     config: SessionConfig,
     functions: &Functions,
@@ -34,7 +34,10 @@ pub fn scheduler_session_state(
 ) -> datafusion::error::Result<SessionState> {
     let mut state = ballista_core::utils::default_session_builder(config)?;
     let runtime: Arc<RuntimeEnv> = runtime::runtime_env(None, datastores)?;
-    state = datafusion::execution::SessionStateBuilder::new_from_existing(state).with_runtime_env(runtime).build();
+    state = datafusion::execution::SessionStateBuilder::new_from_existing(state)
+        .with_runtime_env(runtime)
+        .with_query_planner(crate::profile::profiling_planner())
+        .build();
     for udf in &functions.scalar {
         datafusion::execution::FunctionRegistry::register_udf(&mut state, udf.clone())?;
     }

@@ -81,6 +81,8 @@ pub struct Run {
     pub host: String,
     /// Whether a cancel was asked for.
     pub cancel_requested: bool,
+    /// Drift a scoring run measured: `none`, or the drifted columns (NULL: not measured).
+    pub drift: Option<String>,
 }
 
 impl Run {
@@ -104,7 +106,7 @@ pub enum Catalog {
     Postgres(tokio_postgres::Client),
 }
 
-const COLUMNS: &str = "id, kind, name, status, started, finished, rows, output, error, pid, host, cancel_requested";
+const COLUMNS: &str = "id, kind, name, status, started, finished, rows, output, error, pid, host, cancel_requested, drift";
 
 fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
@@ -143,7 +145,8 @@ impl Catalog {
                 .batch_execute(
                     "CREATE TABLE IF NOT EXISTS sluice_runs (id TEXT PRIMARY KEY, kind TEXT NOT NULL, name TEXT NOT NULL, \
                      status TEXT NOT NULL, started TEXT NOT NULL, finished TEXT, rows BIGINT, output TEXT, error TEXT, \
-                     pid BIGINT NOT NULL, host TEXT NOT NULL, cancel_requested BOOLEAN NOT NULL DEFAULT FALSE)",
+                     pid BIGINT NOT NULL, host TEXT NOT NULL, cancel_requested BOOLEAN NOT NULL DEFAULT FALSE, drift TEXT); \
+                     ALTER TABLE sluice_runs ADD COLUMN IF NOT EXISTS drift TEXT",
                 )
                 .await
                 .map_err(pg_error)?;
@@ -158,9 +161,14 @@ impl Catalog {
         conn.execute_batch(
             "PRAGMA journal_mode = WAL; CREATE TABLE IF NOT EXISTS sluice_runs (id TEXT PRIMARY KEY, kind TEXT NOT NULL, \
              name TEXT NOT NULL, status TEXT NOT NULL, started TEXT NOT NULL, finished TEXT, rows INTEGER, output TEXT, \
-             error TEXT, pid INTEGER NOT NULL, host TEXT NOT NULL, cancel_requested INTEGER NOT NULL DEFAULT 0)",
+             error TEXT, pid INTEGER NOT NULL, host TEXT NOT NULL, cancel_requested INTEGER NOT NULL DEFAULT 0, drift TEXT)",
         )
         .map_err(sqlite_error)?;
+        // Catalogs made before drift was recorded get the column.
+        let has_drift = conn.prepare("SELECT drift FROM sluice_runs LIMIT 0").is_ok();
+        if !has_drift {
+            conn.execute_batch("ALTER TABLE sluice_runs ADD COLUMN drift TEXT").map_err(sqlite_error)?;
+        }
         Ok(Self::Sqlite(std::sync::Mutex::new(conn), path))
     }
 
@@ -223,6 +231,12 @@ impl Catalog {
         Ok(())
     }
 
+    /// Records the drift run `id` measured: `none`, or the drifted columns.
+    pub async fn mark_drift(&self, id: &str, drift: &str) -> Result<()> {
+        self.exec("UPDATE sluice_runs SET drift = # WHERE id = #", &[Param::Text(drift.into()), Param::Text(id.into())]).await?;
+        Ok(())
+    }
+
     /// Asks run `id` to stop: it is marked, and its process (on this machine) is sent SIGTERM.
     pub async fn cancel(&self, id: &str) -> Result<Run> {
         let run = self.get(id).await?;
@@ -275,6 +289,7 @@ impl Catalog {
                             pid: r.get::<_, i64>(9)?.max(0) as u32,
                             host: r.get(10)?,
                             cancel_requested: r.get::<_, i64>(11)? != 0,
+                            drift: r.get(12)?,
                         })
                     })
                     .map_err(sqlite_error)?;
@@ -297,6 +312,7 @@ impl Catalog {
                         pid: r.get::<_, i64>(9).max(0) as u32,
                         host: r.get(10),
                         cancel_requested: r.get(11),
+                        drift: r.get(12),
                     })
                     .collect()
             }

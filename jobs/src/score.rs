@@ -22,7 +22,10 @@ use sluice_engine::assets::{AssetTable, WriteOptions, WriteSummary, commit_folde
 
 use crate::error::{Error, Result};
 use crate::etl::ErrorThreshold;
-use crate::models::{ModelRef, Registry};
+use crate::models::{ModelRef, ModelVersion, Registry};
+use crate::monitor::compare::{ColumnDrift, Thresholds};
+use crate::monitor::profile::{Column, Kind};
+use sluice_engine::profile::{ColumnSpec, Profile, ProfileSpec};
 use crate::sql::ident;
 
 /// What to do with a row whose features cannot be scored (NULL or NaN).
@@ -70,6 +73,35 @@ pub struct ScoreConfig {
     pub max_errors: Option<ErrorThreshold>,
     /// Chunks (default 8).
     pub chunks: Option<usize>,
+    /// Drift of the run's inputs and predictions against the model's training data.
+    #[serde(default)]
+    pub monitor: MonitorOptions,
+}
+
+/// Drift measured in the scoring pass (the `[score.monitor]` table).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MonitorOptions {
+    /// Measure drift (default true when a reference is known).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// The reference data (`name[@version]`); default: the registered model's training split.
+    pub reference: Option<String>,
+    /// What each column is held to.
+    #[serde(default)]
+    pub thresholds: Thresholds,
+    /// A URL that gets a JSON POST when a run drifts.
+    pub webhook: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for MonitorOptions {
+    fn default() -> Self {
+        Self { enabled: true, reference: None, thresholds: Thresholds::default(), webhook: None }
+    }
 }
 
 impl ScoreConfig {
@@ -96,6 +128,7 @@ impl ScoreConfig {
             max_errors: self.max_errors,
             chunks: self.chunks.unwrap_or(8),
             resume,
+            monitor: self.monitor.clone(),
         })
     }
 }
@@ -123,6 +156,8 @@ pub struct ScoreSpec {
     pub chunks: usize,
     /// Resume the latest unfinished run of this output.
     pub resume: bool,
+    /// Drift against the training data, measured in the same pass.
+    pub monitor: MonitorOptions,
 }
 
 /// A run's plan, saved in its folder so a resumed run does exactly the same.
@@ -152,6 +187,23 @@ struct Plan {
     /// kept once in its log, not written on every row (false: an asset laid out otherwise).
     #[serde(default)]
     constants_as_partitions: bool,
+    /// What the run profiles for drift, when it has a reference.
+    #[serde(default)]
+    monitor: Option<MonitorPlan>,
+}
+
+/// Drift measurement of a run: the reference, the columns and their bins (from the reference's
+/// profile, saved in the run's folder as `_reference.json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct MonitorPlan {
+    /// The reference, as reports name it.
+    reference: String,
+    /// Feature columns and their bins.
+    inputs: Vec<ColumnSpec>,
+    /// Prediction columns and their bins.
+    outputs: Vec<ColumnSpec>,
+    thresholds: Thresholds,
+    webhook: Option<String>,
 }
 
 /// The columns whose value is the same on every row of a run, last in the predictions.
@@ -180,6 +232,30 @@ pub struct ScoreReport {
     pub rejected: Option<WriteSummary>,
     /// Seconds from start to commit.
     pub seconds: f64,
+    /// Drift of the inputs and predictions, or why it was not measured.
+    pub drift: Result<RunDrift, String>,
+}
+
+/// The drift a scoring run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunDrift {
+    /// The reference compared with (`asset@version`, and the rows taken).
+    pub reference: String,
+    /// Rows profiled in the scoring pass (inputs, predictions).
+    pub rows: (u64, u64),
+    /// A row per feature and prediction column.
+    pub columns: Vec<ColumnDrift>,
+    /// The report appended to `<predictions>_drift`.
+    pub report: WriteSummary,
+    /// What the webhook answered, when one was called.
+    pub webhook: Option<String>,
+}
+
+impl RunDrift {
+    /// Whether any column drifted.
+    pub fn drifted(&self) -> bool {
+        self.columns.iter().any(|c| c.drifted)
+    }
 }
 
 /// Scores as `spec` says; `on_chunk(done, total)` after each chunk.
@@ -192,9 +268,9 @@ pub async fn run(
     let started = std::time::Instant::now();
     let store = lake.store();
     let output_url = lake.asset_url(&spec.output)?;
-    let (plan, resumed) = match spec.resume.then_some(()).map(|_| unfinished(lake, &spec.output)) {
+    let (plan, reference, resumed) = match spec.resume.then_some(()).map(|_| unfinished(lake, &spec.output)) {
         Some(found) => match found.await? {
-            Some(plan) => (plan, true),
+            Some(plan) => (plan, None::<std::result::Result<Profile, String>>, true),
             None => {
                 return Err(Error::Invalid(format!(
                     "--resume: {} has no unfinished scoring run; start one without --resume",
@@ -202,7 +278,10 @@ pub async fn run(
                 )));
             }
         },
-        None => (new_plan(ctx, lake, spec).await?, false),
+        None => {
+            let (plan, reference) = new_plan(ctx, lake, spec).await?;
+            (plan, Some(reference), false)
+        }
     };
     let run_url = output_url
         .join(&format!("run-{}/", plan.run_id))
@@ -217,6 +296,14 @@ pub async fn run(
     };
     if !resumed {
         put("_plan.json", serde_json::to_vec_pretty(&plan).map_err(|e| Error::Invalid(e.to_string()))?).await?;
+    }
+    let not_monitored = match (&plan.monitor, &reference) {
+        (Some(_), _) => None,
+        (None, Some(Err(why))) => Some(why.clone()),
+        (None, _) => Some("this run was planned without drift measurement".to_string()),
+    };
+    if let (Some(_), Some(Ok(profile)), false) = (&plan.monitor, &reference, resumed) {
+        put("_reference.json", serde_json::to_vec(profile).map_err(|e| Error::Invalid(e.to_string()))?).await?;
     }
 
     let version = lake.resolve(&AssetRef::parse(&format!("{}@{}", plan.input, plan.input_version))?).await?;
@@ -249,7 +336,16 @@ pub async fn run(
             files: version.files.iter().filter(|f| files.contains(&f.path)).cloned().collect(),
             ..version.clone()
         };
-        ctx.register_table(table.as_str(), std::sync::Arc::new(AssetTable::new(&subset)?))?;
+        let scan = AssetTable::new(&subset)?;
+        let scan = match &plan.monitor {
+            Some(m) => scan.with_profile(ProfileSpec {
+                inputs: m.inputs.clone(),
+                outputs: m.outputs.clone(),
+                target: folder.join("_profile/").map_err(|e| Error::Invalid(e.to_string()))?.to_string(),
+            }),
+            None => scan,
+        };
+        ctx.register_table(table.as_str(), std::sync::Arc::new(scan))?;
         let sql = scoring_sql(&plan, &table, &bad, !plan.constants_as_partitions);
         let written = async { ctx.sql(&sql).await?.write_parquet(folder.as_str(), Default::default(), Some(write_options(ctx))).await };
         let written = written.await;
@@ -310,6 +406,16 @@ pub async fn run(
         }
         _ => (written_rows, 0),
     };
+    let drift = match (&plan.monitor, not_monitored) {
+        (Some(m), _) => match measure_drift(lake, &plan, m, &run_url, &input, predictions.as_ref(), &spec.output).await {
+            Ok(drift) => Ok(drift),
+            Err(e) => {
+                tracing::warn!(error = %e, "drift not measured");
+                Err(format!("not measured: {e}"))
+            }
+        },
+        (None, why) => Err(why.unwrap_or_default()),
+    };
     Ok(ScoreReport {
         run_id: plan.run_id.clone(),
         resumed,
@@ -324,11 +430,142 @@ pub async fn run(
         predictions,
         rejected,
         seconds: started.elapsed().as_secs_f64(),
+        drift,
     })
 }
 
+/// The drift of a finished run: the executors' partial profiles merged, compared with the
+/// reference's, the report appended to `<output>_drift`, and the webhook called when a column
+/// drifted.
+async fn measure_drift(
+    lake: &Lake,
+    plan: &Plan,
+    m: &MonitorPlan,
+    run_url: &url::Url,
+    input: &str,
+    predictions: Option<&WriteSummary>,
+    output: &str,
+) -> Result<RunDrift> {
+    use crate::monitor::{compare, profile};
+    let (reference, current) = profile::run_profiles(lake, run_url).await?;
+    let rows = (current.rows, current.column(m.outputs.first().map_or("prediction", |c| c.name.as_str())).map_or(0, |c| c.count + c.nulls));
+    let columns = compare::compare_profiles(&reference, &current, &m.thresholds)?;
+    let model = match plan.model_version {
+        Some(v) => format!("{}@{v}", plan.model_name),
+        None => plan.model_name.clone(),
+    };
+    let written = predictions.map(|p| format!("{}@{}", p.asset, p.version)).unwrap_or_default();
+    let labels = [
+        ("run_id", plan.run_id.clone()),
+        ("model", model.clone()),
+        ("input", input.to_string()),
+        ("predictions", written.clone()),
+        ("reference", m.reference.clone()),
+    ];
+    let report = compare::write_report(lake, &format!("{output}_drift"), "sluice score", &labels, &columns).await?;
+    let mut drift = RunDrift { reference: m.reference.clone(), rows, columns, report, webhook: None };
+    if let (true, Some(url)) = (drift.drifted(), &m.webhook) {
+        let payload = serde_json::json!({
+            "event": "drift",
+            "run_id": plan.run_id,
+            "model": model,
+            "input": input,
+            "predictions": written,
+            "reference": m.reference,
+            "report": format!("{}@{}", drift.report.asset, drift.report.version),
+            "drifted": drift.columns.iter().filter(|c| c.drifted).map(|c| serde_json::json!({
+                "column": c.column, "metric": c.metric, "value": c.value, "threshold": c.threshold,
+            })).collect::<Vec<_>>(),
+        });
+        drift.webhook = Some(crate::monitor::notify(url, &payload).await);
+    }
+    Ok(drift)
+}
+
+/// The reference of a run's drift measurement, its columns and bins, and its profile; or why
+/// drift is not measured (the run goes on without it).
+#[allow(clippy::too_many_arguments)]
+async fn plan_monitor(
+    ctx: &SessionContext,
+    lake: &Lake,
+    options: &MonitorOptions,
+    registered: Option<&ModelVersion>,
+    model_path: &str,
+    features: &[String],
+    feature_sql: &[String],
+    outputs: &[String],
+) -> std::result::Result<(MonitorPlan, Profile), String> {
+    use crate::monitor::profile;
+    if !options.enabled {
+        return Err("switched off".into());
+    }
+    // The reference: named, or the training split the registry's lineage points at.
+    let (asset, rows) = match (&options.reference, registered) {
+        (Some(r), _) => (r.clone(), None),
+        (None, Some(v)) => training_split(v).ok_or_else(|| {
+            format!("{}@{} has no training data in its lineage; name a reference with --reference", v.name, v.version)
+        })?,
+        (None, None) => return Err("the model is a file with no training lineage; name a reference with --reference".into()),
+    };
+    let measure = async {
+        let version = lake.resolve(&AssetRef::parse(&asset)?).await?;
+        let pinned = format!("{}@{}", version.name, version.version);
+        let plain: Vec<(&String, &String)> = features.iter().zip(feature_sql).filter(|(f, sql)| **sql == ident(f)).collect();
+        let bad = bad_condition(&version, &plain.iter().map(|(f, _)| (*f).clone()).collect::<Vec<_>>())?;
+        let filter = match &rows {
+            Some(split) => format!("split = '{split}' AND NOT {bad}"),
+            None => format!("NOT {bad}"),
+        };
+        let from = format!("(SELECT * FROM {} WHERE {filter}) AS reference", ident(&pinned));
+        let mut columns: Vec<Column> = plain.iter().map(|(f, _)| Column::named(f)).collect();
+        let call = format!("predict('{}', {})", model_path.replace('\'', "''"), feature_sql.join(", "));
+        if outputs.len() > 1 {
+            columns.extend(outputs.iter().enumerate().map(|(i, name)| Column {
+                name: name.clone(),
+                sql: format!("({call})[{}]", i + 1),
+                kind: Kind::Numeric,
+            }));
+        } else {
+            // A model with several unnamed outputs predicts a list: only its features are profiled.
+            let probe = ctx.sql(&format!("SELECT {call} AS prediction FROM {from} LIMIT 0")).await?;
+            if probe.schema().field(0).data_type().is_numeric() {
+                columns.push(Column { name: "prediction".into(), sql: call, kind: Kind::Numeric });
+            }
+        }
+        let profile = profile::reference_profile(ctx, lake, &version.name, &from, &columns).await?;
+        let specs: Vec<ColumnSpec> = profile.columns.iter().map(|c| ColumnSpec { name: c.name.clone(), binning: c.binning.clone() }).collect();
+        let label = match &rows {
+            Some(split) => format!("{pinned} (split = '{split}', {} rows)", profile.rows),
+            None => format!("{pinned} ({} rows)", profile.rows),
+        };
+        let plan = MonitorPlan {
+            reference: label,
+            inputs: specs[..plain.len()].to_vec(),
+            outputs: specs[plain.len()..].to_vec(),
+            thresholds: options.thresholds.clone(),
+            webhook: options.webhook.clone(),
+        };
+        Ok::<_, Error>((plan, profile))
+    };
+    measure.await.map_err(|e| format!("reference {asset}: {e}"))
+}
+
+/// The training data of a registered model, from its lineage: `(asset@version, split)` for a
+/// split asset (rows with `split = 'train'`), or the `_train` asset of separate splits.
+fn training_split(version: &ModelVersion) -> Option<(String, Option<String>)> {
+    let datasets: Vec<&str> = version.info.lineage.get("datasets")?.as_array()?.iter().filter_map(|d| d.as_str()).collect();
+    if let Some(train) = datasets.iter().find(|d| d.split('@').next().is_some_and(|n| n.ends_with("_train"))) {
+        return Some((train.to_string(), None));
+    }
+    match datasets.as_slice() {
+        [one] => Some((one.to_string(), Some("train".into()))),
+        _ => None,
+    }
+}
+
 /// A new run's plan: the model and input version pinned, the files cut into chunks.
-async fn new_plan(ctx: &SessionContext, lake: &Lake, spec: &ScoreSpec) -> Result<Plan> {
+async fn new_plan(ctx: &SessionContext, lake: &Lake, spec: &ScoreSpec) -> Result<(Plan, std::result::Result<Profile, String>)> {
+    let mut registered = None;
     let looks_like_file = spec.model.contains(['/', '\\']) || spec.model.ends_with(".pt");
     let (model_name, model_version, model_path, model_id, registered_inputs, outputs) = if looks_like_file {
         let model = sluice_udfs::model::Model::load(&spec.model)
@@ -341,6 +578,7 @@ async fn new_plan(ctx: &SessionContext, lake: &Lake, spec: &ScoreSpec) -> Result
         let path = registry.local_file(&version).await?.display().to_string();
         let inputs = version.info.inputs.iter().map(|i| i.name.clone()).collect();
         let outputs = version.info.outputs.clone();
+        registered = Some(version.clone());
         (version.name.clone(), Some(version.version), path, version.id.clone(), inputs, outputs)
     };
     let features = if spec.features.is_empty() { registered_inputs } else { spec.features.clone() };
@@ -410,7 +648,18 @@ async fn new_plan(ctx: &SessionContext, lake: &Lake, spec: &ScoreSpec) -> Result
         tracing::info!(asset = %spec.output, "predictions asset is not partitioned by {}: writing them on every row",
             RUN_COLUMNS.join(", "));
     }
-    Ok(Plan {
+    let monitored =
+        plan_monitor(ctx, lake, &spec.monitor, registered.as_ref(), &model_path, &features, &feature_sql, &outputs).await;
+    let (monitor, reference) = match monitored {
+        Ok((plan, profile)) => (Some(plan), Ok(profile)),
+        Err(why) => {
+            if spec.monitor.enabled {
+                tracing::warn!(reason = %why, "drift will not be measured");
+            }
+            (None, Err(why))
+        }
+    };
+    let plan = Plan {
         run_id: sluice_engine::assets::write::run_id(),
         input: version.name.clone(),
         input_version: version.version,
@@ -428,7 +677,9 @@ async fn new_plan(ctx: &SessionContext, lake: &Lake, spec: &ScoreSpec) -> Result
         scored_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
         chunks: chunks.into_iter().map(|c| c.1).collect(),
         constants_as_partitions,
-    })
+        monitor,
+    };
+    Ok((plan, reference))
 }
 
 /// The latest run of `output` that saved a plan and was not committed.

@@ -123,3 +123,46 @@ pub fn http_get(port: u16, path: &str) -> String {
 pub fn registered_executors(port: u16) -> usize {
     http_get(port, "/api/executors").matches("\"id\"").count()
 }
+
+/// `METHOD path` on loopback `port` with extra header lines; the whole response.
+pub fn http_request(port: u16, method: &str, path: &str, headers: &[&str]) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return String::new() };
+    let extra: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
+    let req = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{extra}Content-Length: 0\r\nConnection: close\r\n\r\n");
+    if s.write_all(req.as_bytes()).is_err() {
+        return String::new();
+    }
+    let mut response = String::new();
+    let _ = s.read_to_string(&mut response);
+    response
+}
+
+/// Accounts whose churn follows tickets and tenure, keys `first..first+n`; `older` adds one
+/// standard deviation of tenure (17.3 months for 0..59) to every account.
+pub fn churn_accounts(first: i64, n: i64, older: bool) -> String {
+    let shift = if older { " + 17.3" } else { "" };
+    format!(
+        "SELECT value AS account_id, CAST(value % 60 AS DOUBLE){shift} AS tenure, CAST((value * 37) % 500 AS DOUBLE) AS spend, \
+         value % 7 AS tickets, (value % 7) * 10 - (value % 60) + ((value * 7919) % 13) > 25 AS churned \
+         FROM (SELECT unnest(range({first}, {})) AS value)",
+        first + n
+    )
+}
+
+/// A lake at `lake` with a churn model trained on a stratified split of `accounts` (registered
+/// as `churn@1`), and the assets `today` (drawn like the training data) and `older` (tenure moved
+/// by one standard deviation).
+pub fn churn_lake(lake: &Path, model: &Path) {
+    run_at(lake, &["asset", "write", "accounts", "--sql", &churn_accounts(0, 12_000, false)]);
+    run_at(lake, &["split", "accounts", "--method", "stratified", "--key", "account_id", "--label", "churned"]);
+    run_at(
+        lake,
+        &[
+            "train", "accounts_split", "--label", "churned", "--features", "tenure,spend,tickets", "--epochs", "15",
+            "--register", "churn", "--output", model.to_str().unwrap(),
+        ],
+    );
+    run_at(lake, &["asset", "write", "today", "--sql", &churn_accounts(100_000, 12_000, false)]);
+    run_at(lake, &["asset", "write", "older", "--sql", &churn_accounts(100_000, 12_000, true)]);
+}

@@ -24,6 +24,8 @@ use datafusion::physical_plan::empty::EmptyExec;
 use serde::{Deserialize, Serialize};
 use sluice_connectors::delta::{AssetVersion, DataFile};
 
+use crate::profile::{ProfileExec, ProfileSpec};
+
 /// What a scan of one asset version needs; serialised into the plan.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AssetScan {
@@ -37,6 +39,9 @@ pub struct AssetScan {
     pub partition_columns: Vec<String>,
     /// The files of the version.
     pub files: Vec<DataFile>,
+    /// Columns to sketch while they are read (a scoring run's inputs and outputs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<ProfileSpec>,
 }
 
 /// A table over one asset version.
@@ -64,6 +69,7 @@ impl AssetTable {
             store_url: version.store_url.to_string(),
             partition_columns: version.partition_columns.clone(),
             files: version.files.clone(),
+            profile: None,
         };
         Self::from_scan(scan, Arc::new(Schema::new(fields)))
     }
@@ -77,6 +83,12 @@ impl AssetTable {
         let file_schema = Arc::new(Schema::new(schema.fields()[..n_data].to_vec()));
         let partition_fields = schema.fields()[n_data..].to_vec();
         Ok(Self { scan, schema, file_schema, partition_fields })
+    }
+
+    /// The same table, sketching `spec`'s columns as they are read (see [`crate::profile`]).
+    pub fn with_profile(mut self, spec: ProfileSpec) -> Self {
+        self.scan.profile = Some(spec);
+        self
     }
 
     /// The serialisable part.
@@ -214,6 +226,10 @@ impl TableProvider for AssetTable {
             .with_projection_indices(projection.cloned())?
             .with_limit(limit)
             .build();
-        format.create_physical_plan(state, config).await
+        let scan = format.create_physical_plan(state, config).await?;
+        Ok(match &self.scan.profile {
+            Some(spec) => Arc::new(ProfileExec::over_scan(scan, spec.clone())),
+            None => scan,
+        })
     }
 }

@@ -1,0 +1,266 @@
+//! Profiles of data sets read on the cluster with SQL aggregates (a reference, or any table), the
+//! reference profile of a model kept with the reference asset, and the merge of the partial
+//! profiles a scoring run's executors wrote.
+//!
+//! A reference profile sets the bins: numbers get [`FINE_BINS`] equal bins over the reference's
+//! range (the current data is binned the same way, values outside counted with their sum, so
+//! every metric is exact to a bin's width); integers with at most [`FEW_VALUES`] distinct values,
+//! booleans and text are categories.
+
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::{DataType, Float64Type, Int64Type};
+use datafusion::prelude::SessionContext;
+use futures::TryStreamExt;
+use object_store::{ObjectStoreExt, PutPayload};
+use sha2::Digest;
+use sluice_connectors::delta::Lake;
+use sluice_engine::profile::{Binning, ColumnProfile, ColumnSpec, Profile};
+
+use crate::error::{Error, Result};
+
+/// Bins of a numeric column's histogram.
+pub const FINE_BINS: usize = 1000;
+/// Integer columns with at most this many distinct values in the reference are categories.
+pub const FEW_VALUES: u64 = 20;
+
+/// A column to profile: its name in the profile and the SQL that computes it.
+#[derive(Debug, Clone)]
+pub struct Column {
+    /// Name in the profile.
+    pub name: String,
+    /// SQL expression over the data set.
+    pub sql: String,
+    /// Numbers, categories, or decided from the type and the reference's distinct values.
+    pub kind: Kind,
+}
+
+/// How a column is summarised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Text and booleans are categories, so are integers with few distinct values; the rest numbers.
+    Auto,
+    /// Numbers.
+    Numeric,
+    /// Categories.
+    Categorical,
+}
+
+impl Column {
+    /// The column `name` itself.
+    pub fn named(name: &str) -> Self {
+        Self { name: name.to_string(), sql: crate::sql::ident(name), kind: Kind::Auto }
+    }
+}
+
+async fn collect(ctx: &SessionContext, sql: &str) -> Result<Vec<arrow::record_batch::RecordBatch>> {
+    Ok(ctx.sql(sql).await?.collect().await?)
+}
+
+fn first_row(batches: &[arrow::record_batch::RecordBatch]) -> Option<&arrow::record_batch::RecordBatch> {
+    batches.iter().find(|b| b.num_rows() > 0)
+}
+
+fn float(b: &arrow::record_batch::RecordBatch, i: usize) -> Option<f64> {
+    let a = arrow::compute::cast(b.column(i), &DataType::Float64).ok()?;
+    let a = a.as_primitive::<Float64Type>();
+    (!a.is_null(0)).then(|| a.value(0))
+}
+
+/// The bins of each column, decided from the reference `from` (a FROM clause).
+pub async fn reference_bins(ctx: &SessionContext, from: &str, columns: &[Column]) -> Result<Vec<ColumnSpec>> {
+    let select: Vec<String> = columns.iter().map(|c| format!("{} AS {}", c.sql, crate::sql::ident(&c.name))).collect();
+    let schema = ctx.sql(&format!("SELECT {} FROM {from} LIMIT 0", select.join(", "))).await?.schema().as_arrow().clone();
+    let mut specs = Vec::new();
+    for (column, field) in columns.iter().zip(schema.fields()) {
+        let t = field.data_type();
+        let x = format!("({})", column.sql);
+        let text = matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Boolean);
+        let categorical = column.kind == Kind::Categorical || (column.kind == Kind::Auto && text);
+        if categorical {
+            specs.push(ColumnSpec { name: column.name.clone(), binning: Binning::Categorical });
+            continue;
+        }
+        if !t.is_numeric() {
+            return Err(Error::Invalid(format!(
+                "column '{}' is {t}: drift is measured on numbers and categories (text, booleans, integers)",
+                column.name
+            )));
+        }
+        let d = format!("CASE WHEN isnan(CAST({x} AS DOUBLE)) THEN NULL ELSE CAST({x} AS DOUBLE) END");
+        let distinct = if t.is_integer() && column.kind == Kind::Auto { format!("COUNT(DISTINCT {x})") } else { "NULL".into() };
+        let batches = collect(ctx, &format!("SELECT MIN({d}), MAX({d}), {distinct} FROM {from}")).await?;
+        let b = first_row(&batches).ok_or_else(|| Error::Invalid(format!("{from}: no rows")))?;
+        let (lo, hi) = match (float(b, 0), float(b, 1)) {
+            (Some(lo), Some(hi)) => (lo, hi),
+            _ => return Err(Error::Invalid(format!("column '{}' has no values in the reference {from}", column.name))),
+        };
+        let few = float(b, 2).is_some_and(|n| n <= FEW_VALUES as f64);
+        let binning = if few { Binning::Categorical } else { Binning::Numeric { lo, hi, bins: FINE_BINS } };
+        specs.push(ColumnSpec { name: column.name.clone(), binning });
+    }
+    Ok(specs)
+}
+
+/// The profile of `columns` of `from` (a FROM clause) with `specs`' bins, reduced on the cluster.
+pub async fn sql_profile(ctx: &SessionContext, from: &str, columns: &[Column], specs: &[ColumnSpec]) -> Result<Profile> {
+    let mut profile = Profile::new(specs);
+    let rows = collect(ctx, &format!("SELECT COUNT(*) FROM {from}")).await?;
+    profile.rows = first_row(&rows).and_then(|b| float(b, 0)).unwrap_or(0.0) as u64;
+    for (column, sketch) in columns.iter().zip(profile.columns.iter_mut()) {
+        sketch_column(ctx, from, &column.sql, sketch).await?;
+    }
+    Ok(profile)
+}
+
+async fn sketch_column(ctx: &SessionContext, from: &str, sql: &str, sketch: &mut ColumnProfile) -> Result<()> {
+    let x = format!("({sql})");
+    match sketch.binning.clone() {
+        Binning::Categorical => {
+            let q = format!("SELECT CAST({x} AS VARCHAR) AS v, COUNT(*) AS n FROM {from} GROUP BY 1");
+            for b in collect(ctx, &q).await? {
+                let values = arrow::compute::cast(b.column(0), &DataType::Utf8)?;
+                let (v, n) = (values.as_string::<i32>(), b.column(1).as_primitive::<Int64Type>());
+                for i in 0..b.num_rows() {
+                    let n = u64::try_from(n.value(i)).unwrap_or(0);
+                    if v.is_null(i) {
+                        sketch.nulls += n;
+                    } else {
+                        let one = ColumnProfile {
+                            count: n,
+                            categories: [(v.value(i).to_string(), n)].into(),
+                            ..ColumnProfile::new(&ColumnSpec { name: sketch.name.clone(), binning: Binning::Categorical })
+                        };
+                        sketch.merge(&one)?;
+                    }
+                }
+            }
+        }
+        Binning::Numeric { lo, hi, bins } => {
+            let scale = sluice_engine::profile::bin_scale(lo, hi, bins);
+            let last = bins.max(1) - 1;
+            // One row per bin (-1 below the range, `bins` above it, -2 NULL or NaN) with its
+            // count, sum, min, max and the sum of squares around the bin's mean.
+            let q = format!(
+                "WITH v AS (SELECT CASE WHEN isnan(CAST({x} AS DOUBLE)) THEN NULL ELSE CAST({x} AS DOUBLE) END AS x FROM {from}), \
+                 b AS (SELECT x, CASE WHEN x IS NULL THEN -2 WHEN x < {lo:e} THEN -1 WHEN x > {hi:e} THEN {bins} \
+                   ELSE LEAST(CAST(FLOOR((x - ({lo:e})) * ({scale:e})) AS BIGINT), {last}) END AS bin FROM v) \
+                 SELECT bin, COUNT(*) AS n, SUM(x), MIN(x), MAX(x), VAR_POP(x) FROM b GROUP BY bin"
+            );
+            for b in collect(ctx, &q).await? {
+                let (bin, n) = (b.column(0).as_primitive::<Int64Type>(), b.column(1).as_primitive::<Int64Type>());
+                let col = |i: usize| -> Result<arrow::array::Float64Array> {
+                    Ok(arrow::compute::cast(b.column(i), &DataType::Float64)?.as_primitive::<Float64Type>().clone())
+                };
+                let (sum, min, max, var) = (col(2)?, col(3)?, col(4)?, col(5)?);
+                for i in 0..b.num_rows() {
+                    let count = u64::try_from(n.value(i)).unwrap_or(0);
+                    if bin.value(i) == -2 {
+                        sketch.nulls += count;
+                        continue;
+                    }
+                    let mut part = ColumnProfile::new(&ColumnSpec { name: sketch.name.clone(), binning: sketch.binning.clone() });
+                    part.count = count;
+                    part.mean = sum.value(i) / count.max(1) as f64;
+                    part.m2 = if var.is_null(i) { 0.0 } else { var.value(i) * count as f64 };
+                    part.min = Some(min.value(i));
+                    part.max = Some(max.value(i));
+                    match bin.value(i) {
+                        -1 => part.below = (count, sum.value(i)),
+                        k if k > last as i64 => part.above = (count, sum.value(i)),
+                        k => part.bins[usize::try_from(k).unwrap_or(0)] = count,
+                    }
+                    sketch.merge(&part)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The profile of a reference, kept next to it: `<reference asset>/_profiles/<key>.json`, where
+/// the key names the pinned version, the rows taken and the columns' SQL (a model's predictions
+/// included), so it is computed once per reference and model version.
+pub async fn reference_profile(
+    ctx: &SessionContext,
+    lake: &Lake,
+    asset: &str,
+    from: &str,
+    columns: &[Column],
+) -> Result<Profile> {
+    let mut hash = sha2::Sha256::new();
+    hash.update(from.as_bytes());
+    for c in columns {
+        hash.update(format!("\n{}={} ({:?})", c.name, c.sql, c.kind).as_bytes());
+    }
+    let key: String = hash.finalize().iter().take(12).map(|b| format!("{b:02x}")).collect();
+    let url = lake
+        .asset_url(asset)?
+        .join(&format!("_profiles/{key}.json"))
+        .map_err(|e| Error::Invalid(format!("profile of {asset}: {e}")))?;
+    let path = lake.store_path(&url)?;
+    let store = lake.store();
+    if let Ok(found) = store.get(&path).await
+        && let Ok(bytes) = found.bytes().await
+        && let Ok(profile) = serde_json::from_slice::<Profile>(&bytes)
+    {
+        return Ok(profile);
+    }
+    let specs = reference_bins(ctx, from, columns).await?;
+    let profile = sql_profile(ctx, from, columns, &specs).await?;
+    let bytes = serde_json::to_vec(&profile).map_err(|e| Error::Invalid(format!("profile of {asset}: {e}")))?;
+    store
+        .put(&path, PutPayload::from(bytes))
+        .await
+        .map_err(|e| Error::Invalid(format!("saving the profile of {asset} at {url}: {e}")))?;
+    Ok(profile)
+}
+
+/// Merges the partial profiles `SIDE-N.json` under `folder` (and its subfolders); None when
+/// there are none.
+pub async fn merge_parts(lake: &Lake, folder: &url::Url, side: &str) -> Result<Option<Profile>> {
+    let store = lake.store();
+    let listed: Vec<_> = store
+        .list(Some(&lake.store_path(folder)?))
+        .try_collect()
+        .await
+        .map_err(|e| Error::Invalid(format!("listing profiles under {folder}: {e}")))?;
+    let mut merged: Option<Profile> = None;
+    for meta in listed {
+        let name = meta.location.filename().unwrap_or_default();
+        if !(name.starts_with(&format!("{side}-")) && name.ends_with(".json")) {
+            continue;
+        }
+        let read_error = |e: object_store::Error| Error::Invalid(format!("reading the profile {}: {e}", meta.location));
+        let bytes = store.get(&meta.location).await.map_err(read_error)?.bytes().await.map_err(read_error)?;
+        let part: Profile = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::Invalid(format!("the profile {} is not a profile: {e}", meta.location)))?;
+        match &mut merged {
+            Some(profile) => profile.merge(&part)?,
+            None => merged = Some(part),
+        }
+    }
+    Ok(merged)
+}
+
+/// A scoring run's profiles, from its folder: the reference's, and the current data's (inputs
+/// then predictions, merged from what the executors wrote).
+pub async fn run_profiles(lake: &Lake, run_url: &url::Url) -> Result<(Profile, Profile)> {
+    let at = run_url.join("_reference.json").map_err(|e| Error::Invalid(e.to_string()))?;
+    let read_error = |e: object_store::Error| Error::Invalid(format!("reading the reference profile {at}: {e}"));
+    let bytes = lake.store().get(&lake.store_path(&at)?).await.map_err(read_error)?.bytes().await.map_err(read_error)?;
+    let reference: Profile = serde_json::from_slice(&bytes).map_err(|e| Error::Invalid(format!("{at}: {e}")))?;
+    let inputs = merge_parts(lake, run_url, "input").await?;
+    let outputs = merge_parts(lake, run_url, "output").await?;
+    let Some(inputs) = inputs else {
+        return Err(Error::Invalid(format!("the executors left no profiles under {run_url}")));
+    };
+    // Predictions are profiled when they are single numbers.
+    let outputs = outputs.map(|o| o.columns).unwrap_or_default();
+    let current = Profile { rows: inputs.rows, columns: inputs.columns.into_iter().chain(outputs).collect() };
+    Ok((reference, current))
+}
+
+/// The folder of scoring run `run_id` of predictions asset `asset`.
+pub fn run_folder(lake: &Lake, asset: &str, run_id: &str) -> Result<url::Url> {
+    lake.asset_url(asset)?.join(&format!("run-{run_id}/")).map_err(|e| Error::Invalid(format!("run folder: {e}")))
+}
