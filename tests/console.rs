@@ -120,7 +120,7 @@ fn the_console_shows_runs_assets_models_drift_and_the_cluster() {
     assert!(http_request(port, "GET", "/runs", &["Authorization: Bearer nope"]).starts_with("HTTP/1.1 401"));
 
     // A long scoring run, still going while the console is used.
-    let slow = Child(
+    let mut slow = Child(
         sluice_at(&lake)
             .args(["score", "big", "--model", heavy.to_str().unwrap(), "--features", "tenure,spend,tickets", "--key", "account_id"])
             .args(["--output", "slow", "--no-monitor", "--executors", "1"])
@@ -161,6 +161,7 @@ fn the_console_shows_runs_assets_models_drift_and_the_cluster() {
     let done = http_request(port, "POST", &cancel, &[&format!("Authorization: Bearer {OPERATOR_TOKEN}")]);
     assert!(done.starts_with("HTTP/1.1 303"), "{done}");
     wait_for("the run to be cancelled", Duration::from_secs(30), || {
+        let _ = slow.0.try_wait(); // reaped, so its process is gone
         run_at(&lake, &["runs", "show", &running]).contains("\"status\": \"cancelled\"")
     });
     drop(slow);

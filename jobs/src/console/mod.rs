@@ -79,8 +79,25 @@ pub async fn serve(
 
 type Shared = State<Arc<Console>>;
 
-/// Who sent the request, or the response that turns them away (HTML pages go to sign-in).
-fn who(c: &Console, headers: &HeaderMap) -> std::result::Result<Principal, Response> {
+/// Why a request was turned away.
+enum Refused {
+    /// No credentials: to the sign-in page.
+    SignIn,
+    /// Wrong credentials.
+    Denied(String),
+}
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        match self {
+            Self::SignIn => Redirect::to("/login").into_response(),
+            Self::Denied(why) => (StatusCode::UNAUTHORIZED, why).into_response(),
+        }
+    }
+}
+
+/// Who sent the request, or why they are turned away (HTML pages go to sign-in).
+fn who(c: &Console, headers: &HeaderMap) -> std::result::Result<Principal, Refused> {
     let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_string);
     let cookie = headers
         .get_all(header::COOKIE)
@@ -90,8 +107,8 @@ fn who(c: &Console, headers: &HeaderMap) -> std::result::Result<Principal, Respo
         .find_map(|kv| kv.trim().strip_prefix(&format!("{COOKIE}=")).map(|t| format!("Bearer {t}")));
     match c.access.authenticate(authorization.or(cookie).as_deref()) {
         Ok(p) => Ok(p),
-        Err(_) if headers.get(header::AUTHORIZATION).is_none() => Err(Redirect::to("/login").into_response()),
-        Err(denied) => Err((StatusCode::UNAUTHORIZED, denied.message().to_string()).into_response()),
+        Err(_) if headers.get(header::AUTHORIZATION).is_none() => Err(Refused::SignIn),
+        Err(denied) => Err(Refused::Denied(denied.message().to_string())),
     }
 }
 
@@ -170,7 +187,7 @@ macro_rules! page {
         }
         let $p = match who(&$c, &$headers) {
             Ok(p) => p,
-            Err(r) => return r,
+            Err(r) => return r.into_response(),
         };
         let body = $body;
         respond($title, $active, &$p, body)
@@ -189,7 +206,7 @@ async fn run(State(c): Shared, headers: HeaderMap, Query(q): Query<TokenQuery>, 
 async fn cancel(State(c): Shared, headers: HeaderMap, Path(id): Path<String>) -> Response {
     let p = match who(&c, &headers) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     if let Err(denied) = p.check(Permission::Operate) {
         let body = format!(r#"<div class="error">{}</div>"#, html::escape(denied.message()));
@@ -240,7 +257,7 @@ async fn cluster(State(c): Shared, headers: HeaderMap, Query(q): Query<TokenQuer
 
 async fn metrics(State(c): Shared, headers: HeaderMap) -> Response {
     if let Err(r) = who(&c, &headers) {
-        return r;
+        return r.into_response();
     }
     match pages::metrics(&c).await {
         Ok(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response(),

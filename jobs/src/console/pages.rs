@@ -37,8 +37,11 @@ fn drift_badge(drift: Option<&str>) -> String {
     }
 }
 
-/// A link to an `asset@version` (or plain text when it is not one).
+/// A link to an `asset@version` or a `model NAME@VERSION` (plain text for anything else).
 fn asset_link(at: &str) -> String {
+    if let Some((name, _)) = at.strip_prefix("model ").and_then(|m| m.split_once('@')) {
+        return link(&format!("/models/{}", segment(name)), at);
+    }
     match at.split_once('@') {
         Some((name, v)) if v.chars().all(|c| c.is_ascii_digit()) => link(&format!("/assets/{}", segment(name)), at),
         _ => escape(at),
