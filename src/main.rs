@@ -526,6 +526,41 @@ enum MonitorCommand {
         #[command(flatten)]
         cluster: ClusterArgs,
     },
+    /// Join PREDICTIONS with labels that arrived later and measure them per time window (AUC,
+    /// accuracy, log loss; RMSE, MAE) against the model's test metrics in the registry.
+    Quality {
+        /// The predictions asset: NAME or NAME@VERSION.
+        predictions: String,
+        /// The labels: an asset keyed like the predictions.
+        #[arg(long)]
+        labels: String,
+        /// Key columns, comma-separated, the same in both.
+        #[arg(long, value_delimiter = ',', required = true)]
+        key: Vec<String>,
+        /// The label column.
+        #[arg(long)]
+        label: String,
+        /// The prediction column.
+        #[arg(long, default_value = "prediction")]
+        prediction: String,
+        /// hour, day, week, month or none.
+        #[arg(long, default_value = "day")]
+        window: String,
+        /// The predictions' time column the windows are cut on.
+        #[arg(long, default_value = "scored_at")]
+        time_column: String,
+        /// A SQL condition on the joined rows (p. predictions, l. labels), e.g. "p.split = 'test'".
+        #[arg(long = "where")]
+        filter: Option<String>,
+        /// The model whose test metrics are the reference (default: the one that made the predictions).
+        #[arg(long)]
+        model: Option<String>,
+        /// Append the report (a row per window) to this asset.
+        #[arg(long, value_name = "ASSET")]
+        report: Option<String>,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
 }
 
 #[derive(Args, Debug, Clone)]
@@ -685,6 +720,9 @@ async fn run(cli: Cli) -> Result<()> {
             let lake = cluster.workspace.lake()?;
             if let Some(config) = &spec.score {
                 return score(config.spec(&spec.sink.asset, resume)?, &cluster, run_id, &spec.job.name).await;
+            }
+            if let Some(config) = &spec.quality {
+                return quality(config, Some(&spec.sink.asset), &cluster, run_id, &spec.job.name).await;
             }
             if sluice_jobs::etl::is_stream(&spec) {
                 // A live subscription lands in micro-batches in this process, until stopped.
@@ -971,6 +1009,23 @@ async fn run(cli: Cli) -> Result<()> {
                 println!("report       {}@{}: {} rows", written.asset, written.version, written.rows);
             }
         }
+        Command::Monitor {
+            command:
+                MonitorCommand::Quality { predictions, labels, key, label, prediction, window, time_column, filter, model, report, cluster },
+        } => {
+            let spec = sluice_jobs::monitor::quality::QualitySpec {
+                predictions: predictions.clone(),
+                labels,
+                key,
+                label,
+                prediction,
+                window,
+                time_column,
+                filter,
+                model,
+            };
+            quality(&spec, report.as_deref(), &cluster, None, &predictions).await?;
+        }
         Command::Runs { command } => runs(command).await?,
         Command::Submit { job, cluster } => {
             let spec = sluice_jobs::etl::JobFile::load(&job)?;
@@ -1126,6 +1181,38 @@ async fn run(cli: Cli) -> Result<()> {
             })
             .await?;
         }
+    }
+    Ok(())
+}
+
+/// Runs a quality check (from `sluice monitor quality` or a job file's `[quality]`), recorded in
+/// the run catalog as `name`; prints the table and appends it to `report` when given.
+async fn quality(
+    spec: &sluice_jobs::monitor::quality::QualitySpec,
+    report: Option<&str>,
+    cluster: &ClusterArgs,
+    run_id: Option<String>,
+    name: &str,
+) -> Result<()> {
+    let lake = cluster.workspace.lake()?;
+    let (ctx, _cluster) = session(cluster).await?;
+    let work = async {
+        let measured = sluice_jobs::monitor::quality::quality(&ctx, &lake, spec).await?;
+        let written = match report {
+            Some(asset) => Some(sluice_jobs::monitor::quality::write_report(&lake, asset, &measured).await?),
+            None => None,
+        };
+        Ok::<_, sluice_jobs::Error>((measured, written))
+    };
+    let (measured, written) = recorded(&lake, "quality", name, run_id, work, |(m, w)| {
+        (Some(m.overall.rows), w.as_ref().map(|w| format!("{}@{}", w.asset, w.version)), None)
+    })
+    .await?;
+    println!("predictions  {}{}", measured.predictions, measured.model.as_ref().map(|m| format!(" (model {m})")).unwrap_or_default());
+    println!("labels       {} joined on {} ({})", measured.labels, spec.key.join(", "), measured.task);
+    print!("{}", sluice_jobs::monitor::quality::table(&measured));
+    if let Some(w) = written {
+        println!("report       {}@{}: {} rows", w.asset, w.version, w.rows);
     }
     Ok(())
 }

@@ -155,3 +155,50 @@ fn a_scoring_run_measures_drift_against_the_training_split() {
     let off = run_at(&lake, &["score", "older", "--model", "churn@1", "--key", "account_id", "--output", "plain", "--no-monitor"]);
     assert!(off.contains("drift        switched off"), "{off}");
 }
+
+/// `sluice monitor quality`: predictions of the test split joined with labels kept apart
+/// reproduce the AUC, accuracy and log loss the registry recorded for the model on that split;
+/// a job file's `[quality]` runs the same check and appends it to its sink.
+#[test]
+fn a_label_join_reproduces_the_registry_test_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    churn_lake(&lake, &dir.path().join("churn.pt"));
+    // Every row of the split asset scored, the split kept as a key column; the labels apart.
+    run_at(&lake, &["score", "accounts_split", "--model", "churn@1", "--key", "account_id,split", "--output", "split_scores", "--no-monitor"]);
+    run_at(&lake, &["asset", "write", "labels", "--sql", "SELECT account_id, churned FROM accounts"]);
+
+    let out = run_at(
+        &lake,
+        &["monitor", "quality", "split_scores", "--labels", "labels", "--key", "account_id", "--label", "churned", "--where", "p.split = 'test'", "--window", "none"],
+    );
+    assert!(out.contains("predictions  split_scores@0 (model churn@1)"), "{out}");
+    let shown: serde_json::Value = serde_json::from_str(&run_at(&lake, &["model", "show", "churn@1"])).unwrap();
+    let test = &shown["metrics"]["test"];
+    let all = out.lines().find(|l| l.starts_with("all ")).unwrap_or_else(|| panic!("{out}"));
+    let cells: Vec<&str> = all.split_whitespace().collect();
+    // all, rows, positives, accuracy, auc, log_loss (metrics in name order).
+    assert_eq!(cells[1], test["rows"].as_u64().unwrap().to_string(), "{out}");
+    for (i, metric) in [(3, "accuracy"), (4, "auc"), (5, "log_loss")] {
+        let measured: f64 = cells[i].parse().unwrap();
+        let registered = test[metric].as_f64().unwrap();
+        assert!((measured - registered).abs() < 1e-5, "{metric}: {measured} measured, {registered} registered\n{out}");
+    }
+    assert!(out.contains("change       accuracy "), "{out}");
+    assert!(out.contains("unlabelled   0 predictions"), "{out}");
+
+    // Labels for half the accounts only: the rest are counted as not labelled yet.
+    run_at(&lake, &["asset", "write", "some_labels", "--sql", "SELECT account_id, churned FROM accounts WHERE account_id % 2 = 0"]);
+    let job = dir.path().join("quality.toml");
+    std::fs::write(
+        &job,
+        "[job]\nname = \"churn_quality\"\n[quality]\npredictions = \"split_scores\"\nlabels = \"some_labels\"\nkey = [\"account_id\"]\n\
+         label = \"churned\"\nwindow = \"day\"\n[sink]\nasset = \"churn_quality\"\n",
+    )
+    .unwrap();
+    let ran = run_at(&lake, &["run", job.to_str().unwrap()]);
+    assert!(ran.contains("unlabelled   6000 predictions"), "{ran}");
+    assert!(ran.contains("report       churn_quality@0: 2 rows"), "{ran}");
+    let rows = run_at(&lake, &["sql", "SELECT \"window\", \"rows\", test_auc IS NOT NULL AS has_test FROM churn_quality ORDER BY \"window\""]);
+    assert!(rows.contains("| all ") && rows.contains("| 6000 ") && rows.contains("true"), "{rows}");
+}

@@ -41,6 +41,8 @@ pub struct JobFile {
     pub sources: BTreeMap<String, SourceConfig>,
     /// A scoring job instead of sources and a transform: a model over an asset into the sink.
     pub score: Option<crate::score::ScoreConfig>,
+    /// A quality check instead: predictions joined with labels, the report appended to the sink.
+    pub quality: Option<crate::monitor::quality::QualitySpec>,
     /// The SQL that shapes the rows (default: all rows of the only source).
     #[serde(default)]
     pub transform: Transform,
@@ -452,10 +454,14 @@ impl JobFile {
                 return Err(bad("a [score] job has no sources, transform or prepare: it reads score.input".into()));
             }
             score.check().map_err(|e| bad(format!("score.{e}")))?;
+        } else if job.quality.is_some() {
+            if !job.sources.is_empty() || job.transform.sql.is_some() || job.prepare.is_some() {
+                return Err(bad("a [quality] job has no sources, transform or prepare: it reads quality.predictions".into()));
+            }
         } else if job.sources.is_empty() {
             return Err(bad(
                 "no sources: add a [sources.NAME] table with kind = \"postgres\", \"mysql\", \"rest\", \"mqtt\" or \"files\", \
-                 or a [score] table"
+                 a [score] or a [quality] table"
                     .into(),
             ));
         }

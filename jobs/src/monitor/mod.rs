@@ -1,10 +1,11 @@
 //! Model monitoring: how far current inputs and predictions have drifted from the data a model
 //! was trained on: the metrics ([`drift`]), profiles of data sets ([`profile`]) and their
-//! comparison ([`compare`]).
+//! comparison ([`compare`]); and prediction quality once labels arrive ([`quality`]).
 
 pub mod compare;
 pub mod drift;
 pub mod profile;
+pub mod quality;
 
 /// Posts `payload` as JSON to the webhook `url`; returns what happened, naming only the host (a
 /// webhook URL often carries a token). Failures are reported, never fatal to the run.
