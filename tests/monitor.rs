@@ -201,4 +201,7 @@ fn a_label_join_reproduces_the_registry_test_metrics() {
     assert!(ran.contains("report       churn_quality@0: 2 rows"), "{ran}");
     let rows = run_at(&lake, &["sql", "SELECT \"window\", \"rows\", test_auc IS NOT NULL AS has_test FROM churn_quality ORDER BY \"window\""]);
     assert!(rows.contains("| all ") && rows.contains("| 6000 ") && rows.contains("true"), "{rows}");
+    // The example job file parses; here its predictions do not exist, and it says so.
+    let out = sluice_at(&lake).args(["run", "examples/churn_quality.toml"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no predictions asset 'accounts_predictions'"), "{out:?}");
 }

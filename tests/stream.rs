@@ -127,8 +127,13 @@ fn test_run() -> TestRun {
 
 /// `sluice stream examples/kafka_score_events.toml` on the topics of test run `run`.
 fn example(lake: &Path, run: &str, env: &[(&str, &str)]) -> std::process::Child {
+    stream(lake, "examples/kafka_score_events.toml", run, env)
+}
+
+/// `sluice stream JOB` (the example's variables) on the topics of test run `run`.
+fn stream(lake: &Path, job: &str, run: &str, env: &[(&str, &str)]) -> std::process::Child {
     sluice_at(lake)
-        .args(["stream", "examples/kafka_score_events.toml"])
+        .args(["stream", job])
         .envs([
             ("STREAM_NAME", format!("score-{run}")),
             ("KAFKA_BROKERS", brokers()),
@@ -443,4 +448,69 @@ fn two_consumers_share_a_group_through_rebalances_with_none_lost_and_the_lake_ex
     let row = counted.lines().find(|l| l.starts_with("| ") && l.chars().nth(2).is_some_and(|c| c.is_ascii_digit())).unwrap();
     let values: Vec<&str> = row.split('|').map(str::trim).filter(|v| !v.is_empty()).collect();
     assert_eq!(values, [N.to_string(), N.to_string()], "the lake is not exact: {counted}");
+}
+
+/// Events `first..first+n` with three features spread evenly over [0, 10) (Weyl sequences); `a`
+/// moved by `shift`.
+fn spread_events(first: u64, n: u64, shift: f64) -> Vec<String> {
+    let u = |i: u64, k: u64| ((i * k) % 1000) as f64 / 100.0;
+    (first..first + n)
+        .map(|i| format!("{{\"id\": {i}, \"a\": {}, \"b\": {}, \"c\": {}}}", u(i, 7919) + shift, u(i, 104_729), u(i, 15_485_863)))
+        .collect()
+}
+
+/// Drift on the hot path: the stream's windows of events and scores are compared with a
+/// reference (profiled once, the model's scores of it included); a window drawn like it flags
+/// nothing, one whose `a` moved by a standard deviation flags `a` and the score only, on the
+/// metrics endpoint and the status line.
+#[test]
+fn stream_windows_report_drift_of_events_and_scores() {
+    let TestRun { run, events, scores: _, dir, lake } = test_run();
+    let u = |k: u64| format!("CAST((value * {k}) % 1000 AS DOUBLE) / 100.0");
+    let reference = format!("SELECT {} AS a, {} AS b, {} AS c FROM (SELECT unnest(range(0, 20000)) AS value)", u(7919), u(104_729), u(15_485_863));
+    run_at(&lake, &["asset", "write", "reference", "--sql", &reference]);
+    let job = dir.path().join("drift.toml");
+    let text = std::fs::read_to_string(root().join("examples/kafka_score_events.toml")).unwrap();
+    std::fs::write(&job, format!("{text}\n[monitor]\nreference = \"reference\"\nwindow_events = 3000\n")).unwrap();
+
+    let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", brokers()).create().unwrap();
+    let send = |payloads: Vec<String>| {
+        for (i, payload) in payloads.iter().enumerate() {
+            producer.send(BaseRecord::to(&events).key(&i.to_string()).payload(payload)).unwrap();
+        }
+        producer.flush(Duration::from_secs(30)).unwrap();
+    };
+    send(spread_events(0, 3000, 0.0));
+    let port = free_port();
+    let metrics = format!("127.0.0.1:{port}");
+    let env = [("STREAM_STOP_WHEN_IDLE_S", "0"), ("SLUICE_STREAM_METRICS", metrics.as_str())];
+    let child = stream(&lake, job.to_str().unwrap(), &run, &env);
+    let started = Instant::now();
+    let exported = |name: &str, labels: &str| -> Option<f64> {
+        let prefix = format!("{name}{{job=\"score-{run}\"{labels}}} ");
+        http_get(port, "/metrics").lines().find_map(|l| l.strip_prefix(&prefix)).and_then(|v| v.parse().ok())
+    };
+    let detected = |column: &str| exported("sluice_stream_drift_detected", &format!(",column=\"{column}\""));
+    let windows = |n: f64| {
+        while exported("sluice_stream_drift_windows_total", "") != Some(n) {
+            assert!(started.elapsed() < Duration::from_secs(120), "window {n}: {}", http_get(port, "/metrics"));
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    };
+    windows(1.0);
+    for column in ["a", "b", "c", "score"] {
+        assert_eq!(detected(column), Some(0.0), "{column}: {}", http_get(port, "/metrics"));
+    }
+    send(spread_events(3000, 3000, 2.89));
+    windows(2.0);
+    let flagged: Vec<&str> = ["a", "b", "c", "score"].into_iter().filter(|c| detected(c) == Some(1.0)).collect();
+    assert_eq!(flagged, ["a", "score"], "{}", http_get(port, "/metrics"));
+    let wass = exported("sluice_stream_drift_value", ",column=\"a\",metric=\"normalized_wasserstein\"").unwrap();
+    assert!((wass - 1.0).abs() < 0.1, "{wass}");
+
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("window 2: DRIFT in a, score"), "{stdout}");
 }

@@ -23,34 +23,51 @@ pub struct Metric {
     pub help: &'static str,
     /// Its value now.
     pub value: f64,
+    /// Its own labels (besides the endpoint's).
+    pub labels: Vec<(&'static str, String)>,
 }
 
 impl Metric {
     /// A counter.
     pub fn counter(name: &'static str, help: &'static str, value: f64) -> Self {
-        Self { name, kind: Kind::Counter, help, value }
+        Self { name, kind: Kind::Counter, help, value, labels: Vec::new() }
     }
 
     /// A gauge.
     pub fn gauge(name: &'static str, help: &'static str, value: f64) -> Self {
-        Self { name, kind: Kind::Gauge, help, value }
+        Self { name, kind: Kind::Gauge, help, value, labels: Vec::new() }
+    }
+
+    /// The same with label `key` set to `value` (one series of a family).
+    pub fn with_label(mut self, key: &'static str, value: &str) -> Self {
+        self.labels.push((key, value.to_string()));
+        self
     }
 }
 
-/// `metrics` in the text format, each with `labels` (values escaped as the format wants).
+fn label(key: &str, value: &str) -> String {
+    format!("{key}=\"{}\"", value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n"))
+}
+
+/// `metrics` in the text format, each with `labels` and its own (values escaped as the format
+/// wants); a family's series (the same name in a row) share one HELP and TYPE.
 pub fn render(labels: &[(&str, &str)], metrics: &[Metric]) -> String {
-    let labels: Vec<String> = labels
-        .iter()
-        .map(|(k, v)| format!("{k}=\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")))
-        .collect();
-    let labels = if labels.is_empty() { String::new() } else { format!("{{{}}}", labels.join(",")) };
+    let common: Vec<String> = labels.iter().map(|(k, v)| label(k, v)).collect();
     let mut out = String::new();
+    let mut previous = "";
     for m in metrics {
         let kind = match m.kind {
             Kind::Counter => "counter",
             Kind::Gauge => "gauge",
         };
-        out.push_str(&format!("# HELP {} {}\n# TYPE {} {kind}\n{}{labels} {}\n", m.name, m.help, m.name, m.name, m.value));
+        if m.name != previous {
+            out.push_str(&format!("# HELP {} {}\n# TYPE {} {kind}\n", m.name, m.help, m.name));
+            previous = m.name;
+        }
+        let mut all = common.clone();
+        all.extend(m.labels.iter().map(|(k, v)| label(k, v)));
+        let labels = if all.is_empty() { String::new() } else { format!("{{{}}}", all.join(",")) };
+        out.push_str(&format!("{}{labels} {}\n", m.name, m.value));
     }
     out
 }
@@ -80,6 +97,11 @@ mod tests {
             text,
             "# HELP sluice_x_total Xs.\n# TYPE sluice_x_total counter\nsluice_x_total{job=\"a\\\"b\"} 3\n\
              # HELP sluice_y Y.\n# TYPE sluice_y gauge\nsluice_y{job=\"a\\\"b\"} 0.5\n"
+        );
+        let family = [Metric::gauge("sluice_d", "D.", 1.0).with_label("column", "a"), Metric::gauge("sluice_d", "D.", 0.0).with_label("column", "b")];
+        assert_eq!(
+            render(&[], &family),
+            "# HELP sluice_d D.\n# TYPE sluice_d gauge\nsluice_d{column=\"a\"} 1\nsluice_d{column=\"b\"} 0\n"
         );
     }
 }

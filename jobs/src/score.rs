@@ -502,7 +502,7 @@ async fn plan_monitor(
     // The reference: named, or the training split the registry's lineage points at.
     let (asset, rows) = match (&options.reference, registered) {
         (Some(r), _) => (r.clone(), None),
-        (None, Some(v)) => training_split(v).ok_or_else(|| {
+        (None, Some(v)) => crate::monitor::profile::training_split(v).ok_or_else(|| {
             format!("{}@{} has no training data in its lineage; name a reference with --reference", v.name, v.version)
         })?,
         (None, None) => return Err("the model is a file with no training lineage; name a reference with --reference".into()),
@@ -550,18 +550,6 @@ async fn plan_monitor(
     measure.await.map_err(|e| format!("reference {asset}: {e}"))
 }
 
-/// The training data of a registered model, from its lineage: `(asset@version, split)` for a
-/// split asset (rows with `split = 'train'`), or the `_train` asset of separate splits.
-fn training_split(version: &ModelVersion) -> Option<(String, Option<String>)> {
-    let datasets: Vec<&str> = version.info.lineage.get("datasets")?.as_array()?.iter().filter_map(|d| d.as_str()).collect();
-    if let Some(train) = datasets.iter().find(|d| d.split('@').next().is_some_and(|n| n.ends_with("_train"))) {
-        return Some((train.to_string(), None));
-    }
-    match datasets.as_slice() {
-        [one] => Some((one.to_string(), Some("train".into()))),
-        _ => None,
-    }
-}
 
 /// A new run's plan: the model and input version pinned, the files cut into chunks.
 async fn new_plan(ctx: &SessionContext, lake: &Lake, spec: &ScoreSpec) -> Result<(Plan, std::result::Result<Profile, String>)> {

@@ -1,6 +1,6 @@
 //! Profiling inside a plan: [`ProfileExec`] passes its input's batches through unchanged while it
 //! sketches some of their columns, and when its partition ends writes the sketch to
-//! `TARGET/SIDE-PARTITION.json` in the object store. Over a scan it profiles the data read; the
+//! `TARGET/SIDE-PARTITION-SLICE.json` in the object store (SLICE names the files it read). Over a scan it profiles the data read; the
 //! [`ProfilingPlanner`] puts a second one under the write of the same plan, so what a job
 //! writes (the predictions) is profiled in the same pass. A task run again overwrites its own
 //! partition's file, so a retried task is never counted twice.
@@ -153,8 +153,17 @@ impl ExecutionPlan for ProfileExec {
     fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
         let mut input = self.input.execute(partition, Arc::clone(&context))?;
         let schema = input.schema();
+        // Ballista gives each task a plan whose scan holds only that task's files, run as its
+        // partition 0: the file is named after what the task reads too, so tasks never share a
+        // file, and a task run again overwrites its own.
+        let slice = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::hash::DefaultHasher::new();
+            datafusion::physical_plan::displayable(self.input.as_ref()).indent(false).to_string().hash(&mut h);
+            h.finish()
+        };
         let target = url::Url::parse(&format!("{}/", self.spec.target.trim_end_matches('/')))
-            .and_then(|u| u.join(&format!("{}-{partition}.json", self.side.as_str())))
+            .and_then(|u| u.join(&format!("{}-{partition}-{slice:016x}.json", self.side.as_str())))
             .map_err(|e| DataFusionError::Execution(format!("profile target '{}': {e}", self.spec.target)))?;
         let store = context.runtime_env().object_store(ObjectStoreUrl::parse(&target[..url::Position::BeforePath])?)?;
         let path = object_store::path::Path::from_url_path(target.path())

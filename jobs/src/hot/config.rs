@@ -29,6 +29,8 @@ pub struct StreamJob {
     pub output: Option<Output>,
     /// The cold path: raw events into a data asset.
     pub land: Option<Land>,
+    /// Drift of the events and scores per window, against the model's training data.
+    pub monitor: Option<super::drift::StreamMonitor>,
 }
 
 /// The job's name.

@@ -6,6 +6,7 @@
 //! Events that cannot be decoded or scored go to a dead-letter topic and the stream goes on.
 
 pub mod config;
+pub mod drift;
 mod land;
 
 use std::collections::HashMap;
@@ -63,13 +64,17 @@ pub struct StreamStatus {
     pub latency_p50_ms: f64,
     /// See `latency_p50_ms`.
     pub latency_p99_ms: f64,
+    /// Drift windows compared so far.
+    pub drift_windows: u64,
+    /// The last window's drift: column, deciding metric, its value, whether it drifted.
+    pub drift: Vec<(String, &'static str, f64, bool)>,
 }
 
 impl StreamStatus {
     /// The status as Prometheus metrics (stable names).
     pub fn metrics(&self) -> Vec<sluice_engine::metrics::Metric> {
         use sluice_engine::metrics::Metric;
-        vec![
+        let mut metrics = vec![
             Metric::counter("sluice_stream_events_total", "Events read.", self.events as f64),
             Metric::counter("sluice_stream_results_total", "Result rows produced (topic or serving table).", self.outputs as f64),
             Metric::counter("sluice_stream_dead_letters_total", "Events sent to the dead-letter topic.", self.dead_letters as f64),
@@ -81,7 +86,17 @@ impl StreamStatus {
             Metric::gauge("sluice_stream_results_per_second", "Results per second, over the last status interval.", self.outputs_per_s),
             Metric::gauge("sluice_stream_latency_p50_ms", "Median milliseconds from an event's timestamp to its result's acknowledgement.", self.latency_p50_ms),
             Metric::gauge("sluice_stream_latency_p99_ms", "99th percentile of that latency.", self.latency_p99_ms),
-        ]
+            Metric::counter("sluice_stream_drift_windows_total", "Drift windows compared with the reference.", self.drift_windows as f64),
+        ];
+        for (column, metric, value, _) in &self.drift {
+            let help = "The deciding drift metric of a column in the last window.";
+            metrics.push(Metric::gauge("sluice_stream_drift_value", help, *value).with_label("column", column).with_label("metric", metric));
+        }
+        for (column, _, _, drifted) in &self.drift {
+            let help = "1 when the column drifted past its threshold in the last window.";
+            metrics.push(Metric::gauge("sluice_stream_drift_detected", help, f64::from(u8::from(*drifted))).with_label("column", column));
+        }
+        metrics
     }
 }
 
@@ -100,7 +115,13 @@ impl std::fmt::Display for StreamStatus {
             self.latency_p50_ms,
             self.latency_p99_ms,
             if self.lag < 0 { "?".to_string() } else { self.lag.to_string() },
-        )
+        )?;
+        let drifted: Vec<&str> = self.drift.iter().filter(|d| d.3).map(|d| d.0.as_str()).collect();
+        match (self.drift_windows, drifted.is_empty()) {
+            (0, _) => Ok(()),
+            (n, true) => write!(f, ", window {n}: no drift"),
+            (n, false) => write!(f, ", window {n}: DRIFT in {}", drifted.join(", ")),
+        }
     }
 }
 
@@ -184,6 +205,8 @@ struct Stream<'a> {
     lander: Option<Lander>,
     /// The serving table results are upserted into.
     serving: Option<Upserter>,
+    /// Drift windows of the events and scores.
+    drift: Option<drift::WindowDrift>,
     dead_letter_topic: String,
     meter: Meter,
     /// The next offset per partition whose events are fully processed (outputs acknowledged).
@@ -207,12 +230,14 @@ pub async fn run(
         ctx.register_object_store(lake.store_url(), lake.store());
         sluice_engine::assets::register(&ctx, lake)?;
     }
+    let mut models = Vec::new();
     let sql = match (&job.output, lake) {
         (Some(output), Some(lake)) => {
-            let (sql, models) = crate::models::resolve::resolve_sql(lake, &output.sql).await?;
-            for m in &models {
+            let (sql, used) = crate::models::resolve::resolve_sql(lake, &output.sql).await?;
+            for m in &used {
                 tracing::info!(model = %m.reference, version = m.version, "scoring with");
             }
+            models = used;
             Some(sql)
         }
         (Some(output), None) => Some(output.sql.clone()),
@@ -244,6 +269,7 @@ pub async fn run(
         sql,
         lander,
         serving,
+        drift: None,
         dead_letter_topic: job.dead_letter_topic(),
         meter: Meter::default(),
         processed: Offsets::new(),
@@ -251,7 +277,16 @@ pub async fn run(
     if let Some(sql) = &stream.sql {
         // Plan errors show now, not as a dead letter per event.
         let empty = with_coordinates(&RecordBatch::new_empty(stream.decoder.schema()), &[])?;
-        stream.score(sql, &empty).await.map_err(|e| Error::Invalid(format!("output.sql: {e}")))?;
+        let (results, _) = stream.score(sql, &empty).await.map_err(|e| Error::Invalid(format!("output.sql: {e}")))?;
+        if let (Some(monitor), Some(lake)) = (&job.monitor, lake) {
+            let columns: Vec<String> =
+                results.first().map(|b| b.schema().fields().iter().map(|f| f.name().clone()).collect()).unwrap_or_default();
+            let windows = drift::WindowDrift::open(&stream.ctx, lake, monitor, &models, &columns).await?;
+            windows.check(&stream.decoder.schema(), &columns)?;
+            stream.drift = Some(windows);
+        }
+    } else if job.monitor.is_some() {
+        return Err(Error::Invalid("[monitor] watches scores: add [output] sql with predict(...)".into()));
     }
     let result = stream.run_loop(started, stop, on_status).await;
     // Whatever was fully processed is committed before leaving, even after an error.
@@ -400,12 +435,16 @@ impl Stream<'_> {
             messages.iter().map(|m| ((m.topic.as_str(), m.partition, m.offset), m)).collect();
         let mut outputs: Vec<(Record, &Message)> = Vec::new();
         let mut served: Vec<RecordBatch> = Vec::new();
+        let mut scored: Vec<RecordBatch> = Vec::new();
         if let (Some(events), Some(sql), Some(output)) = (&events, &self.sql, &self.job.output) {
             let mut todo = vec![events.clone()];
             let mut failures = 0usize;
             while let Some(part) = todo.pop() {
                 match self.score(sql, &part).await {
                     Ok((results, added)) => {
+                        if self.drift.is_some() {
+                            scored.extend(results.iter().cloned());
+                        }
                         for batch in results {
                             let topic = output.topic.as_deref().unwrap_or_default();
                             self.results(&batch, &added, output.key.as_deref(), topic, &index, &mut outputs)?;
@@ -441,6 +480,11 @@ impl Stream<'_> {
         }
         if let (Some(events), Some(lander)) = (&events, self.lander.as_mut()) {
             lander.add(events)?;
+        }
+        if let (Some(events), Some(windows)) = (&events, self.drift.as_mut()) {
+            windows.add(events, &scored)?;
+            self.meter.status.drift_windows = windows.windows;
+            self.meter.status.drift = windows.latest.iter().map(|c| (c.column.clone(), c.metric, c.value, c.drifted)).collect();
         }
 
         // Deliver; offsets are committed only once everything of theirs was acknowledged.

@@ -264,3 +264,16 @@ pub async fn run_profiles(lake: &Lake, run_url: &url::Url) -> Result<(Profile, P
 pub fn run_folder(lake: &Lake, asset: &str, run_id: &str) -> Result<url::Url> {
     lake.asset_url(asset)?.join(&format!("run-{run_id}/")).map_err(|e| Error::Invalid(format!("run folder: {e}")))
 }
+
+/// The training data of a registered model, from its lineage: `(asset@version, split)` for a
+/// split asset (rows with `split = 'train'`), or the `_train` asset of separate splits.
+pub fn training_split(version: &crate::models::ModelVersion) -> Option<(String, Option<String>)> {
+    let datasets: Vec<&str> = version.info.lineage.get("datasets")?.as_array()?.iter().filter_map(|d| d.as_str()).collect();
+    if let Some(train) = datasets.iter().find(|d| d.split('@').next().is_some_and(|n| n.ends_with("_train"))) {
+        return Some((train.to_string(), None));
+    }
+    match datasets.as_slice() {
+        [one] => Some((one.to_string(), Some("train".into()))),
+        _ => None,
+    }
+}
