@@ -441,6 +441,29 @@ mod tests {
     }
 
     #[test]
+    fn a_pass_without_nulls_equals_a_plain_count() {
+        // 1003 values, a NaN and values outside the bins.
+        let mut xs: Vec<f64> = (0..1003).map(|i| f64::from((i * 37) % 101) / 10.0).collect();
+        xs[5] = f64::NAN;
+        xs[17] = -3.0;
+        xs[900] = 42.0;
+        let mut p = ColumnProfile::new(&numeric(0.0, 10.0, 20));
+        p.add(&Float64Array::from(xs.clone())).unwrap();
+        let valid: Vec<f64> = xs.iter().copied().filter(|x| !x.is_nan()).collect();
+        let n = valid.len() as f64;
+        let mean = valid.iter().sum::<f64>() / n;
+        let var = valid.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / n;
+        assert_eq!((p.count, p.nulls, p.below.0, p.above.0), (1002, 1, 1, 1));
+        assert!((p.mean - mean).abs() < 1e-9 && (p.variance() - var).abs() < 1e-9);
+        assert_eq!((p.min, p.max), (Some(-3.0), Some(42.0)));
+        let mut bins = vec![0u64; 20];
+        for x in valid.iter().filter(|x| (0.0..=10.0).contains(*x)) {
+            bins[((x * 2.0) as usize).min(19)] += 1;
+        }
+        assert_eq!(p.bins, bins);
+    }
+
+    #[test]
     fn merged_parts_equal_the_whole() {
         let spec = numeric(0.0, 100.0, 20);
         let all: Vec<i64> = (0..1000).map(|i| (i * 7919) % 113).collect();
