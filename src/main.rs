@@ -499,6 +499,25 @@ enum ModelCommand {
         #[command(flatten)]
         workspace: WorkspaceArg,
     },
+    /// Drift settings kept with a model for its scoring runs (shown when no flag is given).
+    Monitor {
+        /// The model's name.
+        name: String,
+        /// Largest normalized Wasserstein / Jensen-Shannon distance that is not drift.
+        #[arg(long)]
+        drift_threshold: Option<f64>,
+        /// Smallest KS / chi-squared p-value that is not drift (references of 1,000 rows or fewer).
+        #[arg(long)]
+        p_value: Option<f64>,
+        /// A column's own threshold, COLUMN=VALUE (repeatable).
+        #[arg(long = "column-threshold", value_parser = parse_column_threshold)]
+        column_thresholds: Vec<(String, f64)>,
+        /// A URL that gets a JSON POST when a run drifts.
+        #[arg(long)]
+        webhook: Option<String>,
+        #[command(flatten)]
+        workspace: WorkspaceArg,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -1519,6 +1538,25 @@ async fn model(command: ModelCommand) -> Result<()> {
             };
             registry.archive(&reference.name, version).await?;
             println!("archived     {}@{version}", reference.name);
+        }
+        ModelCommand::Monitor { name, drift_threshold, p_value, column_thresholds, webhook, workspace } => {
+            let registry = registry(&workspace)?;
+            let mut settings = registry.monitor_settings(&name).await?.unwrap_or_default();
+            let changed = drift_threshold.is_some() || p_value.is_some() || !column_thresholds.is_empty() || webhook.is_some();
+            settings.distance = drift_threshold.or(settings.distance);
+            settings.p_value = p_value.or(settings.p_value);
+            settings.columns.extend(column_thresholds);
+            settings.webhook = webhook.or(settings.webhook);
+            if changed {
+                registry.set_monitor_settings(&name, &settings).await?;
+            }
+            let columns: Vec<String> = settings.columns.iter().map(|(c, t)| format!("{c}={t}")).collect();
+            println!("model        {name}{}", if changed { " (saved)" } else { "" });
+            println!("distance     {}", settings.distance.map_or("default (0.1)".into(), |d| d.to_string()));
+            println!("p-value      {}", settings.p_value.map_or("default (0.05)".into(), |p| p.to_string()));
+            println!("columns      {}", if columns.is_empty() { "-".into() } else { columns.join(", ") });
+            let host = settings.webhook.as_deref().map(sluice_jobs::monitor::webhook_host);
+            println!("webhook      {}", host.map_or("-".into(), |h| format!("set ({h})")));
         }
     }
     Ok(())

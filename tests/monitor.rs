@@ -151,6 +151,14 @@ fn a_scoring_run_measures_drift_against_the_training_split() {
     assert!(runs.lines().any(|l| l.contains("older_predictions@0 (DRIFT: tenure, prediction)")), "{runs}");
     assert!(runs.lines().any(|l| l.contains("today_predictions@0 (no drift)")), "{runs}");
 
+    // Thresholds kept with the model: tenure may move by two standard deviations; a run of the
+    // same data then flags the predictions only.
+    let kept = run_at(&lake, &["model", "monitor", "churn", "--column-threshold", "tenure=2.0"]);
+    assert!(kept.contains("columns      tenure=2"), "{kept}");
+    let tolerated = run_at(&lake, &["score", "older", "--model", "churn@1", "--key", "account_id", "--output", "tolerated"]);
+    assert_eq!(drifted(&tolerated), "prediction", "{tolerated}");
+    assert!(tolerated.lines().any(|l| l.starts_with("tenure ") && l.ends_with("  no")), "{tolerated}");
+
     // Switched off: no report, said so.
     let off = run_at(&lake, &["score", "older", "--model", "churn@1", "--key", "account_id", "--output", "plain", "--no-monitor"]);
     assert!(off.contains("drift        switched off"), "{off}");

@@ -507,6 +507,24 @@ async fn plan_monitor(
         })?,
         (None, None) => return Err("the model is a file with no training lineage; name a reference with --reference".into()),
     };
+    // The model's own settings, under what the run says.
+    let mut thresholds = options.thresholds.clone();
+    let mut webhook = options.webhook.clone();
+    if let Some(v) = registered
+        && let Ok(Some(kept)) = Registry::open(lake).map_err(|e| e.to_string())?.monitor_settings(&v.name).await
+    {
+        let defaults = Thresholds::default();
+        if thresholds.distance == defaults.distance {
+            thresholds.distance = kept.distance.unwrap_or(defaults.distance);
+        }
+        if thresholds.p_value == defaults.p_value {
+            thresholds.p_value = kept.p_value.unwrap_or(defaults.p_value);
+        }
+        for (column, t) in kept.columns {
+            thresholds.columns.entry(column).or_insert(t);
+        }
+        webhook = webhook.or(kept.webhook);
+    }
     let measure = async {
         let version = lake.resolve(&AssetRef::parse(&asset)?).await?;
         let pinned = format!("{}@{}", version.name, version.version);
@@ -542,8 +560,8 @@ async fn plan_monitor(
             reference: label,
             inputs: specs[..plain.len()].to_vec(),
             outputs: specs[plain.len()..].to_vec(),
-            thresholds: options.thresholds.clone(),
-            webhook: options.webhook.clone(),
+            thresholds: thresholds.clone(),
+            webhook: webhook.clone(),
         };
         Ok::<_, Error>((plan, profile))
     };

@@ -75,6 +75,26 @@ pub struct ModelVersion {
     pub archived: Option<String>,
 }
 
+/// Drift settings kept with a model: what its scoring runs are held to unless a run says
+/// otherwise (a run's own distance or p-value other than the default, its column thresholds and
+/// webhook win).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelMonitor {
+    /// Largest normalized Wasserstein / Jensen-Shannon distance that is not drift.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distance: Option<f64>,
+    /// Smallest KS / chi-squared p-value that is not drift (small references).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p_value: Option<f64>,
+    /// Per column.
+    #[serde(default)]
+    pub columns: BTreeMap<String, f64>,
+    /// A URL that gets a JSON POST when a run drifts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<String>,
+}
+
 /// Which version: `churn` (the latest not archived), `churn@3`, `churn@production`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModelRef {
@@ -353,6 +373,30 @@ impl Registry {
             )));
         }
         Ok(version)
+    }
+
+    /// The drift settings kept with model `name` for every version's scoring runs, if set.
+    pub async fn monitor_settings(&self, name: &str) -> Result<Option<ModelMonitor>> {
+        let found = match self.store.get(&self.path(&[name, "monitor.json"])).await {
+            Ok(found) => found,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(storage(e, &format!("reading the monitoring settings of {name}"))),
+        };
+        let bytes = found.bytes().await.map_err(|e| storage(e, "reading monitoring settings"))?;
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| Error::Invalid(format!("model registry: the monitoring settings of {name} are unreadable: {e}")))
+    }
+
+    /// Keeps `settings` with model `name` (it must be registered).
+    pub async fn set_monitor_settings(&self, name: &str, settings: &ModelMonitor) -> Result<()> {
+        self.resolve(&ModelRef { name: name.to_string(), at: ModelAt::Latest }).await?;
+        let json = serde_json::to_vec_pretty(settings).map_err(|e| Error::Invalid(e.to_string()))?;
+        self.store
+            .put(&self.path(&[name, "monitor.json"]), PutPayload::from(json))
+            .await
+            .map_err(|e| storage(e, &format!("saving the monitoring settings of {name}")))?;
+        Ok(())
     }
 
     /// Points `alias` of `name` at `version`; returns where it pointed before.

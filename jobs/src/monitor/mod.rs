@@ -10,7 +10,7 @@ pub mod quality;
 /// Posts `payload` as JSON to the webhook `url`; returns what happened, naming only the host (a
 /// webhook URL often carries a token). Failures are reported, never fatal to the run.
 pub async fn notify(url: &str, payload: &serde_json::Value) -> String {
-    let host = url::Url::parse(url).ok().and_then(|u| u.host_str().map(str::to_string)).unwrap_or_else(|| "the webhook".into());
+    let host = webhook_host(url);
     let client = match reqwest::Client::builder().timeout(std::time::Duration::from_secs(10)).build() {
         Ok(client) => client,
         Err(e) => return format!("webhook not called: {}", e.without_url()),
@@ -23,4 +23,9 @@ pub async fn notify(url: &str, payload: &serde_json::Value) -> String {
     };
     tracing::info!(webhook = %answer, "drift webhook");
     answer
+}
+
+/// The host of a webhook URL, the only part of it ever shown.
+pub fn webhook_host(url: &str) -> String {
+    url::Url::parse(url).ok().and_then(|u| u.host_str().map(str::to_string)).unwrap_or_else(|| "the webhook".into())
 }
