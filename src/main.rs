@@ -1281,7 +1281,7 @@ async fn score(spec: sluice_jobs::score::ScoreSpec, cluster: &ClusterArgs, run_i
     }
     match &r.drift {
         Ok(d) => {
-            println!("reference    {} ({} rows profiled in the scoring pass)", d.reference, d.rows.0);
+            println!("reference    {} ({} rows profiled in the scoring pass)", d.reference, d.rows);
             print!("{}", sluice_jobs::monitor::compare::table(&d.columns));
             println!("report       {}@{}", d.report.asset, d.report.version);
             if let Some(answer) = &d.webhook {

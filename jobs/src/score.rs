@@ -241,8 +241,8 @@ pub struct ScoreReport {
 pub struct RunDrift {
     /// The reference compared with (`asset@version`, and the rows taken).
     pub reference: String,
-    /// Rows profiled in the scoring pass (inputs, predictions).
-    pub rows: (u64, u64),
+    /// Rows profiled in the scoring pass.
+    pub rows: u64,
     /// A row per feature and prediction column.
     pub columns: Vec<ColumnDrift>,
     /// The report appended to `<predictions>_drift`.
@@ -448,7 +448,6 @@ async fn measure_drift(
 ) -> Result<RunDrift> {
     use crate::monitor::{compare, profile};
     let (reference, current) = profile::run_profiles(lake, run_url).await?;
-    let rows = (current.rows, current.column(m.outputs.first().map_or("prediction", |c| c.name.as_str())).map_or(0, |c| c.count + c.nulls));
     let columns = compare::compare_profiles(&reference, &current, &m.thresholds)?;
     let model = match plan.model_version {
         Some(v) => format!("{}@{v}", plan.model_name),
@@ -463,7 +462,7 @@ async fn measure_drift(
         ("reference", m.reference.clone()),
     ];
     let report = compare::write_report(lake, &format!("{output}_drift"), "sluice score", &labels, &columns).await?;
-    let mut drift = RunDrift { reference: m.reference.clone(), rows, columns, report, webhook: None };
+    let mut drift = RunDrift { reference: m.reference.clone(), rows: current.rows, columns, report, webhook: None };
     if let (true, Some(url)) = (drift.drifted(), &m.webhook) {
         let payload = serde_json::json!({
             "event": "drift",
@@ -530,11 +529,7 @@ async fn plan_monitor(
         let pinned = format!("{}@{}", version.name, version.version);
         let plain: Vec<(&String, &String)> = features.iter().zip(feature_sql).filter(|(f, sql)| **sql == ident(f)).collect();
         let bad = bad_condition(&version, &plain.iter().map(|(f, _)| (*f).clone()).collect::<Vec<_>>())?;
-        let filter = match &rows {
-            Some(split) => format!("split = '{split}' AND NOT {bad}"),
-            None => format!("NOT {bad}"),
-        };
-        let from = format!("(SELECT * FROM {} WHERE {filter}) AS reference", ident(&pinned));
+        let from = crate::monitor::profile::reference_rows(&pinned, rows.as_deref(), &bad);
         let mut columns: Vec<Column> = plain.iter().map(|(f, _)| Column::named(f)).collect();
         let call = format!("predict('{}', {})", model_path.replace('\'', "''"), feature_sql.join(", "));
         if outputs.len() > 1 {
@@ -803,7 +798,7 @@ async fn remove_folder(lake: &Lake, url: &url::Url) -> Result<()> {
 }
 
 /// The SQL condition of a row that cannot be scored: a NULL feature, or NaN in a float one.
-fn bad_condition(version: &AssetVersion, features: &[String]) -> Result<String> {
+pub(crate) fn bad_condition(version: &AssetVersion, features: &[String]) -> Result<String> {
     let mut parts = Vec::new();
     for f in features {
         let field = version.schema.field_with_name(f).map_err(|e| Error::Invalid(e.to_string()))?;

@@ -139,7 +139,8 @@ pub async fn assets(c: &Console) -> Result<String> {
     Ok(table(&["asset", "version", "rows", "files", "size", "tags"], &rows))
 }
 
-fn lineage_text(l: &serde_json::Value, key: &str) -> String {
+/// Field `key` of a JSON object as text (strings unquoted, absent or null empty).
+fn json_text(l: &serde_json::Value, key: &str) -> String {
     match l.get(key) {
         Some(serde_json::Value::String(s)) => s.clone(),
         Some(serde_json::Value::Null) | None => String::new(),
@@ -192,10 +193,10 @@ pub async fn asset(c: &Console, name: &str) -> Result<String> {
                 format!("#{}", v.version),
                 time_ms(v.timestamp_ms),
                 escape(&v.operation),
-                escape(&lineage_text(&l, "job")),
-                format!("#{}", lineage_text(&l, "rows")),
+                escape(&json_text(&l, "job")),
+                format!("#{}", json_text(&l, "rows")),
                 lineage_inputs(&l).iter().map(|i| asset_link(i)).collect::<Vec<_>>().join(", "),
-                escape(&lineage_text(&l, "run_id")),
+                escape(&json_text(&l, "run_id")),
             ]
         })
         .collect();
@@ -286,8 +287,8 @@ async fn lineage_graph(c: &Console, name: &str) -> Result<String> {
         }
         if let Some(models) = l.get("models").and_then(|m| m.as_array()) {
             for m in models {
-                let model = lineage_text(m, "name");
-                let label = format!("model {model}@{}", lineage_text(m, "version"));
+                let model = json_text(m, "name");
+                let label = format!("model {model}@{}", json_text(m, "version"));
                 let i = add(&mut nodes, &mut index, format!("model:{label}"), Node { label, href: Some(format!("/models/{}", segment(&model))), kind: "model", depth: depth - 1 });
                 edges.insert((i, at));
             }
@@ -574,11 +575,11 @@ pub async fn cluster(c: &Console) -> Result<String> {
                 .map(|e| {
                     let seen = e.get("last_seen").and_then(|v| v.as_i64()).map(|ms| time_ms(Some(ms))).unwrap_or_default();
                     vec![
-                        escape(&lineage_text(e, "id")),
-                        escape(&format!("{}:{}", lineage_text(e, "host"), lineage_text(e, "port"))),
-                        format!("<code>{}</code>", escape(&lineage_text(e, "specification"))),
+                        escape(&json_text(e, "id")),
+                        escape(&format!("{}:{}", json_text(e, "host"), json_text(e, "port"))),
+                        format!("<code>{}</code>", escape(&json_text(e, "specification"))),
                         escape(&seen),
-                        format!("<code>{}</code>", escape(&lineage_text(e, "os_info"))),
+                        format!("<code>{}</code>", escape(&json_text(e, "os_info"))),
                     ]
                 })
                 .collect()
@@ -593,13 +594,13 @@ pub async fn cluster(c: &Console) -> Result<String> {
             a.iter()
                 .take(50)
                 .map(|j| {
-                    let status = lineage_text(j, "job_status");
+                    let status = json_text(j, "job_status");
                     vec![
-                        escape(&lineage_text(j, "job_id")),
-                        escape(&lineage_text(j, "job_name")),
+                        escape(&json_text(j, "job_id")),
+                        escape(&json_text(j, "job_name")),
                         badge(&status, &status.to_ascii_lowercase()),
-                        format!("#{}/{}", lineage_text(j, "completed_stages"), lineage_text(j, "num_stages")),
-                        format!("#{}", lineage_text(j, "percent_complete")),
+                        format!("#{}/{}", json_text(j, "completed_stages"), json_text(j, "num_stages")),
+                        format!("#{}", json_text(j, "percent_complete")),
                     ]
                 })
                 .collect()

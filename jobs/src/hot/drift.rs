@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::models::resolve::ModelUse;
 use crate::models::{ModelRef, Registry};
 use crate::monitor::compare::{ColumnDrift, Thresholds, compare_profiles};
-use crate::monitor::profile::{Column, Kind, reference_profile, training_split};
+use crate::monitor::profile::{Column, Kind, reference_profile, reference_rows, training_split};
 use crate::sql::ident;
 
 /// The `[monitor]` table of a stream job.
@@ -83,13 +83,10 @@ impl WindowDrift {
         };
         let resolved = lake.resolve(&AssetRef::parse(&asset)?).await?;
         let pinned = format!("{}@{}", resolved.name, resolved.version);
-        let inputs: Vec<String> = version.info.inputs.iter().map(|i| ident(&i.name)).collect();
-        let mut conditions: Vec<String> =
-            inputs.iter().map(|c| format!("{c} IS NOT NULL AND NOT isnan(CAST({c} AS DOUBLE))")).collect();
-        if let Some(split) = &split {
-            conditions.push(format!("split = '{split}'"));
-        }
-        let from = format!("(SELECT * FROM {} WHERE {}) AS reference", ident(&pinned), conditions.join(" AND "));
+        let input_names: Vec<String> = version.info.inputs.iter().map(|i| i.name.clone()).collect();
+        let inputs: Vec<String> = input_names.iter().map(|i| ident(i)).collect();
+        let bad = crate::score::bad_condition(&resolved, &input_names)?;
+        let from = reference_rows(&pinned, split.as_deref(), &bad);
         let mut columns: Vec<Column> = features.iter().map(|f| Column::named(f)).collect();
         let score = match &monitor.score {
             Some(score) => score.clone(),

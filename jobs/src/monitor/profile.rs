@@ -60,24 +60,30 @@ fn first_row(batches: &[arrow::record_batch::RecordBatch]) -> Option<&arrow::rec
     batches.iter().find(|b| b.num_rows() > 0)
 }
 
-fn float(b: &arrow::record_batch::RecordBatch, i: usize) -> Option<f64> {
-    let a = arrow::compute::cast(b.column(i), &DataType::Float64).ok()?;
+/// Row `row` of `column` as a number (None when NULL or not a number).
+pub(crate) fn number_at(column: &dyn Array, row: usize) -> Option<f64> {
+    let a = arrow::compute::cast(column, &DataType::Float64).ok()?;
     let a = a.as_primitive::<Float64Type>();
-    (!a.is_null(0)).then(|| a.value(0))
+    (row < a.len() && !a.is_null(row)).then(|| a.value(row))
 }
 
-/// The bins of each column, decided from the reference `from` (a FROM clause).
+fn float(b: &arrow::record_batch::RecordBatch, i: usize) -> Option<f64> {
+    number_at(b.column(i).as_ref(), 0)
+}
+
+/// The bins of each column, decided from the reference `from` (a FROM clause) with one query:
+/// the range of every numeric column, and the distinct values of integers left to decide.
 pub async fn reference_bins(ctx: &SessionContext, from: &str, columns: &[Column]) -> Result<Vec<ColumnSpec>> {
     let select: Vec<String> = columns.iter().map(|c| format!("{} AS {}", c.sql, crate::sql::ident(&c.name))).collect();
     let schema = ctx.sql(&format!("SELECT {} FROM {from} LIMIT 0", select.join(", "))).await?.schema().as_arrow().clone();
-    let mut specs = Vec::new();
+    // Per column: None (categories), or the index of its MIN, MAX and distinct count in the query.
+    let mut aggregates: Vec<String> = Vec::new();
+    let mut at: Vec<Option<usize>> = Vec::new();
     for (column, field) in columns.iter().zip(schema.fields()) {
         let t = field.data_type();
-        let x = format!("({})", column.sql);
         let text = matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Boolean);
-        let categorical = column.kind == Kind::Categorical || (column.kind == Kind::Auto && text);
-        if categorical {
-            specs.push(ColumnSpec { name: column.name.clone(), binning: Binning::Categorical });
+        if column.kind == Kind::Categorical || (column.kind == Kind::Auto && text) {
+            at.push(None);
             continue;
         }
         if !t.is_numeric() {
@@ -86,19 +92,43 @@ pub async fn reference_bins(ctx: &SessionContext, from: &str, columns: &[Column]
                 column.name
             )));
         }
+        let x = format!("({})", column.sql);
         let d = format!("CASE WHEN isnan(CAST({x} AS DOUBLE)) THEN NULL ELSE CAST({x} AS DOUBLE) END");
         let distinct = if t.is_integer() && column.kind == Kind::Auto { format!("COUNT(DISTINCT {x})") } else { "NULL".into() };
-        let batches = collect(ctx, &format!("SELECT MIN({d}), MAX({d}), {distinct} FROM {from}")).await?;
-        let b = first_row(&batches).ok_or_else(|| Error::Invalid(format!("{from}: no rows")))?;
-        let (lo, hi) = match (float(b, 0), float(b, 1)) {
-            (Some(lo), Some(hi)) => (lo, hi),
-            _ => return Err(Error::Invalid(format!("column '{}' has no values in the reference {from}", column.name))),
+        let i = aggregates.len();
+        at.push(Some(i));
+        aggregates.extend([format!("MIN({d}) AS a{i}"), format!("MAX({d}) AS a{}", i + 1), format!("{distinct} AS a{}", i + 2)]);
+    }
+    let ranges = match aggregates.is_empty() {
+        true => Vec::new(),
+        false => collect(ctx, &format!("SELECT {} FROM {from}", aggregates.join(", "))).await?,
+    };
+    let mut specs = Vec::new();
+    for (column, at) in columns.iter().zip(at) {
+        let binning = match at {
+            None => Binning::Categorical,
+            Some(i) => {
+                let b = first_row(&ranges).ok_or_else(|| Error::Invalid(format!("{from}: no rows")))?;
+                let (Some(lo), Some(hi)) = (float(b, i), float(b, i + 1)) else {
+                    return Err(Error::Invalid(format!("column '{}' has no values in the reference {from}", column.name)));
+                };
+                if float(b, i + 2).is_some_and(|n| n <= FEW_VALUES as f64) {
+                    Binning::Categorical
+                } else {
+                    Binning::Numeric { lo, hi, bins: FINE_BINS }
+                }
+            }
         };
-        let few = float(b, 2).is_some_and(|n| n <= FEW_VALUES as f64);
-        let binning = if few { Binning::Categorical } else { Binning::Numeric { lo, hi, bins: FINE_BINS } };
         specs.push(ColumnSpec { name: column.name.clone(), binning });
     }
     Ok(specs)
+}
+
+/// The FROM clause of a reference: the rows of `pinned` (`name@version`), of `split` when given,
+/// that `bad` (a condition on their features) does not reject.
+pub(crate) fn reference_rows(pinned: &str, split: Option<&str>, bad: &str) -> String {
+    let split = split.map_or(String::new(), |s| format!("split = '{}' AND ", s.replace('\'', "''")));
+    format!("(SELECT * FROM {} WHERE {split}NOT {bad}) AS reference", crate::sql::ident(pinned))
 }
 
 /// The profile of `columns` of `from` (a FROM clause) with `specs`' bins, reduced on the cluster.

@@ -5,8 +5,8 @@
 
 use std::collections::BTreeMap;
 
-use arrow::array::{Array, AsArray};
-use arrow::datatypes::{DataType, Float64Type};
+use arrow::array::AsArray;
+use arrow::datatypes::DataType;
 use datafusion::prelude::SessionContext;
 use serde::{Deserialize, Serialize};
 use sluice_connectors::delta::{AssetRef, Lake};
@@ -119,9 +119,7 @@ async fn resolve(lake: &Lake, text: &str) -> Result<Option<sluice_connectors::de
 
 fn f64_at(batch: &arrow::record_batch::RecordBatch, name: &str, row: usize) -> Result<Option<f64>> {
     let column = batch.column_by_name(name).ok_or_else(|| Error::Invalid(format!("quality query: no column {name}")))?;
-    let values = arrow::compute::cast(column, &DataType::Float64)?;
-    let values = values.as_primitive::<Float64Type>();
-    Ok((!values.is_null(row)).then(|| values.value(row)))
+    Ok(super::profile::number_at(column.as_ref(), row))
 }
 
 /// Joins, measures and compares, as `spec` says.
