@@ -1088,7 +1088,7 @@ async fn run(cli: Cli) -> Result<()> {
                 _ => None,
             };
             let console = match (&http, &shared) {
-                (Some(address), Some(((rules, users), (ctx, _)))) => {
+                (Some(address), Some(((rules, users), (ctx, embedded)))) => {
                     let listener = tokio::net::TcpListener::bind(address.as_str())
                         .await
                         .with_context(|| format!("binding the console to {address}"))?;
@@ -1100,6 +1100,8 @@ async fn run(cli: Cli) -> Result<()> {
                         runs: std::sync::Arc::new(sluice_jobs::runs::Catalog::open(&sluice_jobs::runs::default_location(lake.root())).await?),
                         access: rules.clone(),
                         scheduler: scheduler_url,
+                        executors: embedded.as_ref().map(|e| e.executors().to_vec()).unwrap_or_default(),
+                        lineage: Default::default(),
                     };
                     Some((listener, std::sync::Arc::new(console)))
                 }
@@ -1253,7 +1255,7 @@ async fn score(spec: sluice_jobs::score::ScoreSpec, cluster: &ClusterArgs, run_i
         bar.set_length(total as u64);
         bar.set_position(done as u64);
     });
-    let r = recorded(&lake, "score", name, run_id, work, |r| {
+    let r = recorded_with(&lake, "score", name, run_id, Some(bar.clone()), work, |r| {
         let p = r.predictions.as_ref();
         let drift = r.drift.as_ref().ok().map(|d| sluice_jobs::monitor::compare::drifted_columns(&d.columns));
         (p.map(|p| p.rows), p.map(|p| format!("{}@{}", p.asset, p.version)), drift)
@@ -1383,6 +1385,23 @@ async fn recorded<T, E>(
 where
     E: std::fmt::Display,
 {
+    recorded_with(lake, kind, name, id, None, work, summary).await
+}
+
+/// [`recorded`], with the position of `bar` written to the run's record every second while it
+/// runs (the console's progress of a running run).
+async fn recorded_with<T, E>(
+    lake: &Lake,
+    kind: &str,
+    name: &str,
+    id: Option<String>,
+    bar: Option<sluice_jobs::progress::ProgressBar>,
+    work: impl std::future::Future<Output = std::result::Result<T, E>>,
+    summary: impl Fn(&T) -> (Option<u64>, Option<String>, Option<String>),
+) -> std::result::Result<T, E>
+where
+    E: std::fmt::Display,
+{
     use sluice_jobs::runs::{Catalog, Status, default_location};
     let catalog = match Catalog::open(&default_location(lake.root())).await {
         Ok(catalog) => Some(catalog),
@@ -1398,7 +1417,25 @@ where
             Err(e) => eprintln!("warning: {e}; this run is not recorded"),
         }
     }
-    let result = work.await;
+    let result = match (&catalog, &run, bar) {
+        (Some(catalog), Some(id), Some(bar)) => {
+            let mut work = std::pin::pin!(work);
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            let mut said = String::new();
+            loop {
+                tokio::select! {
+                    result = &mut work => break result,
+                    _ = tick.tick() => {
+                        let now = sluice_jobs::progress::describe(&bar);
+                        if now != said && catalog.set_progress(id, &now).await.is_ok() {
+                            said = now;
+                        }
+                    }
+                }
+            }
+        }
+        _ => work.await,
+    };
     if let (Some(catalog), Some(id)) = (&catalog, &run) {
         let ended = match &result {
             Ok(t) => {

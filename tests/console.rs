@@ -91,6 +91,14 @@ fn the_console_shows_runs_assets_models_drift_and_the_cluster() {
     let dir = tempfile::tempdir().unwrap();
     let lake = dir.path().join("lake");
     churn_lake(&lake, &dir.path().join("churn.pt"));
+    // Each written version was profiled when it was written (not on the first view).
+    let kept: Vec<_> = std::fs::read_dir(lake.join("accounts/_profiles")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(kept.len(), 1, "one profile kept with accounts@0: {kept:?}");
+    let profile: serde_json::Value = serde_json::from_slice(&std::fs::read(&kept[0]).unwrap()).unwrap();
+    assert_eq!(profile["rows"], 12_000, "{profile}");
+    let tenure = profile["columns"].as_array().unwrap().iter().find(|c| c["name"] == "tenure").unwrap();
+    let binned: u64 = tenure["bins"].as_array().unwrap().iter().map(|n| n.as_u64().unwrap()).sum();
+    assert_eq!(binned + tenure["nulls"].as_u64().unwrap(), 12_000, "every tenure binned or NULL");
     run_at(&lake, &["score", "today", "--model", "churn@1", "--key", "account_id"]);
     run_at(&lake, &["score", "older", "--model", "churn@1", "--key", "account_id"]);
     // A big input and a heavy model for a run that is still going when the console is used.
@@ -150,6 +158,13 @@ fn the_console_shows_runs_assets_models_drift_and_the_cluster() {
     assert!(runs.contains("today_predictions@0") && runs.contains("no drift"), "{runs}");
     assert!(runs.contains(&running) && runs.contains(">running<"), "{runs}");
     assert!(!runs.contains("/cancel"), "a reader sees no cancel button:\n{runs}");
+    // The running run says how far it is; the cluster page shows the executor's device.
+    wait_for("the run's progress", Duration::from_secs(30), || {
+        let runs = reader.dom("/runs");
+        runs.contains("<progress") && runs.contains(r#"<span class="muted progress">scoring "#)
+    });
+    let cluster = reader.dom("/cluster");
+    assert!(cluster.contains("<td>cpu</td>") && cluster.contains("Running tasks"), "{cluster}");
     assert!(operator.dom("/runs").contains(&format!("/runs/{running}/cancel")));
 
     // A reader cannot cancel; an operator can, and the run ends cancelled.

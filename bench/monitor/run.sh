@@ -26,10 +26,10 @@ if [ ! -f "$lake/.ready" ]; then
   rm -rf "$lake"
   # Written a million rows at a time (one SQL array of ten million is too big a message).
   for start in $(seq 0 1000000 $((rows - 1))); do
-    SLUICE_LOG=warn "$sluice" asset write input --assets "$lake" \
+    SLUICE_PROFILE_ON_WRITE=0 SLUICE_LOG=warn "$sluice" asset write input --assets "$lake" \
       --sql "SELECT ${columns}value AS id FROM (SELECT unnest(range($start, $((start + 1000000)))) AS value)" >/dev/null
   done
-  SLUICE_LOG=warn "$sluice" asset write reference --assets "$lake" \
+  SLUICE_PROFILE_ON_WRITE=0 SLUICE_LOG=warn "$sluice" asset write reference --assets "$lake" \
     --sql "SELECT ${columns}value AS id FROM (SELECT unnest(range(0, 1000000)) AS value)" >/dev/null
   touch "$lake/.ready"
 fi

@@ -10,6 +10,17 @@ use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
+/// Runs librdkafka's mock cluster (one broker) until the process is killed; prints its
+/// bootstrap servers first.
+pub async fn mock_broker() -> Result<()> {
+    let cluster = rdkafka::mocking::MockCluster::new(1).context("starting librdkafka's mock cluster")?;
+    println!("{}", cluster.bootstrap_servers());
+    std::io::Write::flush(&mut std::io::stdout())?;
+    tokio::signal::ctrl_c().await?;
+    drop(cluster);
+    Ok(())
+}
+
 /// Creates `topic` with `partitions` partitions, unless it exists.
 pub async fn create_topic(brokers: &str, topic: &str, partitions: i32) -> Result<()> {
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};

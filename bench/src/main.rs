@@ -97,6 +97,9 @@ enum Bench {
         #[arg(long, default_value_t = 5000)]
         max_rows: usize,
     },
+    /// librdkafka's own Kafka-protocol broker (its mock cluster), on a loopback port, until
+    /// killed: prints its bootstrap servers. A second broker for the hot path's latency bench.
+    KafkaMock,
 }
 
 #[tokio::main(flavor = "multi_thread")]
@@ -114,6 +117,7 @@ async fn main() -> Result<()> {
         Bench::KafkaPassthrough { brokers, from, to, group, idle_s, max_rows } => {
             kafka::passthrough(&brokers, &from, &to, &group, std::time::Duration::from_secs_f64(idle_s), max_rows).await
         }
+        Bench::KafkaMock => kafka::mock_broker().await,
     }
 }
 

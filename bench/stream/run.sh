@@ -6,6 +6,8 @@
 #  2. end-to-end latency p50/p99 (event timestamp -> result acknowledged) with events offered at
 #     1k and 10k events/s for SECONDS each.
 #   bash bench/stream/run.sh [EVENTS] [SECONDS]      (defaults 300000, 20)
+# SLUICE_BENCH_BROKER=mock runs it on librdkafka's own mock broker (`sluice-bench kafka-mock`)
+# instead of the development broker, to see the hot path's latency apart from the broker's.
 # Needs a release build (cargo build --release -p sluice -p sluice-bench); starts the development
 # broker (scripts/kafka.sh) and makes the model with the batch-scoring bench's venv.
 set -euo pipefail
@@ -16,10 +18,20 @@ seconds="${2:-20}"
 target="${CARGO_TARGET_DIR:-$(sed -n 's/^target-dir *= *"\(.*\)"/\1/p' "$root/.cargo/config.toml" 2>/dev/null || echo "$root/target")}"
 sluice="${SLUICE_BIN:-$target/release/sluice}"
 bench="${SLUICE_BENCH_BIN:-$target/release/sluice-bench}"
-bash "$root/scripts/kafka.sh"
 bash "$root/bench/score/setup.sh"
 work="$cache/bench-stream"
 rm -rf "$work" && mkdir -p "$work"
+if [ "${SLUICE_BENCH_BROKER:-}" = mock ]; then
+  "$bench" kafka-mock > "$work/mock.addr" &
+  mock=$!
+  trap 'kill $mock 2>/dev/null' EXIT
+  for _ in $(seq 50); do [ -s "$work/mock.addr" ] && break; sleep 0.1; done
+  brokers="$(head -1 "$work/mock.addr")"
+else
+  bash "$root/scripts/kafka.sh"
+  brokers="127.0.0.1:9092"
+fi
+echo "broker: ${SLUICE_BENCH_BROKER:-development} at $brokers" >&2
 "$cache/bench-venv/bin/python" "$root/bench/score/data.py" "$cache/bench-score/tiny-16" 16 1 >&2
 export SLUICE_ASSETS="$work/lake" SLUICE_LOG=warn
 features=$(seq -s, -f 'f%g' 0 31)
@@ -31,6 +43,8 @@ job() { # NAME TOPIC IDLE_S
   cat > "$work/$1.toml" <<TOML
 [job]
 name = "$1-$run"
+[kafka]
+brokers = "$brokers"
 [input]
 topics = ["$2"]
 schema = "$schema"
@@ -49,8 +63,8 @@ TOML
 echo "| measure | Sluice stream (MLP) | passthrough floor | Sluice / floor |"
 echo "|---|---|---|---|"
 # 1. Throughput from a backlog.
-"$bench" kafka-produce --topic "backlog-$run" --count "$events" >&2
-floor=$("$bench" kafka-passthrough --from "backlog-$run" --to "backlog-$run-copy" --group "floor-$run" --idle-s 12)
+"$bench" kafka-produce --brokers "$brokers" --topic "backlog-$run" --count "$events" >&2
+floor=$("$bench" kafka-passthrough --brokers "$brokers" --from "backlog-$run" --to "backlog-$run-copy" --group "floor-$run" --idle-s 12)
 echo "$floor" >&2
 ours=$("$sluice" stream "$(job backlog "backlog-$run" 12)" 2>/dev/null | grep '^stopped')
 echo "$ours" >&2
@@ -63,15 +77,15 @@ for rate in 1000 10000; do
   count=$((rate * seconds))
   for who in ours floor; do
     topic="rate-$rate-$who-$run"
-    "$bench" kafka-produce --topic "$topic" --count 0 # created before the consumer subscribes
+    "$bench" kafka-produce --brokers "$brokers" --topic "$topic" --count 0 # created before the consumer subscribes
     if [ "$who" = ours ]; then
       "$sluice" stream "$(job "rate$rate" "$topic" 12)" 2>/dev/null > "$work/$who-$rate.out" &
     else
-      "$bench" kafka-passthrough --from "$topic" --to "$topic-copy" --group "floor-$topic" --idle-s 12 > "$work/$who-$rate.out" &
+      "$bench" kafka-passthrough --brokers "$brokers" --from "$topic" --to "$topic-copy" --group "floor-$topic" --idle-s 12 > "$work/$who-$rate.out" &
     fi
     consumer=$!
     sleep 8 # the group join (about 5 s on the development broker)
-    "$bench" kafka-produce --topic "$topic" --count "$count" --rate "$rate" >&2
+    "$bench" kafka-produce --brokers "$brokers" --topic "$topic" --count "$count" --rate "$rate" >&2
     wait "$consumer"
     cat "$work/$who-$rate.out" >&2
   done

@@ -256,8 +256,11 @@ pub async fn run_executor(options: ExecutorOptions) -> Result<()> {
 fn prometheus_text(id: &str, stats: &PredictStats) -> String {
     use std::sync::atomic::Ordering::Relaxed;
     use crate::metrics::Metric;
+    let device = sluice_udfs::device::default_device().map_or_else(|e| format!("unusable: {e}"), sluice_udfs::device::device_name);
     let metrics = [
         Metric::gauge("sluice_executor_up", "1 while the executor process runs.", 1.0),
+        Metric::gauge("sluice_executor_device", "1 for the device this executor's models run on.", 1.0)
+            .with_label("device", &device),
         Metric::counter("sluice_predict_rows_total", "Rows scored by predict.", stats.rows.load(Relaxed) as f64),
         Metric::counter("sluice_predict_batches_total", "Forward calls of predict.", stats.batches.load(Relaxed) as f64),
         Metric::counter(

@@ -20,7 +20,7 @@ use datafusion_proto::logical_plan::LogicalExtensionCodec;
 use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConverterExtension};
 
 use crate::assets::table::{AssetScan, AssetTable};
-use crate::profile::{PROFILE_SCAN, ProfileExec};
+use crate::profile::{PROFILE_SCAN, ProfileExec, SKETCH, sketch_udaf};
 use crate::sources::files::{Quarantine, SourceFiles, as_source_scan};
 use sluice_connectors::quarantine::QuarantineTarget;
 use crate::sources::{SourcePlan, SourceTable};
@@ -127,6 +127,9 @@ impl LogicalExtensionCodec for AssetCodec {
     }
 
     fn try_decode_udaf(&self, name: &str, buf: &[u8]) -> Result<Arc<AggregateUDF>> {
+        if name == SKETCH {
+            return Ok(sketch_udaf());
+        }
         self.inner.try_decode_udaf(name, buf)
     }
 
@@ -241,6 +244,9 @@ impl PhysicalExtensionCodec for ScanCodec {
     }
 
     fn try_decode_udaf(&self, name: &str, buf: &[u8]) -> Result<Arc<AggregateUDF>> {
+        if name == SKETCH {
+            return Ok(sketch_udaf());
+        }
         self.inner.try_decode_udaf(name, buf)
     }
 

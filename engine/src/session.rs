@@ -41,6 +41,7 @@ pub fn scheduler_session_state(
     for udf in &functions.scalar {
         datafusion::execution::FunctionRegistry::register_udf(&mut state, udf.clone())?;
     }
+    datafusion::execution::FunctionRegistry::register_udaf(&mut state, crate::profile::sketch_udaf())?;
     Ok(state)
 }
 
@@ -72,6 +73,7 @@ pub async fn connect(cluster: &str, functions: &Functions, datastores: &[Datasto
     for udf in &functions.scalar {
         ctx.register_udf(udf.as_ref().clone());
     }
+    ctx.register_udaf(crate::profile::sketch_udaf().as_ref().clone());
     Ok(ctx)
 }
 

@@ -31,7 +31,9 @@ pub async fn write(
     }
     .await;
     spin.finish_and_clear();
-    Ok((result?, models))
+    let written = result?;
+    crate::monitor::profile::profile_written(ctx, lake, &written).await;
+    Ok((written, models))
 }
 
 /// Copies the Parquet files of local directory `dir` into a run folder of asset `name` and

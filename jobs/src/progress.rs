@@ -5,7 +5,8 @@
 
 use std::time::{Duration, Instant};
 
-use indicatif::{ProgressBar, ProgressStyle};
+pub use indicatif::ProgressBar;
+use indicatif::ProgressStyle;
 
 /// A bar counting `len` units of `unit` (rows, epochs), with rate and ETA.
 pub fn bar(len: u64, message: &str, unit: &str) -> ProgressBar {
@@ -17,6 +18,20 @@ pub fn bar(len: u64, message: &str, unit: &str) -> ProgressBar {
     }
     bar.set_message(message.to_string());
     bar
+}
+
+/// Where `bar` stands, for the run catalog: `scoring 3/8, ETA 12 s` (the ETA once a unit is done).
+pub fn describe(bar: &ProgressBar) -> String {
+    let (done, total) = (bar.position(), bar.length().unwrap_or(0));
+    let eta = if done > 0 && done < total { format!(", ETA {:.0} s", bar.eta().as_secs_f64()) } else { String::new() };
+    format!("{} {done}/{total}{eta}", bar.message())
+}
+
+/// The units done and in all of a [`describe`]d position (`3/8`), to draw it.
+pub fn parse_described(text: &str) -> Option<(u64, u64)> {
+    let fraction = text.split_whitespace().find(|w| w.contains('/'))?.trim_end_matches(',');
+    let (done, total) = fraction.split_once('/')?;
+    Some((done.parse().ok()?, total.parse().ok()?))
 }
 
 /// A spinner for a stage whose size is not known in advance, with elapsed time.

@@ -83,6 +83,8 @@ pub struct Run {
     pub cancel_requested: bool,
     /// Drift a scoring run measured: `none`, or the drifted columns (NULL: not measured).
     pub drift: Option<String>,
+    /// How far a running run is, as it last said (`3/8 chunks, ETA 12 s`).
+    pub progress: Option<String>,
 }
 
 impl Run {
@@ -106,7 +108,7 @@ pub enum Catalog {
     Postgres(tokio_postgres::Client),
 }
 
-const COLUMNS: &str = "id, kind, name, status, started, finished, rows, output, error, pid, host, cancel_requested, drift";
+const COLUMNS: &str = "id, kind, name, status, started, finished, rows, output, error, pid, host, cancel_requested, drift, progress";
 
 fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
@@ -145,8 +147,10 @@ impl Catalog {
                 .batch_execute(
                     "CREATE TABLE IF NOT EXISTS sluice_runs (id TEXT PRIMARY KEY, kind TEXT NOT NULL, name TEXT NOT NULL, \
                      status TEXT NOT NULL, started TEXT NOT NULL, finished TEXT, rows BIGINT, output TEXT, error TEXT, \
-                     pid BIGINT NOT NULL, host TEXT NOT NULL, cancel_requested BOOLEAN NOT NULL DEFAULT FALSE, drift TEXT); \
-                     ALTER TABLE sluice_runs ADD COLUMN IF NOT EXISTS drift TEXT",
+                     pid BIGINT NOT NULL, host TEXT NOT NULL, cancel_requested BOOLEAN NOT NULL DEFAULT FALSE, drift TEXT, \
+                     progress TEXT); \
+                     ALTER TABLE sluice_runs ADD COLUMN IF NOT EXISTS drift TEXT; \
+                     ALTER TABLE sluice_runs ADD COLUMN IF NOT EXISTS progress TEXT",
                 )
                 .await
                 .map_err(pg_error)?;
@@ -161,13 +165,15 @@ impl Catalog {
         conn.execute_batch(
             "PRAGMA journal_mode = WAL; CREATE TABLE IF NOT EXISTS sluice_runs (id TEXT PRIMARY KEY, kind TEXT NOT NULL, \
              name TEXT NOT NULL, status TEXT NOT NULL, started TEXT NOT NULL, finished TEXT, rows INTEGER, output TEXT, \
-             error TEXT, pid INTEGER NOT NULL, host TEXT NOT NULL, cancel_requested INTEGER NOT NULL DEFAULT 0, drift TEXT)",
+             error TEXT, pid INTEGER NOT NULL, host TEXT NOT NULL, cancel_requested INTEGER NOT NULL DEFAULT 0, drift TEXT, \
+             progress TEXT)",
         )
         .map_err(sqlite_error)?;
-        // Catalogs made before drift was recorded get the column.
-        let has_drift = conn.prepare("SELECT drift FROM sluice_runs LIMIT 0").is_ok();
-        if !has_drift {
-            conn.execute_batch("ALTER TABLE sluice_runs ADD COLUMN drift TEXT").map_err(sqlite_error)?;
+        // Catalogs made before drift and progress were recorded get the columns.
+        for column in ["drift", "progress"] {
+            if conn.prepare(&format!("SELECT {column} FROM sluice_runs LIMIT 0")).is_err() {
+                conn.execute_batch(&format!("ALTER TABLE sluice_runs ADD COLUMN {column} TEXT")).map_err(sqlite_error)?;
+            }
         }
         Ok(Self::Sqlite(std::sync::Mutex::new(conn), path))
     }
@@ -237,6 +243,13 @@ impl Catalog {
         Ok(())
     }
 
+    /// Records how far run `id` is (`3/8 chunks, ETA 12 s`), for the console.
+    pub async fn set_progress(&self, id: &str, progress: &str) -> Result<()> {
+        self.exec("UPDATE sluice_runs SET progress = # WHERE id = #", &[Param::Text(progress.into()), Param::Text(id.into())])
+            .await?;
+        Ok(())
+    }
+
     /// Asks run `id` to stop: it is marked, and its process (on this machine) is sent SIGTERM.
     pub async fn cancel(&self, id: &str) -> Result<Run> {
         let run = self.get(id).await?;
@@ -290,6 +303,7 @@ impl Catalog {
                             host: r.get(10)?,
                             cancel_requested: r.get::<_, i64>(11)? != 0,
                             drift: r.get(12)?,
+                            progress: r.get(13)?,
                         })
                     })
                     .map_err(sqlite_error)?;
@@ -313,6 +327,7 @@ impl Catalog {
                         host: r.get(10),
                         cancel_requested: r.get(11),
                         drift: r.get(12),
+                        progress: r.get(13),
                     })
                     .collect()
             }

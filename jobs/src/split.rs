@@ -287,7 +287,9 @@ pub async fn run(ctx: &SessionContext, lake: &Lake, spec: &SplitSpec) -> Result<
         let spin = crate::progress::spinner(&format!("writing {name}"));
         let staged = stage_asset(lake, &name, ctx.sql(&sql).await?, &options(partition_by)).await;
         spin.finish_and_clear();
-        report.outputs.push(staged?.commit(lake).await?);
+        let written = staged?.commit(lake).await?;
+        crate::monitor::profile::profile_written(ctx, lake, &written).await;
+        report.outputs.push(written);
     }
     Ok(report)
 }

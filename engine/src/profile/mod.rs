@@ -5,8 +5,11 @@
 //! and merged on the client; two profiles with the same bins are enough for every drift metric.
 
 mod exec;
+mod kernel;
+mod sketch;
 
 pub use exec::{PROFILE_SCAN, ProfileExec, ProfilingPlanner, Side, profile_outputs, profiling_planner};
+pub use sketch::{SKETCH, read_sketch, sketch_sql, sketch_udaf};
 
 use std::collections::BTreeMap;
 
@@ -79,60 +82,6 @@ pub struct ProfileSpec {
     pub outputs: Vec<ColumnSpec>,
     /// URL of the folder the partial profiles are written to (`input-*.json`, `output-*.json`).
     pub target: String,
-}
-
-/// One batch's sums while it is added, one pass over the values.
-struct Batch {
-    lo: f64,
-    hi: f64,
-    per_bin: f64,
-    last: usize,
-    n: u64,
-    nan: u64,
-    s1: f64,
-    s2: f64,
-    min: f64,
-    max: f64,
-    below: (u64, f64),
-    above: (u64, f64),
-}
-
-impl Batch {
-    fn new(lo: f64, hi: f64, bins: usize) -> Self {
-        // `(x - lo) * per_bin`, the same arithmetic as the SQL profile of a reference.
-        let per_bin = bin_scale(lo, hi, bins);
-        let (min, max) = (f64::INFINITY, f64::NEG_INFINITY);
-        Self { lo, hi, per_bin, last: bins - 1, n: 0, nan: 0, s1: 0.0, s2: 0.0, min, max, below: (0, 0.0), above: (0, 0.0) }
-    }
-
-    #[inline]
-    fn add(&mut self, bins: &mut [u64], x: f64) {
-        if x.is_nan() {
-            self.nan += 1;
-            return;
-        }
-        self.n += 1;
-        let d = x - self.lo;
-        self.s1 += d;
-        self.s2 += d * d;
-        if x < self.min {
-            self.min = x;
-        }
-        if x > self.max {
-            self.max = x;
-        }
-        if x < self.lo {
-            self.below.0 += 1;
-            self.below.1 += x;
-        } else if x > self.hi {
-            self.above.0 += 1;
-            self.above.1 += x;
-        } else {
-            // `hi` itself falls in the last bin.
-            let k = ((d * self.per_bin) as usize).min(self.last);
-            bins[k] += 1;
-        }
-    }
 }
 
 /// The sketch of one column.
@@ -235,37 +184,30 @@ impl ColumnProfile {
 
     /// Adds `values` (those valid in `nulls`): bins, values outside, min/max and moments.
     fn add_values<T: Copy + Into<f64>>(&mut self, values: &[T], nulls: Option<&NullBuffer>, lo: f64, hi: f64, bins: usize) {
-        let mut batch = Batch::new(lo, hi, bins.max(1));
-        match nulls.filter(|n| n.null_count() > 0) {
-            None => {
-                for v in values {
-                    batch.add(&mut self.bins, (*v).into());
-                }
-            }
+        let kernel = kernel::Bins::new(lo, hi, bin_scale(lo, hi, bins), bins);
+        let sums = match nulls.filter(|n| n.null_count() > 0) {
+            None => kernel.add(values, &mut self.bins),
             Some(nulls) => {
-                for (i, v) in values.iter().enumerate() {
-                    if nulls.is_valid(i) {
-                        batch.add(&mut self.bins, (*v).into());
-                    } else {
-                        batch.nan += 1;
-                    }
-                }
+                // NULLs become NaN, which the kernel counts apart.
+                let values: Vec<f64> =
+                    values.iter().enumerate().map(|(i, v)| if nulls.is_valid(i) { (*v).into() } else { f64::NAN }).collect();
+                kernel.add(&values, &mut self.bins)
             }
-        }
-        self.nulls += batch.nan;
-        self.below = (self.below.0 + batch.below.0, self.below.1 + batch.below.1);
-        self.above = (self.above.0 + batch.above.0, self.above.1 + batch.above.1);
-        if batch.n == 0 {
+        };
+        self.nulls += sums.nan;
+        self.below = (self.below.0 + sums.below.0, self.below.1 + sums.below.1);
+        self.above = (self.above.0 + sums.above.0, self.above.1 + sums.above.1);
+        if sums.n == 0 {
             return;
         }
         // Sums around `lo` (near the data, so little is lost to cancellation), merged with what
         // came before (Chan et al.).
-        let n = batch.n as f64;
-        let mean = lo + batch.s1 / n;
-        let m2 = (batch.s2 - batch.s1 * batch.s1 / n).max(0.0);
-        self.merge_moments(batch.n, mean, m2);
-        self.min = Some(self.min.map_or(batch.min, |m| m.min(batch.min)));
-        self.max = Some(self.max.map_or(batch.max, |m| m.max(batch.max)));
+        let n = sums.n as f64;
+        let mean = lo + sums.s1 / n;
+        let m2 = (sums.s2 - sums.s1 * sums.s1 / n).max(0.0);
+        self.merge_moments(sums.n, mean, m2);
+        self.min = Some(self.min.map_or(sums.min, |m| m.min(sums.min)));
+        self.max = Some(self.max.map_or(sums.max, |m| m.max(sums.max)));
     }
 
     fn merge_moments(&mut self, n: u64, mean: f64, m2: f64) {

@@ -42,6 +42,10 @@ pub struct Console {
     pub access: Access,
     /// The scheduler's address (`df://host:port`), for the cluster page.
     pub scheduler: Option<String>,
+    /// Executors running in this process (an embedded cluster): their devices and counters.
+    pub executors: Vec<sluice_engine::cluster::EmbeddedExecutor>,
+    /// Each asset's latest version and its lineage, for the lineage graphs.
+    pub lineage: std::sync::Mutex<std::collections::HashMap<String, (u64, serde_json::Value)>>,
 }
 
 /// The console's routes.

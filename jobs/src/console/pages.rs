@@ -6,20 +6,19 @@ use std::fmt::Write;
 use arrow::array::Array;
 use arrow::record_batch::RecordBatch;
 use sluice_connectors::delta::AssetRef;
-use sluice_engine::profile::{Binning, ColumnProfile, Profile};
+use sluice_engine::profile::{Binning, ColumnProfile};
 
 use super::html::{badge, bytes, escape, segment, table, time_ms};
 use super::svg::{self, Node};
 use super::Console;
 use crate::error::{Error, Result};
 use crate::models::Registry;
-use crate::monitor::profile::{self as profiles, Column};
+use crate::monitor::profile as profiles;
 use crate::runs::Status;
 use crate::server::{Permission, Principal};
 use crate::sql::ident;
 
 /// Columns of an asset profiled on its page.
-const PROFILED_COLUMNS: usize = 12;
 
 fn link(href: &str, text: &str) -> String {
     format!(r#"<a href="{}">{}</a>"#, escape(href), escape(text))
@@ -27,6 +26,18 @@ fn link(href: &str, text: &str) -> String {
 
 fn status_badge(status: Status) -> String {
     badge(&status.to_string(), &status.to_string())
+}
+
+/// A running run's status with how far it is (its last word on progress).
+fn status_cell(r: &crate::runs::Run) -> String {
+    let mut cell = status_badge(r.status);
+    if let (Status::Running, Some(progress)) = (r.status, &r.progress) {
+        if let Some((done, total)) = crate::progress::parse_described(progress) {
+            let _ = write!(cell, r#"<br><progress value="{done}" max="{}"></progress>"#, total.max(1));
+        }
+        let _ = write!(cell, r#" <span class="muted progress">{}</span>"#, escape(progress));
+    }
+    cell
 }
 
 fn drift_badge(drift: Option<&str>) -> String {
@@ -73,7 +84,7 @@ pub async fn runs(c: &Console, p: &Principal) -> Result<String> {
                 link(&format!("/runs/{}", segment(&r.id)), &r.id),
                 escape(&r.kind),
                 escape(&r.name),
-                status_badge(r.status),
+                status_cell(&r),
                 escape(&r.started.replace('T', " ").chars().take(19).collect::<String>()),
                 format!("#{:.1} s", r.seconds()),
                 format!("#{}", r.rows.map(|n| n.to_string()).unwrap_or_default()),
@@ -95,7 +106,7 @@ pub async fn run(c: &Console, p: &Principal, id: &str) -> Result<String> {
     let fields = [
         ("kind", escape(&r.kind)),
         ("name", escape(&r.name)),
-        ("status", status_badge(r.status)),
+        ("status", status_cell(&r)),
         ("started", escape(&r.started)),
         ("finished", escape(r.finished.as_deref().unwrap_or("-"))),
         ("duration", format!("{:.1} s", r.seconds())),
@@ -155,7 +166,6 @@ fn lineage_inputs(l: &serde_json::Value) -> Vec<String> {
 /// One asset: schema, profile, versions and lineage.
 pub async fn asset(c: &Console, name: &str) -> Result<String> {
     let version = c.lake.resolve(&AssetRef::parse(name)?).await?;
-    let pinned = format!("{}@{}", version.name, version.version);
     let mut body = format!(
         r#"<p>Version {} · {} rows in {} files · {}</p>"#,
         version.version,
@@ -166,7 +176,7 @@ pub async fn asset(c: &Console, name: &str) -> Result<String> {
     body.push_str("<h2>Lineage</h2>");
     body.push_str(&lineage_graph(c, &version.name).await.unwrap_or_else(|e| format!(r#"<p class="muted">{}</p>"#, escape(&e.to_string()))));
     body.push_str("<h2>Schema and profile</h2>");
-    let profile = asset_profile(c, &version, &pinned).await;
+    let profile = profiles::version_profile(&c.ctx, &c.lake, &version).await;
     let mut rows = Vec::new();
     for field in version.schema.fields() {
         let sketch = profile.as_ref().ok().and_then(|p| p.column(field.name()));
@@ -204,25 +214,6 @@ pub async fn asset(c: &Console, name: &str) -> Result<String> {
     Ok(body)
 }
 
-/// The profile of an asset version (computed on the cluster once, then kept with the asset).
-async fn asset_profile(c: &Console, version: &sluice_connectors::delta::AssetVersion, pinned: &str) -> Result<Profile> {
-    let columns: Vec<Column> = version
-        .schema
-        .fields()
-        .iter()
-        .filter(|f| {
-            let t = f.data_type();
-            t.is_numeric() || matches!(t, arrow::datatypes::DataType::Utf8 | arrow::datatypes::DataType::LargeUtf8 | arrow::datatypes::DataType::Boolean)
-        })
-        .take(PROFILED_COLUMNS)
-        .map(|f| Column::named(f.name()))
-        .collect();
-    if columns.is_empty() {
-        return Err(Error::Invalid("no numeric or text columns".into()));
-    }
-    profiles::reference_profile(&c.ctx, &c.lake, &version.name, &ident(pinned), &columns).await
-}
-
 /// Count, nulls and the moments or top values of a sketch.
 fn describe(s: &ColumnProfile) -> String {
     match s.binning {
@@ -249,7 +240,18 @@ async fn lineage_graph(c: &Console, name: &str) -> Result<String> {
     let all = c.lake.list().await?;
     let mut latest: BTreeMap<String, serde_json::Value> = BTreeMap::new();
     for a in &all {
-        let l = c.lake.history(&a.name, Some(1)).await?.into_iter().next().and_then(|v| v.lineage).unwrap_or_default();
+        // A version's lineage never changes: read once per asset version, then from memory.
+        let cached = c.lineage.lock().ok().and_then(|m| m.get(&a.name).filter(|(v, _)| *v == a.version).map(|(_, l)| l.clone()));
+        let l = match cached {
+            Some(l) => l,
+            None => {
+                let l = c.lake.history(&a.name, Some(1)).await?.into_iter().next().and_then(|v| v.lineage).unwrap_or_default();
+                if let Ok(mut m) = c.lineage.lock() {
+                    m.insert(a.name.clone(), (a.version, l.clone()));
+                }
+                l
+            }
+        };
         latest.insert(a.name.clone(), l);
     }
     let base = |input: &str| input.split('@').next().unwrap_or(input).to_string();
@@ -558,7 +560,7 @@ pub async fn cluster(c: &Console) -> Result<String> {
         .timeout(std::time::Duration::from_secs(5))
         .build()
         .map_err(|e| Error::Invalid(format!("HTTP client: {}", e.without_url())))?;
-    let get = |path: &'static str| {
+    let get = |path: String| {
         let (client, url) = (client.clone(), format!("{base}{path}"));
         async move {
             let r = client.get(&url).send().await.map_err(|e| Error::Invalid(format!("scheduler {url}: {}", e.without_url())))?;
@@ -567,17 +569,26 @@ pub async fn cluster(c: &Console) -> Result<String> {
         }
     };
     let mut body = format!("<p>Scheduler <code>{}</code></p><h2>Executors</h2>", escape(scheduler));
-    let executors = get("/api/executors").await?;
+    let executors = get("/api/executors".into()).await?;
+    // Executors in this process report their device and counters; others on their /metrics.
+    let device = sluice_udfs::device::default_device().map_or_else(|e| format!("unusable: {e}"), sluice_udfs::device::device_name);
     let rows: Vec<Vec<String>> = executors
         .as_array()
         .map(|a| {
             a.iter()
                 .map(|e| {
+                    let id = json_text(e, "id");
                     let seen = e.get("last_seen").and_then(|v| v.as_i64()).map(|ms| time_ms(Some(ms))).unwrap_or_default();
+                    let (device, scored) = match c.executors.iter().find(|x| x.id == id) {
+                        Some(x) => (escape(&device), format!("#{}", x.predict.rows())),
+                        None => (r#"<span class="muted">on its /metrics</span>"#.to_string(), String::new()),
+                    };
                     vec![
-                        escape(&json_text(e, "id")),
+                        escape(&id),
                         escape(&format!("{}:{}", json_text(e, "host"), json_text(e, "port"))),
                         format!("<code>{}</code>", escape(&json_text(e, "specification"))),
+                        device,
+                        scored,
                         escape(&seen),
                         format!("<code>{}</code>", escape(&json_text(e, "os_info"))),
                     ]
@@ -585,28 +596,54 @@ pub async fn cluster(c: &Console) -> Result<String> {
                 .collect()
         })
         .unwrap_or_default();
-    body.push_str(&table(&["executor", "address", "task slots", "last heartbeat (UTC)", "system"], &rows));
+    body.push_str(&table(&["executor", "address", "task slots", "device", "rows scored", "last heartbeat (UTC)", "system"], &rows));
     body.push_str("<h2>Jobs</h2>");
-    let jobs = get("/api/jobs").await?;
+    let jobs = get("/api/jobs".into()).await?;
+    let jobs: Vec<serde_json::Value> = jobs.as_array().cloned().unwrap_or_default();
     let rows: Vec<Vec<String>> = jobs
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .take(50)
-                .map(|j| {
-                    let status = json_text(j, "job_status");
-                    vec![
-                        escape(&json_text(j, "job_id")),
-                        escape(&json_text(j, "job_name")),
-                        badge(&status, &status.to_ascii_lowercase()),
-                        format!("#{}/{}", json_text(j, "completed_stages"), json_text(j, "num_stages")),
-                        format!("#{}", json_text(j, "percent_complete")),
-                    ]
-                })
-                .collect()
+        .iter()
+        .take(50)
+        .map(|j| {
+            let status = json_text(j, "job_status");
+            vec![
+                escape(&json_text(j, "job_id")),
+                escape(&json_text(j, "job_name")),
+                badge(&status, &status.to_ascii_lowercase()),
+                format!("#{}/{}", json_text(j, "completed_stages"), json_text(j, "num_stages")),
+                format!("#{}", json_text(j, "percent_complete")),
+            ]
         })
-        .unwrap_or_default();
+        .collect();
     body.push_str(&table(&["job", "name", "status", "stages done", "% done"], &rows));
+    // The tasks running now, from the stages of the running jobs.
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let mut running = Vec::new();
+    for j in jobs.iter().filter(|j| json_text(j, "status") == "Running").take(10) {
+        let id = json_text(j, "job_id");
+        let Ok(stages) = get(format!("/api/job/{}/stages", segment(&id))).await else { continue };
+        for stage in stages.get("stages").and_then(|s| s.as_array()).into_iter().flatten() {
+            for task in stage.get("tasks").and_then(|t| t.as_array()).into_iter().flatten() {
+                if task.get("status").and_then(|s| s.as_str()) != Some("Running") {
+                    continue;
+                }
+                let started = task.get("start_exec_time").and_then(|v| v.as_i64()).filter(|t| *t > 0);
+                running.push(vec![
+                    escape(&id),
+                    escape(&json_text(stage, "stage_id")),
+                    escape(&json_text(task, "id")),
+                    escape(&json_text(task, "partition_id")),
+                    started.map_or(String::new(), |t| format!("#{:.1} s", (now_ms - t) as f64 / 1000.0)),
+                    format!("#{}", json_text(task, "input_rows")),
+                ]);
+            }
+        }
+    }
+    body.push_str("<h2>Running tasks</h2>");
+    if running.is_empty() {
+        body.push_str(r#"<p class="muted">No task is running.</p>"#);
+    } else {
+        body.push_str(&table(&["job", "stage", "task", "partitions", "running for", "rows read"], &running));
+    }
     Ok(body)
 }
 

@@ -239,6 +239,7 @@ pub async fn run(ctx: &SessionContext, lake: &Lake, job: &JobFile, path: &Path) 
     };
     if quarantined_sources == 0 {
         let write = staged?.commit(lake).await?;
+        crate::monitor::profile::profile_written(ctx, lake, &write).await;
         let prepare = finish_prepare(ctx, lake, job, prepared).await?;
         return Ok(JobSummary { job: job.job.name.clone(), write, partitions, records: None, quarantine: None, prepare });
     }
@@ -283,6 +284,7 @@ pub async fn run(ctx: &SessionContext, lake: &Lake, job: &JobFile, path: &Path) 
         serde_json::json!({ "read": counts.read, "quarantined": counts.rejected, "quarantine": kept_at }),
     );
     let write = staged.commit(lake).await?;
+    crate::monitor::profile::profile_written(ctx, lake, &write).await;
     let prepare = finish_prepare(ctx, lake, job, prepared).await?;
     Ok(JobSummary { job: job.job.name.clone(), write, partitions, records: Some(counts), quarantine: kept, prepare })
 }

@@ -8,13 +8,13 @@
 //! booleans and text are categories.
 
 use arrow::array::{Array, AsArray};
-use arrow::datatypes::{DataType, Float64Type, Int64Type};
+use arrow::datatypes::{DataType, Float64Type};
 use datafusion::prelude::SessionContext;
 use futures::TryStreamExt;
 use object_store::{ObjectStoreExt, PutPayload};
 use sha2::Digest;
-use sluice_connectors::delta::Lake;
-use sluice_engine::profile::{Binning, ColumnProfile, ColumnSpec, Profile};
+use sluice_connectors::delta::{AssetRef, AssetVersion, At, Lake};
+use sluice_engine::profile::{Binning, ColumnSpec, Profile};
 
 use crate::error::{Error, Result};
 
@@ -131,80 +131,24 @@ pub(crate) fn reference_rows(pinned: &str, split: Option<&str>, bad: &str) -> St
     format!("(SELECT * FROM {} WHERE {split}NOT {bad}) AS reference", crate::sql::ident(pinned))
 }
 
-/// The profile of `columns` of `from` (a FROM clause) with `specs`' bins, reduced on the cluster.
+/// The profile of `columns` of `from` (a FROM clause) with `specs`' bins: one query, every
+/// column sketched by the `sluice_sketch` aggregate on the executors in one scan.
 pub async fn sql_profile(ctx: &SessionContext, from: &str, columns: &[Column], specs: &[ColumnSpec]) -> Result<Profile> {
+    let mut select = vec!["COUNT(*)".to_string()];
+    for (column, spec) in columns.iter().zip(specs) {
+        select.push(sluice_engine::profile::sketch_sql(&column.sql, spec)?);
+    }
+    let rows = collect(ctx, &format!("SELECT {} FROM {from}", select.join(", "))).await?;
+    let row = first_row(&rows).ok_or_else(|| Error::Invalid(format!("{from}: the profile query returned no row")))?;
     let mut profile = Profile::new(specs);
-    let rows = collect(ctx, &format!("SELECT COUNT(*) FROM {from}")).await?;
-    profile.rows = first_row(&rows).and_then(|b| float(b, 0)).unwrap_or(0.0) as u64;
-    for (column, sketch) in columns.iter().zip(profile.columns.iter_mut()) {
-        sketch_column(ctx, from, &column.sql, sketch).await?;
+    profile.rows = float(row, 0).unwrap_or(0.0) as u64;
+    for (i, (sketch, spec)) in profile.columns.iter_mut().zip(specs).enumerate() {
+        let text = arrow::compute::cast(row.column(i + 1), &DataType::Utf8)?;
+        let text = text.as_string::<i32>();
+        let value = (!text.is_null(0)).then(|| text.value(0));
+        *sketch = sluice_engine::profile::read_sketch(value, spec)?;
     }
     Ok(profile)
-}
-
-async fn sketch_column(ctx: &SessionContext, from: &str, sql: &str, sketch: &mut ColumnProfile) -> Result<()> {
-    let x = format!("({sql})");
-    match sketch.binning.clone() {
-        Binning::Categorical => {
-            let q = format!("SELECT CAST({x} AS VARCHAR) AS v, COUNT(*) AS n FROM {from} GROUP BY 1");
-            for b in collect(ctx, &q).await? {
-                let values = arrow::compute::cast(b.column(0), &DataType::Utf8)?;
-                let (v, n) = (values.as_string::<i32>(), b.column(1).as_primitive::<Int64Type>());
-                for i in 0..b.num_rows() {
-                    let n = u64::try_from(n.value(i)).unwrap_or(0);
-                    if v.is_null(i) {
-                        sketch.nulls += n;
-                    } else {
-                        let one = ColumnProfile {
-                            count: n,
-                            categories: [(v.value(i).to_string(), n)].into(),
-                            ..ColumnProfile::new(&ColumnSpec { name: sketch.name.clone(), binning: Binning::Categorical })
-                        };
-                        sketch.merge(&one)?;
-                    }
-                }
-            }
-        }
-        Binning::Numeric { lo, hi, bins } => {
-            let scale = sluice_engine::profile::bin_scale(lo, hi, bins);
-            let last = bins.max(1) - 1;
-            // One row per bin (-1 below the range, `bins` above it, -2 NULL or NaN) with its
-            // count, sum, min, max and the sum of squares around the bin's mean.
-            let q = format!(
-                "WITH v AS (SELECT CASE WHEN isnan(CAST({x} AS DOUBLE)) THEN NULL ELSE CAST({x} AS DOUBLE) END AS x FROM {from}), \
-                 b AS (SELECT x, CASE WHEN x IS NULL THEN -2 WHEN x < {lo:e} THEN -1 WHEN x > {hi:e} THEN {bins} \
-                   ELSE LEAST(CAST(FLOOR((x - ({lo:e})) * ({scale:e})) AS BIGINT), {last}) END AS bin FROM v) \
-                 SELECT bin, COUNT(*) AS n, SUM(x), MIN(x), MAX(x), VAR_POP(x) FROM b GROUP BY bin"
-            );
-            for b in collect(ctx, &q).await? {
-                let (bin, n) = (b.column(0).as_primitive::<Int64Type>(), b.column(1).as_primitive::<Int64Type>());
-                let col = |i: usize| -> Result<arrow::array::Float64Array> {
-                    Ok(arrow::compute::cast(b.column(i), &DataType::Float64)?.as_primitive::<Float64Type>().clone())
-                };
-                let (sum, min, max, var) = (col(2)?, col(3)?, col(4)?, col(5)?);
-                for i in 0..b.num_rows() {
-                    let count = u64::try_from(n.value(i)).unwrap_or(0);
-                    if bin.value(i) == -2 {
-                        sketch.nulls += count;
-                        continue;
-                    }
-                    let mut part = ColumnProfile::new(&ColumnSpec { name: sketch.name.clone(), binning: sketch.binning.clone() });
-                    part.count = count;
-                    part.mean = sum.value(i) / count.max(1) as f64;
-                    part.m2 = if var.is_null(i) { 0.0 } else { var.value(i) * count as f64 };
-                    part.min = Some(min.value(i));
-                    part.max = Some(max.value(i));
-                    match bin.value(i) {
-                        -1 => part.below = (count, sum.value(i)),
-                        k if k > last as i64 => part.above = (count, sum.value(i)),
-                        k => part.bins[usize::try_from(k).unwrap_or(0)] = count,
-                    }
-                    sketch.merge(&part)?;
-                }
-            }
-        }
-    }
-    Ok(())
 }
 
 /// The profile of a reference, kept next to it: `<reference asset>/_profiles/<key>.json`, where
@@ -243,6 +187,63 @@ pub async fn reference_profile(
         .await
         .map_err(|e| Error::Invalid(format!("saving the profile of {asset} at {url}: {e}")))?;
     Ok(profile)
+}
+
+/// Columns of an asset version profiled for the console (numbers, text, booleans), at most.
+pub const PROFILED_COLUMNS: usize = 32;
+
+/// The profile of an asset version (its first [`PROFILED_COLUMNS`] numeric, text and boolean
+/// columns), made on the cluster with two queries the first time and then kept with the asset.
+pub async fn version_profile(ctx: &SessionContext, lake: &Lake, version: &AssetVersion) -> Result<Profile> {
+    let columns: Vec<Column> = version
+        .schema
+        .fields()
+        .iter()
+        .filter(|f| {
+            let t = f.data_type();
+            t.is_numeric() || matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Boolean)
+        })
+        .take(PROFILED_COLUMNS)
+        .map(|f| Column::named(f.name()))
+        .collect();
+    if columns.is_empty() {
+        return Err(Error::Invalid("no numeric or text columns".into()));
+    }
+    let pinned = crate::sql::ident(&format!("{}@{}", version.name, version.version));
+    reference_profile(ctx, lake, &version.name, &pinned, &columns).await
+}
+
+/// Versions of at most this many rows are profiled when written (the profile reads the whole
+/// version; `SLUICE_PROFILE_ON_WRITE` sets another limit, `0` none).
+pub const PROFILE_ON_WRITE_ROWS: u64 = 100_000_000;
+
+/// Profiles the version a write committed, so it is kept with the version (the console shows
+/// it, a later drift check against it starts from it). Versions over the row limit
+/// ([`PROFILE_ON_WRITE_ROWS`], `SLUICE_PROFILE_ON_WRITE`) are left to their first view. A failed
+/// profile is logged: the write itself has landed.
+pub async fn profile_written(ctx: &SessionContext, lake: &Lake, written: &sluice_engine::assets::WriteSummary) {
+    let limit = match std::env::var("SLUICE_PROFILE_ON_WRITE") {
+        Ok(v) if v.eq_ignore_ascii_case("false") => 0,
+        Ok(v) => v.trim().parse::<u64>().unwrap_or_else(|_| {
+            tracing::warn!("SLUICE_PROFILE_ON_WRITE='{v}' is not a number of rows; using {PROFILE_ON_WRITE_ROWS}");
+            PROFILE_ON_WRITE_ROWS
+        }),
+        Err(_) => PROFILE_ON_WRITE_ROWS,
+    };
+    let started = std::time::Instant::now();
+    let pinned = AssetRef { name: written.asset.clone(), at: At::Version(written.version) };
+    let result = async {
+        let version = lake.resolve(&pinned).await?;
+        if version.rows() > limit {
+            return Ok(None);
+        }
+        version_profile(ctx, lake, &version).await.map(Some)
+    };
+    match result.await {
+        Ok(Some(p)) => tracing::info!(asset = %written.asset, version = written.version, columns = p.columns.len(), seconds = started.elapsed().as_secs_f64(), "profiled"),
+        Ok(None) => tracing::info!(asset = %written.asset, version = written.version, limit, "not profiled now: more rows than SLUICE_PROFILE_ON_WRITE"),
+        Err(e) => tracing::warn!(asset = %written.asset, version = written.version, "the new version was not profiled: {e}"),
+    }
 }
 
 /// Merges the partial profiles `SIDE-N.json` under `folder` (and its subfolders); None when
