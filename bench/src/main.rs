@@ -9,6 +9,10 @@
 //! feature columns copied into one column-major buffer given to the model as a transposed view
 //! (the same `Model::forward_columns` `predict` calls), scores written with `ArrowWriter`.
 //! Prints `rows seconds`.
+//!
+//! `sluice-bench sketch --rows 10000000`: the drift sketch of the scoring pass (16 float32
+//! columns, 1,000 bins) against a plain per-value loop doing the same sums, on the same batches;
+//! prints ns per value of each.
 
 use std::time::Instant;
 
@@ -97,6 +101,12 @@ enum Bench {
         #[arg(long, default_value_t = 5000)]
         max_rows: usize,
     },
+    /// The column sketch of the scoring pass against a plain per-value loop, ns per value.
+    Sketch {
+        /// Rows (of 16 float32 columns).
+        #[arg(long, default_value_t = 10_000_000)]
+        rows: usize,
+    },
     /// librdkafka's own Kafka-protocol broker (its mock cluster), on a loopback port, until
     /// killed: prints its bootstrap servers. A second broker for the hot path's latency bench.
     KafkaMock,
@@ -118,7 +128,87 @@ async fn main() -> Result<()> {
             kafka::passthrough(&brokers, &from, &to, &group, std::time::Duration::from_secs_f64(idle_s), max_rows).await
         }
         Bench::KafkaMock => kafka::mock_broker().await,
+        Bench::Sketch { rows } => sketch(rows),
     }
+}
+
+/// Times `Profile::add` over `rows` rows of 16 bell-shaped float32 columns, batches of 8,192,
+/// against a plain loop that bins, sums and takes min/max value by value.
+fn sketch(rows: usize) -> Result<()> {
+    use std::sync::Arc;
+
+    use arrow::array::{ArrayRef, Float32Array, RecordBatch};
+    use sluice_engine::profile::{Binning, ColumnSpec, Profile, bin_scale};
+
+    const BATCH: usize = 8192;
+    let columns = 16;
+    let (lo, hi, bins) = (0.0, 3.0, 1000);
+    let mut seed = 42u64;
+    let mut uniform = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed >> 11) as f64 / (1u64 << 53) as f64
+    };
+    // 16 batches, reused: the data stays in memory as the executors' decoded batches do.
+    let names: Vec<String> = (0..columns).map(|i| format!("f{i}")).collect();
+    let batches: Vec<RecordBatch> = (0..16)
+        .map(|_| {
+            let arrays = names.iter().map(|n| {
+                let v: Vec<f32> = (0..BATCH).map(|_| (uniform() + uniform() + uniform()) as f32).collect();
+                (n.clone(), Arc::new(Float32Array::from(v)) as ArrayRef)
+            });
+            RecordBatch::try_from_iter(arrays)
+        })
+        .collect::<std::result::Result<_, _>>()?;
+    let specs: Vec<ColumnSpec> = names.iter().map(|n| ColumnSpec { name: n.clone(), binning: Binning::Numeric { lo, hi, bins } }).collect();
+    let steps = rows.div_ceil(BATCH);
+    let values = (steps * BATCH * columns) as f64;
+
+    let mut profile = Profile::new(&specs);
+    let started = Instant::now();
+    for i in 0..steps {
+        profile.add(&batches[i % batches.len()])?;
+    }
+    let kernel = started.elapsed().as_secs_f64();
+
+    let scale = bin_scale(lo, hi, bins);
+    let mut counts = vec![vec![0u64; bins]; columns];
+    let mut sums = vec![(0.0f64, 0.0f64, f64::INFINITY, f64::NEG_INFINITY, 0u64); columns];
+    let started = Instant::now();
+    for i in 0..steps {
+        let batch = &batches[i % batches.len()];
+        for (c, (counts, s)) in counts.iter_mut().zip(sums.iter_mut()).enumerate() {
+            let a = batch.column(c).as_any().downcast_ref::<Float32Array>().context("float32")?;
+            for &v in a.values() {
+                let x = f64::from(v);
+                if x.is_nan() {
+                    continue;
+                }
+                let d = x - lo;
+                s.0 += d;
+                s.1 += d * d;
+                s.2 = s.2.min(x);
+                s.3 = s.3.max(x);
+                if x < lo || x > hi {
+                    s.4 += 1;
+                } else {
+                    counts[((d * scale) as usize).min(bins - 1)] += 1;
+                }
+            }
+        }
+    }
+    let plain = started.elapsed().as_secs_f64();
+    let same = profile.columns.iter().zip(&counts).all(|(p, c)| &p.bins == c);
+    println!(
+        "sketch of {} values: kernel {:.2} ns/value, plain loop {:.2} ns/value ({:.1}x){}",
+        values as u64,
+        kernel * 1e9 / values,
+        plain * 1e9 / values,
+        plain / kernel,
+        if same { "" } else { " (BINS DIFFER)" }
+    );
+    Ok(())
 }
 
 async fn asset_write(rows: u64, runs: usize, dir: Option<std::path::PathBuf>) -> Result<()> {

@@ -70,20 +70,16 @@ impl Bins {
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
     fn add_avx2<T: Copy + Into<f64>>(&self, values: &[T], counts: &mut [u64]) -> Sums {
-        let mut sums = Sums::new();
-        let mut xs = [0.0; CHUNK];
-        let mut slots = [0u32; CHUNK];
-        for chunk in values.chunks(CHUNK) {
-            let n = chunk.len();
-            self.slots(chunk, &mut xs[..n], &mut slots[..n]);
-            let spilled = count(&slots[..n], counts);
-            let moments = moments_avx2(&xs[..n], self.lo);
-            self.finish(&xs[..n], spilled, moments, &mut sums);
-        }
-        sums
+        self.run(values, counts, true)
     }
 
     fn add_portable<T: Copy + Into<f64>>(&self, values: &[T], counts: &mut [u64]) -> Sums {
+        self.run(values, counts, false)
+    }
+
+    /// The three passes over each chunk of `values`; `avx2` only where the CPU has AVX2.
+    #[inline(always)]
+    fn run<T: Copy + Into<f64>>(&self, values: &[T], counts: &mut [u64], avx2: bool) -> Sums {
         let mut sums = Sums::new();
         let mut xs = [0.0; CHUNK];
         let mut slots = [0u32; CHUNK];
@@ -91,7 +87,7 @@ impl Bins {
             let n = chunk.len();
             self.slots(chunk, &mut xs[..n], &mut slots[..n]);
             let spilled = count(&slots[..n], counts);
-            let moments = moments(&xs[..n], self.lo);
+            let moments = chunk_moments(&xs[..n], self.lo, avx2);
             self.finish(&xs[..n], spilled, moments, &mut sums);
         }
         sums
@@ -167,6 +163,19 @@ struct Moments {
     s2: f64,
     min: f64,
     max: f64,
+}
+
+/// The chunk's [`Moments`], with AVX2 registers when `avx2`.
+#[inline(always)]
+fn chunk_moments(xs: &[f64], lo: f64, avx2: bool) -> Moments {
+    #[cfg(target_arch = "x86_64")]
+    if avx2 {
+        // SAFETY: `avx2` is true only in `Bins::add_avx2`, which runs where the CPU has AVX2.
+        return unsafe { moments_avx2(xs, lo) };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = avx2;
+    moments(xs, lo)
 }
 
 /// [`Moments`] in independent lanes (the CPU overlaps them; the order of the sums changes
