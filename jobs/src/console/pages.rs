@@ -18,7 +18,6 @@ use crate::runs::Status;
 use crate::server::{Permission, Principal};
 use crate::sql::ident;
 
-/// Columns of an asset profiled on its page.
 
 fn link(href: &str, text: &str) -> String {
     format!(r#"<a href="{}">{}</a>"#, escape(href), escape(text))
