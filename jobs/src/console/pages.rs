@@ -18,7 +18,6 @@ use crate::runs::Status;
 use crate::server::{Permission, Principal};
 use crate::sql::ident;
 
-
 fn link(href: &str, text: &str) -> String {
     format!(r#"<a href="{}">{}</a>"#, escape(href), escape(text))
 }

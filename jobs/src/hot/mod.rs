@@ -226,6 +226,8 @@ pub async fn run(
     for udf in &sluice_udfs::functions("stream").scalar {
         ctx.register_udf(udf.as_ref().clone());
     }
+    // The reference profile of a `[monitor]` is one `sluice_sketch` query, run here.
+    ctx.register_udaf(sluice_engine::profile::sketch_udaf().as_ref().clone());
     if let Some(lake) = lake {
         ctx.register_object_store(lake.store_url(), lake.store());
         sluice_engine::assets::register(&ctx, lake)?;
