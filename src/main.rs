@@ -1308,10 +1308,7 @@ fn serve_access(access: Option<&std::path::Path>) -> Result<(sluice_jobs::server
 
 /// An in-process session over the lake's assets (small reads and writes of the servers).
 fn local_session(lake: &Lake) -> Result<SessionContext> {
-    let local = SessionContext::new_with_config(sluice_engine::session::session_config());
-    local.register_object_store(lake.store_url(), lake.store());
-    sluice_engine::assets::register(&local, lake)?;
-    Ok(local)
+    Ok(sluice_engine::session::in_process(&sluice_engine::client_functions(), Some(lake))?)
 }
 
 /// Binds the Flight endpoint of `sluice serve` and builds its server: queries on the cluster

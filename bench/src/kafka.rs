@@ -10,10 +10,13 @@ use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
-/// Runs librdkafka's mock cluster (one broker) until the process is killed; prints its
-/// bootstrap servers first.
-pub async fn mock_broker() -> Result<()> {
+/// Runs librdkafka's mock cluster (one broker) until the process is killed, with `topics`
+/// created (one partition each); prints its bootstrap servers first.
+pub async fn mock_broker(topics: &[String]) -> Result<()> {
     let cluster = rdkafka::mocking::MockCluster::new(1).context("starting librdkafka's mock cluster")?;
+    for topic in topics {
+        cluster.create_topic(topic, 1, 1).with_context(|| format!("creating topic {topic} on the mock broker"))?;
+    }
     println!("{}", cluster.bootstrap_servers());
     std::io::Write::flush(&mut std::io::stdout())?;
     tokio::signal::ctrl_c().await?;
@@ -98,15 +101,26 @@ pub async fn produce(brokers: &str, topic: &str, count: u64, rate: f64, features
 /// Consumes `from` as group `group` and produces every payload to `to`, committing after
 /// acknowledgements, until `idle` passes without an event. Prints events/s (first event to last
 /// acknowledgement) and latency p50/p99 (event timestamp to acknowledgement).
-pub async fn passthrough(brokers: &str, from: &str, to: &str, group: &str, idle: Duration, max_rows: usize) -> Result<()> {
-    let consumer: StreamConsumer = ClientConfig::new()
+pub async fn passthrough(
+    brokers: &str,
+    from: &str,
+    to: &str,
+    group: &str,
+    idle: Duration,
+    max_rows: usize,
+    fetch_wait_ms: Option<u32>,
+) -> Result<()> {
+    let mut config = ClientConfig::new();
+    config
         .set("bootstrap.servers", brokers)
         .set("group.id", group)
         .set("session.timeout.ms", "10000") // as `sluice stream` (a new group joins sooner)
         .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .context("creating the consumer")?;
+        .set("auto.offset.reset", "earliest");
+    if let Some(ms) = fetch_wait_ms {
+        config.set("fetch.wait.max.ms", ms.to_string());
+    }
+    let consumer: StreamConsumer = config.create().context("creating the consumer")?;
     consumer.subscribe(&[from])?;
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", brokers)

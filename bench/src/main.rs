@@ -75,7 +75,8 @@ enum Bench {
         /// Features per event.
         #[arg(long, default_value_t = 32)]
         features: usize,
-        /// Partitions of the topic, when it is created here.
+        /// Partitions of the topic, when it is created here (0: do not create it; for the mock
+        /// broker, which creates topics itself and has no CreateTopics).
         #[arg(long, default_value_t = 1)]
         partitions: i32,
     },
@@ -100,6 +101,9 @@ enum Bench {
         /// Events per micro-batch at most.
         #[arg(long, default_value_t = 5000)]
         max_rows: usize,
+        /// The consumer's `fetch.wait.max.ms` (librdkafka's default, 500, when not given).
+        #[arg(long)]
+        fetch_wait_ms: Option<u32>,
     },
     /// The column sketch of the scoring pass against a plain per-value loop, ns per value.
     Sketch {
@@ -109,7 +113,12 @@ enum Bench {
     },
     /// librdkafka's own Kafka-protocol broker (its mock cluster), on a loopback port, until
     /// killed: prints its bootstrap servers. A second broker for the hot path's latency bench.
-    KafkaMock,
+    KafkaMock {
+        /// Topics to create (one partition each) before printing the address; the mock broker
+        /// answers no CreateTopics, and creates other topics with 4 partitions when first used.
+        #[arg(long, value_delimiter = ',')]
+        topics: Vec<String>,
+    },
 }
 
 #[tokio::main(flavor = "multi_thread")]
@@ -118,16 +127,19 @@ async fn main() -> Result<()> {
         Bench::AssetWrite { rows, runs, dir } => asset_write(rows, runs, dir).await,
         Bench::ScoreFloor { data, model, out, batch } => score_floor(&data, &model, &out, batch),
         Bench::KafkaProduce { brokers, topic, count, rate, features, partitions } => {
-            kafka::create_topic(&brokers, &topic, partitions).await?;
+            if partitions > 0 {
+                kafka::create_topic(&brokers, &topic, partitions).await?;
+            }
             if count == 0 {
                 return Ok(());
             }
             kafka::produce(&brokers, &topic, count, rate, features).await
         }
-        Bench::KafkaPassthrough { brokers, from, to, group, idle_s, max_rows } => {
-            kafka::passthrough(&brokers, &from, &to, &group, std::time::Duration::from_secs_f64(idle_s), max_rows).await
+        Bench::KafkaPassthrough { brokers, from, to, group, idle_s, max_rows, fetch_wait_ms } => {
+            let idle = std::time::Duration::from_secs_f64(idle_s);
+            kafka::passthrough(&brokers, &from, &to, &group, idle, max_rows, fetch_wait_ms).await
         }
-        Bench::KafkaMock => kafka::mock_broker().await,
+        Bench::KafkaMock { topics } => kafka::mock_broker(&topics).await,
         Bench::Sketch { rows } => sketch(rows),
     }
 }

@@ -8,8 +8,11 @@
 #   bash bench/stream/run.sh [EVENTS] [SECONDS]      (defaults 300000, 20)
 # SLUICE_BENCH_BROKER=mock runs it on librdkafka's own mock broker (`sluice-bench kafka-mock`)
 # instead of the development broker, to see the hot path's latency apart from the broker's.
-# Not working yet: the mock broker times out the topic creation (CreateTopics) of
-# `sluice-bench kafka-produce`.
+# The mock broker answers no CreateTopics: the topics are made by `sluice-bench kafka-mock` itself.
+# It answers a fetch that finds no data only after the fetch's full wait (a real broker answers
+# as soon as data arrives), so on it both consumers wait at most SLUICE_BENCH_FETCH_WAIT_MS
+# (default 5 there; librdkafka's 500 on the development broker, where short waits stall it).
+# It keeps only the last 5 MB of a partition, so the throughput part (a backlog) is skipped there.
 # Needs a release build (cargo build --release -p sluice -p sluice-bench); starts the development
 # broker (scripts/kafka.sh) and makes the model with the batch-scoring bench's venv.
 set -euo pipefail
@@ -23,8 +26,17 @@ bench="${SLUICE_BENCH_BIN:-$target/release/sluice-bench}"
 bash "$root/bench/score/setup.sh"
 work="$cache/bench-stream"
 rm -rf "$work" && mkdir -p "$work"
+run="$(date +%s)"
+create=1 # partitions of the topics kafka-produce creates
+fetch_wait="${SLUICE_BENCH_FETCH_WAIT_MS:-}"
 if [ "${SLUICE_BENCH_BROKER:-}" = mock ]; then
-  "$bench" kafka-mock > "$work/mock.addr" &
+  topics="backlog-$run,backlog-$run-copy,backlog-$run-scores"
+  for rate in 1000 10000; do for who in ours floor; do
+    topics="$topics,rate-$rate-$who-$run,rate-$rate-$who-$run-copy,rate-$rate-$who-$run-scores"
+  done; done
+  create=0
+  fetch_wait="${SLUICE_BENCH_FETCH_WAIT_MS:-5}"
+  "$bench" kafka-mock --topics "$topics" > "$work/mock.addr" &
   mock=$!
   trap 'kill $mock 2>/dev/null' EXIT
   for _ in $(seq 50); do [ -s "$work/mock.addr" ] && break; sleep 0.1; done
@@ -33,12 +45,12 @@ else
   bash "$root/scripts/kafka.sh"
   brokers="127.0.0.1:9092"
 fi
-echo "broker: ${SLUICE_BENCH_BROKER:-development} at $brokers" >&2
+echo "broker: ${SLUICE_BENCH_BROKER:-development} at $brokers, fetch wait ${fetch_wait:-500 (default)} ms" >&2
+passthrough() { "$bench" kafka-passthrough --brokers "$brokers" ${fetch_wait:+--fetch-wait-ms "$fetch_wait"} "$@"; }
 "$cache/bench-venv/bin/python" "$root/bench/score/data.py" "$cache/bench-score/tiny-16" 16 1 >&2
 export SLUICE_ASSETS="$work/lake" SLUICE_LOG=warn
 features=$(seq -s, -f 'f%g' 0 31)
 "$sluice" model register mlp "$cache/bench-score/mlp_small.pt" --inputs "$features" --alias production >/dev/null
-run="$(date +%s)"
 schema="id bigint, $(seq -s, -f 'f%g float' 0 31 | sed 's/,/, /g')"
 
 job() { # NAME TOPIC IDLE_S
@@ -47,6 +59,8 @@ job() { # NAME TOPIC IDLE_S
 name = "$1-$run"
 [kafka]
 brokers = "$brokers"
+${fetch_wait:+[kafka.properties]
+\"fetch.wait.max.ms\" = \"$fetch_wait\"}
 [input]
 topics = ["$2"]
 schema = "$schema"
@@ -64,30 +78,32 @@ TOML
 
 echo "| measure | Sluice stream (MLP) | passthrough floor | Sluice / floor |"
 echo "|---|---|---|---|"
-# 1. Throughput from a backlog.
-"$bench" kafka-produce --brokers "$brokers" --topic "backlog-$run" --count "$events" >&2
-floor=$("$bench" kafka-passthrough --brokers "$brokers" --from "backlog-$run" --to "backlog-$run-copy" --group "floor-$run" --idle-s 12)
+# 1. Throughput from a backlog (not on the mock broker, which keeps 5 MB a partition).
+[ "${SLUICE_BENCH_BROKER:-}" = mock ] || {
+"$bench" kafka-produce --brokers "$brokers" --topic "backlog-$run" --count "$events" --partitions "$create" >&2
+floor=$(passthrough --from "backlog-$run" --to "backlog-$run-copy" --group "floor-$run" --idle-s 12)
 echo "$floor" >&2
 ours=$("$sluice" stream "$(job backlog "backlog-$run" 12)" 2>/dev/null | grep '^stopped')
 echo "$ours" >&2
 floor_rate=$(echo "$floor" | sed -n 's/.*: \([0-9]*\) events\/s.*/\1/p')
 ours_rate=$(echo "$ours" | sed -n 's/.*events (\([0-9]*\)\/s).*/\1/p')
 echo "| events/s from a backlog of $events | $ours_rate | $floor_rate | $(awk "BEGIN{printf \"%.2f\", $ours_rate/$floor_rate}") |"
+}
 
 # 2. Latency at a steady rate: the consumer joins first, then events are offered.
 for rate in 1000 10000; do
   count=$((rate * seconds))
   for who in ours floor; do
     topic="rate-$rate-$who-$run"
-    "$bench" kafka-produce --brokers "$brokers" --topic "$topic" --count 0 # created before the consumer subscribes
+    "$bench" kafka-produce --brokers "$brokers" --topic "$topic" --count 0 --partitions "$create" # created before the consumer subscribes
     if [ "$who" = ours ]; then
       "$sluice" stream "$(job "rate$rate" "$topic" 12)" 2>/dev/null > "$work/$who-$rate.out" &
     else
-      "$bench" kafka-passthrough --brokers "$brokers" --from "$topic" --to "$topic-copy" --group "floor-$topic" --idle-s 12 > "$work/$who-$rate.out" &
+      passthrough --from "$topic" --to "$topic-copy" --group "floor-$topic" --idle-s 12 > "$work/$who-$rate.out" &
     fi
     consumer=$!
     sleep 8 # the group join (about 5 s on the development broker)
-    "$bench" kafka-produce --brokers "$brokers" --topic "$topic" --count "$count" --rate "$rate" >&2
+    "$bench" kafka-produce --brokers "$brokers" --topic "$topic" --count "$count" --rate "$rate" --partitions "$create" >&2
     wait "$consumer"
     cat "$work/$who-$rate.out" >&2
   done

@@ -9,7 +9,12 @@ use std::net::{SocketAddr, TcpListener as StdListener};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arrow_flight::flight_service_server::FlightServiceServer;
+use ballista_core::error::BallistaError;
 use ballista_core::registry::BallistaFunctionRegistry;
+use ballista_core::utils::create_grpc_server;
+use ballista_executor::ArrowFlightServerProvider;
+use ballista_executor::flight_service::BallistaFlightService;
 use ballista_executor::executor_process::{ExecutorProcessConfig, start_executor_process};
 use ballista_scheduler::cluster::BallistaCluster;
 use ballista_scheduler::config::SchedulerConfig;
@@ -19,6 +24,7 @@ use datafusion::prelude::SessionContext;
 use datafusion_proto::protobuf::{LogicalPlanNode, PhysicalPlanNode};
 use sluice_connectors::datastore::Datastore;
 use sluice_udfs::{Functions, PredictStats, functions};
+use tonic::transport::server::TcpIncoming;
 
 use crate::error::{Error, Result};
 use crate::runtime::runtime_env;
@@ -111,12 +117,7 @@ impl Default for ExecutorOptions {
 
 type Scheduler = SchedulerServer<LogicalPlanNode, PhysicalPlanNode>;
 
-/// Whether a start-up error is a port another process took.
-fn port_taken(e: &Error) -> bool {
-    let text = format!("{e} {e:?}");
-    text.contains("Address already in use") || text.contains("AddrInUse")
-}
-
+/// A port free now, for Ballista to bind (the executor's gRPC port, bound only under push scheduling).
 fn free_port(host: &str) -> Result<u16> {
     let listener = StdListener::bind((host, 0)).map_err(Error::io(format!("finding a free port on {host}")))?;
     let port = listener.local_addr().map_err(Error::io("reading a bound port"))?.port();
@@ -190,13 +191,25 @@ fn executor_config_with(options: &ExecutorOptions, functions: &Functions) -> Res
     };
     let spill = work_dir.clone();
     let datastores = options.datastores.clone();
-    let flight_port = if options.flight_port == 0 { free_port(&options.bind_host)? } else { options.flight_port };
+    // The Flight port is bound here, before the executor registers, and served by the hook below.
+    // Ballista's own server binds it only after registering: had another process taken the port
+    // in between, the executor would stop registered, and its stop marks every executor in the
+    // process as terminating.
+    let flight = StdListener::bind((options.bind_host.as_str(), options.flight_port)).map_err(Error::io(format!(
+        "binding the executor's Flight port {}:{} (taken? pick another with --flight-port)",
+        options.bind_host, options.flight_port
+    )))?;
+    flight.set_nonblocking(true).map_err(Error::io("setting the Flight listener non-blocking"))?;
+    let flight_port = flight.local_addr().map_err(Error::io("reading the Flight listener's address"))?.port();
     let grpc_port = if options.grpc_port == 0 { free_port(&options.bind_host)? } else { options.grpc_port };
+    let defaults = ExecutorProcessConfig::default();
+    let flight_service = flight_service(flight, defaults.grpc_max_encoding_message_size as usize, defaults.grpc_max_decoding_message_size as usize);
     let config = ExecutorProcessConfig {
         executor_id: options.id.clone(),
         bind_host: options.bind_host.clone(),
         external_host: Some(options.external_host.clone()),
         port: flight_port,
+        override_arrow_flight_service: Some(flight_service),
         grpc_port,
         scheduler_host: options.scheduler_host.clone(),
         scheduler_port: options.scheduler_port,
@@ -213,6 +226,33 @@ fn executor_config_with(options: &ExecutorOptions, functions: &Functions) -> Res
         ..Default::default()
     };
     Ok(config)
+}
+
+/// Ballista's shuffle Flight service on a listener bound already (the executor starts it once).
+fn flight_service(listener: StdListener, max_encoding: usize, max_decoding: usize) -> Arc<ArrowFlightServerProvider> {
+    let listener = std::sync::Mutex::new(Some(listener));
+    Arc::new(move |work_dir, address, mut shutdown, grpc| {
+        let listener = listener.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        tokio::spawn(async move {
+            let listener = listener
+                .ok_or_else(|| BallistaError::General(format!("the Flight listener on {address} was served already")))
+                .and_then(|l| tokio::net::TcpListener::from_std(l).map_err(BallistaError::from))?;
+            tracing::debug!(%address, "executor Flight service listening");
+            let service = FlightServiceServer::new(BallistaFlightService::new(work_dir))
+                .max_encoding_message_size(max_encoding)
+                .max_decoding_message_size(max_decoding);
+            create_grpc_server(&grpc)
+                .add_service(service)
+                .serve_with_incoming_shutdown(
+                    TcpIncoming::from(listener)
+                        .with_nodelay(Some(true))
+                        .with_keepalive(Some(Duration::from_secs(grpc.tcp_keepalive_seconds))),
+                    shutdown.recv(),
+                )
+                .await
+                .map_err(BallistaError::TonicError)
+        })
+    })
 }
 
 /// Waits until the scheduler accepts TCP connections, for at most `seconds`.
@@ -256,7 +296,7 @@ pub async fn run_executor(options: ExecutorOptions) -> Result<()> {
 fn prometheus_text(id: &str, stats: &PredictStats) -> String {
     use std::sync::atomic::Ordering::Relaxed;
     use crate::metrics::Metric;
-    let device = sluice_udfs::device::default_device().map_or_else(|e| format!("unusable: {e}"), sluice_udfs::device::device_name);
+    let device = sluice_udfs::device::default_device_name();
     let metrics = [
         Metric::gauge("sluice_executor_up", "1 while the executor process runs.", 1.0),
         Metric::gauge("sluice_executor_device", "1 for the device this executor's models run on.", 1.0)
@@ -374,25 +414,10 @@ impl EmbeddedCluster {
             };
             let functions = functions(&exec_options.id);
             executors.push(EmbeddedExecutor { id: exec_options.id.clone(), predict: functions.predict.stats() });
+            let config = Arc::new(executor_config_with(&exec_options, &functions)?);
             rt.spawn(async move {
-                // Free ports are picked, released and bound again by Ballista: another process may
-                // take one in between. Pick new ports and try again then.
-                for attempt in 1..=5 {
-                    let result = match executor_config_with(&exec_options, &functions) {
-                        Ok(config) => start_executor_process(Arc::new(config)).await.map_err(Error::from),
-                        Err(e) => Err(e),
-                    };
-                    match result {
-                        // The flight server's bind error shows its cause only in the debug form.
-                        Err(e) if attempt < 5 && port_taken(&e) => {
-                            tracing::debug!(executor = %exec_options.id, attempt, "port taken; retrying on new ports");
-                        }
-                        Err(e) => {
-                            tracing::error!(executor = %exec_options.id, error = %e, "embedded executor stopped");
-                            return;
-                        }
-                        Ok(()) => return,
-                    }
+                if let Err(e) = start_executor_process(config).await {
+                    tracing::error!(executor = %exec_options.id, error = %e, "embedded executor stopped");
                 }
             });
         }
@@ -484,5 +509,32 @@ mod tests {
         ] {
             assert!(text.lines().any(|l| l == line), "missing `{line}` in\n{text}");
         }
+    }
+
+    fn options(flight_port: u16, work_dir: &std::path::Path) -> ExecutorOptions {
+        let work_dir = Some(work_dir.to_string_lossy().into_owned());
+        ExecutorOptions { id: "exec-t".into(), flight_port, grpc_port: 0, work_dir, ..Default::default() }
+    }
+
+    #[test]
+    fn the_flight_port_is_held_from_configuration_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = options(0, dir.path());
+        let config = executor_config_with(&options, &functions(&options.id)).unwrap();
+        assert_ne!(config.port, 0, "the executor must advertise the port it holds");
+        // Nobody can take the port between configuration and serving.
+        assert!(StdListener::bind(("127.0.0.1", config.port)).is_err(), "port {} is not held", config.port);
+        assert!(config.override_arrow_flight_service.is_some());
+    }
+
+    #[test]
+    fn a_taken_flight_port_fails_before_the_executor_registers() {
+        let dir = tempfile::tempdir().unwrap();
+        let taken = StdListener::bind(("127.0.0.1", 0)).unwrap();
+        let port = taken.local_addr().unwrap().port();
+        let options = options(port, dir.path());
+        let error = executor_config_with(&options, &functions(&options.id)).err().expect("a taken port must fail");
+        let text = format!("{error}");
+        assert!(text.contains(&format!("127.0.0.1:{port}")) && text.contains("--flight-port"), "{text}");
     }
 }

@@ -7,6 +7,7 @@ use datafusion::execution::SessionState;
 use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use sluice_connectors::datastore::Datastore;
+use sluice_connectors::delta::Lake;
 use sluice_udfs::Functions;
 
 use crate::error::{Error, Result};
@@ -70,11 +71,30 @@ pub async fn connect(cluster: &str, functions: &Functions, datastores: &[Datasto
         .build();
     let ctx = SessionContext::remote_with_state(&url, state).await?;
     // After `remote_with_state`: Ballista's upgrade resets the scalar function list.
+    register_functions(&ctx, functions);
+    Ok(ctx)
+}
+
+/// An in-process session (no cluster) with the same functions as the cluster's sessions
+/// (`predict` and the other scalar functions, the `sluice_sketch` aggregate) and, given a lake,
+/// its object store and asset tables: for the stream consumers, the servers' small reads and
+/// writes, and reports.
+pub fn in_process(functions: &Functions, lake: Option<&Lake>) -> Result<SessionContext> {
+    let ctx = SessionContext::new_with_config(session_config());
+    register_functions(&ctx, functions);
+    if let Some(lake) = lake {
+        ctx.register_object_store(lake.store_url(), lake.store());
+        crate::assets::register(&ctx, lake)?;
+    }
+    Ok(ctx)
+}
+
+/// Registers Sluice's scalar functions and the `sluice_sketch` aggregate on `ctx`.
+fn register_functions(ctx: &SessionContext, functions: &Functions) {
     for udf in &functions.scalar {
         ctx.register_udf(udf.as_ref().clone());
     }
     ctx.register_udaf(crate::profile::sketch_udaf().as_ref().clone());
-    Ok(ctx)
 }
 
 #[cfg(test)]

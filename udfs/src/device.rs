@@ -82,6 +82,11 @@ pub fn choose_device(name: &str) -> Result<Device, String> {
     Ok(chosen)
 }
 
+/// The name of the device models in this process run on ([`default_device`]), or why none can.
+pub fn default_device_name() -> String {
+    default_device().map_or_else(|e| format!("unusable: {e}"), device_name)
+}
+
 /// A short name for a device, as users write it.
 pub fn device_name(device: Device) -> String {
     match device {

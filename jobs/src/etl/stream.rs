@@ -68,9 +68,7 @@ pub async fn run_stream(lake: &Lake, job: &JobFile, on_event: &mut dyn FnMut(&St
         return Err(Error::Invalid("a stream job needs an mqtt source".into()));
     };
     let options = JsonOptions { schema: schema.clone(), infer: *infer, sample: *sample, flatten: flatten.clone() };
-    let ctx = SessionContext::new_with_config(sluice_engine::session::session_config());
-    ctx.register_object_store(lake.store_url(), lake.store());
-    sluice_engine::assets::register(&ctx, lake)?;
+    let ctx = sluice_engine::session::in_process(&sluice_udfs::functions("mqtt"), Some(lake))?;
 
     let mut subscription = Subscription::connect(&name, connection, read).await?;
     on_event(&StreamEvent::Subscribed { topics: read.topics.clone() });

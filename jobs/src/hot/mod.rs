@@ -222,16 +222,7 @@ pub async fn run(
     on_status: &mut dyn FnMut(&StreamStatus),
 ) -> Result<StreamStatus> {
     let started = Instant::now();
-    let ctx = SessionContext::new_with_config(sluice_engine::session::session_config());
-    for udf in &sluice_udfs::functions("stream").scalar {
-        ctx.register_udf(udf.as_ref().clone());
-    }
-    // The reference profile of a `[monitor]` is one `sluice_sketch` query, run here.
-    ctx.register_udaf(sluice_engine::profile::sketch_udaf().as_ref().clone());
-    if let Some(lake) = lake {
-        ctx.register_object_store(lake.store_url(), lake.store());
-        sluice_engine::assets::register(&ctx, lake)?;
-    }
+    let ctx = sluice_engine::session::in_process(&sluice_udfs::functions("stream"), lake)?;
     let mut models = Vec::new();
     let sql = match (&job.output, lake) {
         (Some(output), Some(lake)) => {
@@ -463,8 +454,8 @@ impl Stream<'_> {
                     }
                     Err(e) => {
                         failures += 1;
-                        let at = coordinates_of(&part, 0)?;
-                        let message = index.get(&(at.0.as_str(), at.1, at.2)).copied();
+                        let coordinates = Coordinates::of(&part)?;
+                        let message = index.get(&coordinates.at(0)?).copied();
                         match message {
                             Some(m) => dead.push(self.dead_letter(m, "score", &first_line(&e.to_string()))),
                             None => return Err(e),
@@ -495,9 +486,9 @@ impl Stream<'_> {
             self.producer.begin()?;
         }
         let to_topic = self.job.output.as_ref().is_some_and(|o| o.topic.is_some());
-        let mut records: Vec<Record> =
-            if to_topic { outputs.iter().map(|(r, _)| r.clone()).collect() } else { Vec::new() };
-        let n_outputs = outputs.len();
+        let (records, sources): (Vec<Record>, Vec<&Message>) = outputs.into_iter().unzip();
+        let mut records = if to_topic { records } else { Vec::new() };
+        let n_outputs = sources.len();
         let n_dead = dead.len();
         records.extend(dead);
         self.producer.send_all(&records).await?;
@@ -505,9 +496,9 @@ impl Stream<'_> {
             serving.upsert(&served).await?;
         }
         let now_ms = chrono::Utc::now().timestamp_millis();
-        let latencies: Vec<f64> = outputs
+        let latencies: Vec<f64> = sources
             .iter()
-            .map(|(_, m)| match m.timestamp_ms {
+            .map(|m| match m.timestamp_ms {
                 Some(ts) if ts <= now_ms => (now_ms - ts) as f64,
                 _ => m.received.elapsed().as_secs_f64() * 1e3,
             })
@@ -564,9 +555,10 @@ impl Stream<'_> {
             }
             None => None,
         };
+        let coordinates = Coordinates::of(batch)?;
         for (row, line) in lines.into_iter().enumerate() {
-            let (t, p, o) = coordinates_of(batch, row)?;
-            let m = index.get(&(t.as_str(), p, o)).copied().ok_or_else(|| {
+            let (t, p, o) = coordinates.at(row)?;
+            let m = index.get(&(t, p, o)).copied().ok_or_else(|| {
                 Error::Invalid(format!("output.sql: a result row names event {t}/{p}/{o}, which is not in its micro-batch"))
             })?;
             let key = match &keys {
@@ -621,17 +613,37 @@ fn with_coordinates(batch: &RecordBatch, events: &[&Message]) -> Result<RecordBa
     Ok(RecordBatch::try_new(schema, columns)?)
 }
 
-/// The (topic, partition, offset) of row `row`.
-fn coordinates_of(batch: &RecordBatch, row: usize) -> Result<(String, i32, i64)> {
-    let column = |name: &str, to: &DataType| -> Result<ArrayRef> {
-        let c = batch.column_by_name(name).ok_or_else(|| Error::Invalid(format!("output.sql: its rows lost {name}")))?;
-        Ok(arrow::compute::cast(c, to)?)
-    };
-    let (t, p, o) = (column("_topic", &DataType::Utf8)?, column("_partition", &DataType::Int32)?, column("_offset", &DataType::Int64)?);
-    if !(t.is_valid(row) && p.is_valid(row) && o.is_valid(row)) {
-        return Err(Error::Invalid("output.sql: a result row has a NULL _topic, _partition or _offset".into()));
+/// The (topic, partition, offset) columns of a result batch, cast once.
+struct Coordinates {
+    topic: ArrayRef,
+    partition: ArrayRef,
+    offset: ArrayRef,
+}
+
+impl Coordinates {
+    fn of(batch: &RecordBatch) -> Result<Self> {
+        let column = |name: &str, to: &DataType| -> Result<ArrayRef> {
+            let c = batch.column_by_name(name).ok_or_else(|| Error::Invalid(format!("output.sql: its rows lost {name}")))?;
+            Ok(arrow::compute::cast(c, to)?)
+        };
+        Ok(Self {
+            topic: column("_topic", &DataType::Utf8)?,
+            partition: column("_partition", &DataType::Int32)?,
+            offset: column("_offset", &DataType::Int64)?,
+        })
     }
-    Ok((t.as_string::<i32>().value(row).to_string(), p.as_primitive::<Int32Type>().value(row), o.as_primitive::<Int64Type>().value(row)))
+
+    /// The (topic, partition, offset) of row `row`.
+    fn at(&self, row: usize) -> Result<(&str, i32, i64)> {
+        if !(self.topic.is_valid(row) && self.partition.is_valid(row) && self.offset.is_valid(row)) {
+            return Err(Error::Invalid("output.sql: a result row has a NULL _topic, _partition or _offset".into()));
+        }
+        Ok((
+            self.topic.as_string::<i32>().value(row),
+            self.partition.as_primitive::<Int32Type>().value(row),
+            self.offset.as_primitive::<Int64Type>().value(row),
+        ))
+    }
 }
 
 /// `df` with the event's coordinates added to its SELECT list where it dropped them; returns the
@@ -709,7 +721,7 @@ mod tests {
         let (df, added) = with_sources(ctx.sql("SELECT id * 2 AS twice FROM events WHERE id > 0").await.unwrap()).unwrap();
         assert_eq!(added, ["_topic", "_partition", "_offset", "_timestamp"]);
         let batches = df.collect().await.unwrap();
-        assert_eq!(coordinates_of(&batches[0], 0).unwrap(), ("t".to_string(), 0, 101));
+        assert_eq!(Coordinates::of(&batches[0]).unwrap().at(0).unwrap(), ("t", 0, 101));
         let lines = json_lines(&batches[0].project(&[0]).unwrap()).unwrap();
         assert_eq!(lines, [b"{\"twice\":2}".to_vec(), b"{\"twice\":4}".to_vec()]);
 

@@ -322,8 +322,7 @@ pub async fn write_report(
         ("drifted", Arc::new(report.iter().map(|c| Some(c.drifted)).collect::<BooleanArray>())),
     ]);
     let batch = RecordBatch::try_from_iter(columns)?;
-    let ctx = SessionContext::new_with_config(sluice_engine::session::session_config());
-    ctx.register_object_store(lake.store_url(), lake.store());
+    let ctx = sluice_engine::session::in_process(&sluice_udfs::functions("report"), Some(lake))?;
     let mut lineage = serde_json::Map::new();
     let labels: serde_json::Map<String, serde_json::Value> =
         labels.iter().map(|(k, v)| (k.to_string(), serde_json::Value::String(v.clone()))).collect();

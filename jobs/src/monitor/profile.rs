@@ -230,6 +230,9 @@ pub async fn profile_written(ctx: &SessionContext, lake: &Lake, written: &sluice
         }),
         Err(_) => PROFILE_ON_WRITE_ROWS,
     };
+    if limit == 0 {
+        return;
+    }
     let started = std::time::Instant::now();
     let pinned = AssetRef { name: written.asset.clone(), at: At::Version(written.version) };
     let result = async {

@@ -331,8 +331,7 @@ pub async fn write_report(lake: &Lake, name: &str, report: &QualityReport) -> Re
         ("test_rmse", test("rmse")),
         ("test_mae", test("mae")),
     ])?;
-    let ctx = SessionContext::new_with_config(sluice_engine::session::session_config());
-    ctx.register_object_store(lake.store_url(), lake.store());
+    let ctx = sluice_engine::session::in_process(&sluice_udfs::functions("report"), Some(lake))?;
     let mut lineage = serde_json::Map::new();
     lineage.insert("inputs".into(), serde_json::json!([report.predictions, report.labels]));
     lineage.insert("quality".into(), serde_json::json!({ "model": report.model, "task": report.task }));
