@@ -514,3 +514,136 @@ fn stream_windows_report_drift_of_events_and_scores() {
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("window 2: DRIFT in a, score"), "{stdout}");
 }
+
+/// Avro's zig-zag varint of a long.
+fn avro_long(v: i64, out: &mut Vec<u8>) {
+    let mut n = ((v << 1) ^ (v >> 63)) as u64;
+    while n >= 0x80 {
+        out.push((n as u8) | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
+}
+
+/// An event in the Confluent wire format: schema `id`, then the record (id, a, b, c[, site]).
+fn avro_event(schema: u32, id: i64, abc: [f32; 3], site: Option<&str>) -> Vec<u8> {
+    let mut out = vec![0];
+    out.extend_from_slice(&schema.to_be_bytes());
+    avro_long(id, &mut out);
+    for v in abc {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    if let Some(site) = site {
+        avro_long(site.len() as i64, &mut out);
+        out.extend_from_slice(site.as_bytes());
+    }
+    out
+}
+
+/// A schema registry's read API on loopback (`GET /schemas/ids/N`), serving `schemas`; 404 for
+/// other ids. Returns its URL and the requests it answered.
+fn schema_registry(schemas: HashMap<u32, String>) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{Read as _, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
+    let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = asked.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let mut conn = conn.unwrap();
+            let mut buf = [0u8; 4096];
+            let n = conn.read(&mut buf).unwrap_or(0);
+            let request = String::from_utf8_lossy(&buf[..n]).into_owned();
+            let path = request.split_whitespace().nth(1).unwrap_or_default().to_string();
+            log.lock().unwrap().push(path.clone());
+            let id = path.strip_prefix("/schemas/ids/").and_then(|id| id.parse::<u32>().ok());
+            let (status, body) = match id.and_then(|id| schemas.get(&id)) {
+                Some(schema) => ("200 OK", serde_json::json!({ "schema": schema }).to_string()),
+                None => ("404 Not Found", r#"{"error_code":40403,"message":"Schema not found"}"#.to_string()),
+            };
+            let reply = format!(
+                "HTTP/1.1 {status}\r\ncontent-type: application/vnd.schemaregistry.v1+json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = conn.write_all(reply.as_bytes());
+        }
+    });
+    (url, asked)
+}
+
+#[test]
+fn avro_events_of_two_schema_versions_score_and_bad_ones_are_dead_letters() {
+    let TestRun { run, events, scores, dir: _dir, lake } = test_run();
+    let v2 = std::fs::read_to_string(root().join("examples/schemas/event.avsc")).unwrap();
+    let (registry, asked) = schema_registry(HashMap::from([(2, v2)]));
+
+    // 600 events: two in three written with schema 1 (listed in the job), one in three with
+    // schema 2 (only the registry has it); then four that cannot be decoded.
+    let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", brokers()).create().unwrap();
+    let abc = |i: i64| [(i % 17) as f32, (i % 5) as f32 * 0.5, 1.0 + (i % 3) as f32];
+    for i in 0..600i64 {
+        let site = format!("site-{}", i % 7);
+        let payload = if i % 3 == 0 { avro_event(2, i, abc(i), Some(&site)) } else { avro_event(1, i, abc(i), None) };
+        producer.send(BaseRecord::to(&events).key(&i.to_string()).payload(&payload)).unwrap();
+    }
+    let mut cut = avro_event(1, 9001, abc(1), None);
+    cut.truncate(cut.len() - 3);
+    let poison: [(i64, Vec<u8>); 4] = [
+        (9000, br#"{"id": 9000, "a": 1, "b": 2, "c": 3}"#.to_vec()),
+        (9001, cut),
+        (9002, avro_event(3, 9002, abc(2), None)),
+        (9003, avro_event(1, 9003, abc(3), None)[..5].to_vec()),
+    ];
+    for (key, payload) in &poison {
+        producer.send(BaseRecord::to(&events).key(&key.to_string()).payload(payload)).unwrap();
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+
+    let env = [("STREAM_STOP_WHEN_IDLE_S", "6"), ("SCHEMA_REGISTRY", registry.as_str()), ("LAND_ASSET", "events_raw")];
+    let out = stream(&lake, "examples/kafka_score_avro.toml", &run, &env).wait_with_output().unwrap();
+    let stdout = ok(out, "sluice stream examples/kafka_score_avro.toml");
+    assert!(stdout.contains("604 events") && stdout.contains("4 dead letters"), "{stdout}");
+
+    // Each result is the model's score of its event's values; version 1 events read `site` as
+    // the reader schema's default.
+    let results = read_all(&scores, Duration::from_secs(2));
+    let mut seen = HashSet::new();
+    for (_, payload, _) in &results {
+        let row: serde_json::Value = serde_json::from_slice(payload).unwrap();
+        let i = row["id"].as_i64().unwrap();
+        let [a, b, c] = abc(i);
+        let want = 0.5 * a - 2.0 * b + 0.25 * c + 1.0;
+        assert!((row["score"].as_f64().unwrap() as f32 - want).abs() < 1e-5, "{row}");
+        let site = if i % 3 == 0 { format!("site-{}", i % 7) } else { "unknown".into() };
+        assert_eq!(row["site"].as_str().unwrap(), site, "{row}");
+        seen.insert(i);
+    }
+    assert_eq!(seen, (0..600).collect::<HashSet<i64>>());
+
+    // The four bad events are dead letters, each with its reason and its payload intact.
+    let dead = read_all(&format!("dead-{run}"), Duration::from_secs(2));
+    let mut reasons: Vec<(String, String)> = dead
+        .iter()
+        .map(|(key, _, headers)| (String::from_utf8(key.clone().unwrap()).unwrap(), headers["sluice.error"].clone()))
+        .collect();
+    reasons.sort();
+    let wants = ["JSON?", "cut short", "has no schema id 3", "no record"];
+    assert_eq!(reasons.len(), 4, "{reasons:?}");
+    for ((key, reason), (want_key, want)) in reasons.iter().zip(poison.iter().map(|(k, _)| k).zip(wants)) {
+        assert_eq!(key, &want_key.to_string());
+        assert!(reason.contains(want), "{key}: {reason} (want {want})");
+    }
+    let payloads: HashMap<Vec<u8>, Vec<u8>> = dead.into_iter().map(|(k, p, _)| (k.unwrap(), p)).collect();
+    for (key, payload) in &poison {
+        assert_eq!(&payloads[key.to_string().as_bytes()], payload);
+    }
+
+    // The registry was asked once for each id the job does not list; the raw events landed with
+    // the reader schema's columns.
+    let mut asked = asked.lock().unwrap().clone();
+    asked.sort();
+    assert_eq!(asked, ["/schemas/ids/2", "/schemas/ids/3"]);
+    assert_eq!(first_value(&run_at(&lake, &["sql", "SELECT COUNT(*) FROM events_raw"])), "600");
+    let unknown = run_at(&lake, &["sql", "SELECT COUNT(*) FROM events_raw WHERE site = 'unknown'"]);
+    assert_eq!(first_value(&unknown), "400");
+}

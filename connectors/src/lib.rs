@@ -2,6 +2,7 @@
 //!
 //! [`registry`] lists them by name; the engine wires them into DataFusion and Ballista.
 
+pub mod avro;
 pub mod datastore;
 pub mod delta;
 pub mod error;

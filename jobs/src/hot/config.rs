@@ -58,13 +58,67 @@ pub struct Input {
     /// The micro-batch's table name in the SQL (default `events`).
     #[serde(default = "default_table")]
     pub table: String,
+    /// How payloads are encoded: `json` (default) or `avro` (Confluent wire format, `[input.avro]`).
+    #[serde(default)]
+    pub format: PayloadFormat,
     /// Column types, `"id bigint, a float"`: the payload's fields (JSON objects).
-    pub schema: String,
-    /// Nested objects become `parent<sep>child` columns (e.g. `"_"`).
+    pub schema: Option<String>,
+    /// Nested objects become `parent<sep>child` columns (e.g. `"_"`; JSON only).
     pub flatten: Option<String>,
+    /// Avro payloads: the reader schema (the columns) and where writer schemas come from.
+    pub avro: Option<AvroInput>,
     /// Events that cannot be decoded or scored go here with the error (default
     /// `<first topic>.dead-letters`).
     pub dead_letter_topic: Option<String>,
+}
+
+/// The encoding of the events' payloads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PayloadFormat {
+    /// A JSON object per event (default).
+    #[default]
+    Json,
+    /// An Avro record per event in the Confluent wire format (zero byte, 4-byte schema id, record).
+    Avro,
+}
+
+/// `[input.avro]`: Avro payloads.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AvroInput {
+    /// The reader schema, whose fields are the columns: an `.avsc` file or the JSON itself.
+    pub schema: String,
+    /// Writer schemas by registry id (`{ 1 = "event-v1.avsc" }`, files or JSON).
+    #[serde(default)]
+    pub writer_schemas: std::collections::BTreeMap<String, String>,
+    /// A Confluent-compatible schema registry (`http://host:8081`) asked for ids not listed.
+    pub registry: Option<String>,
+}
+
+impl AvroInput {
+    /// The decoder of these settings, reading the schema files.
+    pub fn decoder(&self, batch_size: usize) -> Result<sluice_connectors::avro::AvroDecoder> {
+        let reader = schema_text(&self.schema, "input.avro.schema")?;
+        let mut writers = std::collections::BTreeMap::new();
+        for (id, schema) in &self.writer_schemas {
+            let key = format!("input.avro.writer_schemas.{id}");
+            let id: u32 = id.parse().map_err(|_| Error::Invalid(format!("{key}: the key must be a schema id (a number)")))?;
+            writers.insert(id, schema_text(schema, &key)?);
+        }
+        sluice_connectors::avro::AvroDecoder::new(&reader, &writers, self.registry.as_deref(), batch_size)
+            .map_err(|e| Error::Invalid(format!("input.avro: {e}")))
+    }
+}
+
+/// An Avro schema given inline (JSON) or as a file.
+fn schema_text(value: &str, key: &str) -> Result<String> {
+    let trimmed = value.trim_start();
+    if trimmed.starts_with('{') || trimmed.starts_with('"') {
+        return Ok(value.to_string());
+    }
+    std::fs::read_to_string(value)
+        .map_err(|e| Error::Invalid(format!("{key}: cannot read the schema file {value}: {e} (give a path or the schema's JSON)")))
 }
 
 fn default_table() -> String {
@@ -200,7 +254,22 @@ impl StreamJob {
         {
             return bad("land.partition_by: use day, hour or none");
         }
-        let columns = sluice_connectors::json::parse_columns(&job.input.schema)
+        let spec = match (job.input.format, &job.input.schema, &job.input.avro) {
+            (PayloadFormat::Json, Some(spec), None) => spec.clone(),
+            (PayloadFormat::Json, None, _) => return bad("input.schema: give the payload's columns (\"id bigint, a float\")"),
+            (PayloadFormat::Json, Some(_), Some(_)) => {
+                return bad("[input.avro] is for Avro payloads: set input.format = \"avro\" or remove it");
+            }
+            (PayloadFormat::Avro, None, Some(_)) if job.input.flatten.is_some() => {
+                return bad("input.flatten is for JSON payloads; Avro records keep nested fields as struct columns");
+            }
+            (PayloadFormat::Avro, None, Some(_)) => String::new(),
+            (PayloadFormat::Avro, Some(_), _) => {
+                return bad("input.schema is for JSON payloads; Avro events take their columns from [input.avro] schema");
+            }
+            (PayloadFormat::Avro, None, None) => return bad("input.format = \"avro\" needs [input.avro] schema (an .avsc file)"),
+        };
+        let columns = sluice_connectors::json::parse_columns(&spec)
             .map_err(|e| Error::Invalid(format!("{origin}: input.schema: {e}")))?;
         if let Some(taken) = columns.iter().find(|c| super::COORDINATES.contains(&c.name().as_str())) {
             return bad(&format!(
@@ -222,9 +291,9 @@ impl StreamJob {
         self.input.dead_letter_topic.clone().unwrap_or_else(|| format!("{}.dead-letters", self.input.topics[0]))
     }
 
-    /// How payloads are decoded: exactly the declared columns.
+    /// How JSON payloads are decoded: exactly the declared columns.
     pub fn json(&self) -> JsonOptions {
-        JsonOptions { schema: Some(self.input.schema.clone()), infer: Some(false), sample: 0, flatten: self.input.flatten.clone() }
+        JsonOptions { schema: self.input.schema.clone(), infer: Some(false), sample: 0, flatten: self.input.flatten.clone() }
     }
 
     /// Whether a job file's text (variables replaced) is a Kafka stream job: it has
@@ -270,6 +339,17 @@ topic = "out"
         assert!(e.contains("input.schema"), "{e}");
         let e = StreamJob::parse(&JOB.replace("id bigint", "_offset bigint"), "job.toml").unwrap_err().to_string();
         assert!(e.contains("'_offset' is the name Sluice gives"), "{e}");
+        let avro = JOB.replace("schema = \"id bigint, a float\"", "format = \"avro\"");
+        let e = StreamJob::parse(&avro, "job.toml").unwrap_err().to_string();
+        assert!(e.contains("needs [input.avro] schema"), "{e}");
+        let e = StreamJob::parse(&JOB.replace("[input]", "[input]\nformat = \"avro\""), "job.toml").unwrap_err().to_string();
+        assert!(e.contains("input.schema is for JSON payloads"), "{e}");
+        let avro = avro.replace("[output]", "[input.avro]\nschema = \"e.avsc\"\nwriter_schemas = { v1 = \"{}\" }\n[output]");
+        let job = StreamJob::parse(&avro, "job.toml").unwrap();
+        let e = job.input.avro.as_ref().unwrap().decoder(10).unwrap_err().to_string();
+        assert!(e.contains("input.avro.schema: cannot read the schema file e.avsc"), "{e}");
+        let e = StreamJob::parse(&avro.replace("format = \"avro\"", "format = \"json\""), "job.toml").unwrap_err().to_string();
+        assert!(e.contains("input.schema: give the payload's columns"), "{e}");
         // Given to `sluice run`, it says which command runs it.
         let e = crate::etl::JobFile::parse(JOB, "job.toml").unwrap_err().to_string();
         assert!(e.contains("run it with `sluice stream job.toml`"), "{e}");

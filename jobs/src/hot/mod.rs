@@ -20,7 +20,7 @@ use datafusion::logical_expr::{Expr, LogicalPlan, Projection};
 use datafusion::prelude::{DataFrame, SessionContext};
 use serde::Serialize;
 use sluice_connectors::delta::Lake;
-use sluice_connectors::json::RecordDecoder;
+use sluice_connectors::json::{Decoded, RecordDecoder};
 use sluice_connectors::kafka::{Consumer, Message, Offsets, Producer, Record};
 use sluice_connectors::postgres::Upserter;
 
@@ -199,7 +199,7 @@ struct Stream<'a> {
     ctx: SessionContext,
     consumer: Consumer,
     producer: Producer,
-    decoder: RecordDecoder,
+    decoder: Payloads,
     /// The job's SQL with registered models resolved to their files.
     sql: Option<String>,
     lander: Option<Lander>,
@@ -245,8 +245,24 @@ pub async fn run(
         Some(table) => Some(Upserter::open(table).await?),
         None => None,
     };
-    let json = job.json();
-    let schema = json.schema_from(&[])?;
+    let decoder = match &job.input.avro {
+        Some(avro) => {
+            let decoder = avro.decoder(job.batch.max_rows)?;
+            let schema = decoder.schema();
+            if let Some(taken) = schema.fields().iter().find(|f| COORDINATES.contains(&f.name().as_str())) {
+                return Err(Error::Invalid(format!(
+                    "input.avro.schema: field '{}' is the name Sluice gives each event's coordinates ({}); rename it",
+                    taken.name(),
+                    COORDINATES.join(", ")
+                )));
+            }
+            Payloads::Avro(Box::new(decoder))
+        }
+        None => {
+            let json = job.json();
+            Payloads::Json(RecordDecoder::new(json.schema_from(&[])?, json.flatten.clone()))
+        }
+    };
     let exactly_once = job.output.as_ref().is_some_and(|o| o.delivery == Delivery::ExactlyOnce);
     let transactional_id = exactly_once.then(|| format!("{}-{}", job.group(), std::process::id()));
     let consumer = Consumer::subscribe(&job.kafka, &job.group(), &job.input.topics, job.input.start)?;
@@ -258,7 +274,7 @@ pub async fn run(
         ctx,
         consumer,
         producer,
-        decoder: RecordDecoder::new(schema, json.flatten.clone()),
+        decoder,
         sql,
         lander,
         serving,
@@ -384,38 +400,26 @@ impl Stream<'_> {
         if let Some(first) = messages.first() {
             self.meter.first_event.get_or_insert(first.received);
         }
-        let mut dead: Vec<Record> = Vec::new();
         // Decode the payloads; an event that does not decode is a dead letter.
-        let mut texts: Vec<&str> = Vec::with_capacity(messages.len());
-        let mut text_of: Vec<usize> = Vec::with_capacity(messages.len());
-        for (i, m) in messages.iter().enumerate() {
-            match m.payload.as_deref().map(std::str::from_utf8) {
-                Some(Ok(text)) => {
-                    texts.push(text);
-                    text_of.push(i);
-                }
-                Some(Err(e)) => dead.push(self.dead_letter(m, "decode", &format!("the payload is not UTF-8 text: {e}"))),
-                None => dead.push(self.dead_letter(m, "decode", "the event has no payload")),
-            }
-        }
-        let decoded = self.decoder.decode(&texts, &|i| i.to_string())?;
-        let mut rejected = vec![false; texts.len()];
+        let (decoded, body_of, undecodable) = self.decoder.decode(&messages).await?;
+        let mut dead: Vec<Record> = undecodable.into_iter().map(|(i, why)| self.dead_letter(&messages[i], "decode", &why)).collect();
+        let mut rejected = vec![false; body_of.len()];
         for reject in &decoded.rejects {
             if let Ok(j) = reject.location.parse::<usize>()
-                && j < texts.len()
+                && j < body_of.len()
             {
                 rejected[j] = true;
-                dead.push(self.dead_letter(&messages[text_of[j]], "decode", &reject.reason));
+                dead.push(self.dead_letter(&messages[body_of[j]], "decode", &reject.reason));
             }
         }
         let kept: Vec<&Message> =
-            text_of.iter().zip(&rejected).filter(|(_, r)| !**r).map(|(i, _)| &messages[*i]).collect();
+            body_of.iter().zip(&rejected).filter(|(_, r)| !**r).map(|(i, _)| &messages[*i]).collect();
         let events = match decoded.batch {
             Some(batch) if batch.num_rows() == kept.len() => Some(with_coordinates(&batch, &kept)?),
             Some(batch) => {
                 return Err(Error::Invalid(format!(
                     "decoding {} events gave {} rows and {} rejects; please report this",
-                    texts.len(),
+                    body_of.len(),
                     batch.num_rows(),
                     decoded.rejects.len()
                 )));
@@ -611,6 +615,60 @@ fn with_coordinates(batch: &RecordBatch, events: &[&Message]) -> Result<RecordBa
     ));
     let schema: SchemaRef = Arc::new(Schema::new(fields));
     Ok(RecordBatch::try_new(schema, columns)?)
+}
+
+/// How the events' payloads become rows.
+enum Payloads {
+    Json(RecordDecoder),
+    Avro(Box<sluice_connectors::avro::AvroDecoder>),
+}
+
+impl Payloads {
+    fn schema(&self) -> SchemaRef {
+        match self {
+            Self::Json(d) => d.schema(),
+            Self::Avro(d) => d.schema(),
+        }
+    }
+
+    /// The decoded rows and rejects (located by their index among the decoded payloads), which
+    /// message each decoded payload is, and the messages not decoded at all, with why.
+    async fn decode(&mut self, messages: &[Message]) -> Result<(Decoded, Vec<usize>, Vec<(usize, String)>)> {
+        let mut of: Vec<usize> = Vec::with_capacity(messages.len());
+        let mut undecodable = Vec::new();
+        let mut bodies: Vec<&[u8]> = Vec::with_capacity(messages.len());
+        for (i, m) in messages.iter().enumerate() {
+            match m.payload.as_deref() {
+                Some(body) => {
+                    bodies.push(body);
+                    of.push(i);
+                }
+                None => undecodable.push((i, "the event has no payload".to_string())),
+            }
+        }
+        let decoded = match self {
+            Self::Json(decoder) => {
+                let mut texts = Vec::with_capacity(bodies.len());
+                let mut text_of = Vec::with_capacity(bodies.len());
+                for (body, i) in bodies.iter().zip(&of) {
+                    match std::str::from_utf8(body) {
+                        Ok(text) => {
+                            texts.push(text);
+                            text_of.push(*i);
+                        }
+                        Err(e) => undecodable.push((*i, format!("the payload is not UTF-8 text: {e}"))),
+                    }
+                }
+                of = text_of;
+                decoder.decode(&texts, &|i| i.to_string())?
+            }
+            Self::Avro(decoder) => {
+                decoder.resolve(&bodies).await?;
+                decoder.decode(&bodies, &|i| i.to_string())?
+            }
+        };
+        Ok((decoded, of, undecodable))
+    }
 }
 
 /// The (topic, partition, offset) columns of a result batch, cast once.
