@@ -111,6 +111,19 @@ enum Bench {
         #[arg(long, default_value_t = 10_000_000)]
         rows: usize,
     },
+    /// The stream's payload decoders on the same events, JSON against Avro (Confluent wire
+    /// format): events per second into Arrow batches of `batch` events.
+    Decode {
+        /// Events (an id and `features` float32 values each).
+        #[arg(long, default_value_t = 1_000_000)]
+        events: usize,
+        /// Float32 values per event.
+        #[arg(long, default_value_t = 16)]
+        features: usize,
+        /// Events per micro-batch.
+        #[arg(long, default_value_t = 5000)]
+        batch: usize,
+    },
     /// librdkafka's own Kafka-protocol broker (its mock cluster), on a loopback port, until
     /// killed: prints its bootstrap servers. A second broker for the hot path's latency bench.
     KafkaMock {
@@ -141,11 +154,77 @@ async fn main() -> Result<()> {
         }
         Bench::KafkaMock { topics } => kafka::mock_broker(&topics).await,
         Bench::Sketch { rows } => sketch(rows),
+        Bench::Decode { events, features, batch } => decode(events, features, batch),
     }
 }
 
 /// Times `Profile::add` over `rows` rows of 16 bell-shaped float32 columns, batches of 8,192,
 /// against a plain loop that bins, sums and takes min/max value by value.
+fn decode(events: usize, features: usize, batch: usize) -> Result<()> {
+    use sluice_connectors::avro::AvroDecoder;
+    use sluice_connectors::json::RecordDecoder;
+
+    let names: Vec<String> = (0..features).map(|i| format!("f{i}")).collect();
+    let value = |i: usize, j: usize| ((i * 31 + j * 7) % 1000) as f32 / 7.0;
+    // The same events both ways, made before the clock starts.
+    let json: Vec<String> = (0..batch)
+        .map(|i| {
+            let fields: Vec<String> = names.iter().enumerate().map(|(j, n)| format!("\"{n}\":{}", value(i, j))).collect();
+            format!("{{\"id\":{i},{}}}", fields.join(","))
+        })
+        .collect();
+    let avro: Vec<Vec<u8>> = (0..batch)
+        .map(|i| {
+            let mut out = vec![0, 0, 0, 0, 1];
+            let mut n = ((i as i64) << 1) as u64;
+            while n >= 0x80 {
+                out.push((n as u8) | 0x80);
+                n >>= 7;
+            }
+            out.push(n as u8);
+            for j in 0..features {
+                out.extend_from_slice(&value(i, j).to_le_bytes());
+            }
+            out
+        })
+        .collect();
+    let columns: Vec<String> = names.iter().map(|n| format!("{n} float")).collect();
+    let schema = sluice_connectors::json::JsonOptions {
+        schema: Some(format!("id bigint, {}", columns.join(", "))),
+        infer: Some(false),
+        sample: 0,
+        flatten: None,
+    }
+    .schema_from(&[])?;
+    let json_decoder = RecordDecoder::new(schema, None);
+    let fields: Vec<String> = names.iter().map(|n| format!("{{\"name\":\"{n}\",\"type\":\"float\"}}")).collect();
+    let avsc = format!(r#"{{"type":"record","name":"E","fields":[{{"name":"id","type":"long"}},{}]}}"#, fields.join(","));
+    let mut avro_decoder = AvroDecoder::new(&avsc, &std::collections::BTreeMap::from([(1, avsc.clone())]), None, batch)?;
+
+    let texts: Vec<&str> = json.iter().map(String::as_str).collect();
+    let bodies: Vec<&[u8]> = avro.iter().map(Vec::as_slice).collect();
+    let rounds = events.div_ceil(batch);
+    let time = |f: &mut dyn FnMut() -> Result<usize>| -> Result<f64> {
+        let started = Instant::now();
+        for _ in 0..rounds {
+            anyhow::ensure!(f()? == batch, "a batch lost rows");
+        }
+        Ok((rounds * batch) as f64 / started.elapsed().as_secs_f64())
+    };
+    let rows = |d: sluice_connectors::json::Decoded| d.batch.map_or(0, |b| b.num_rows());
+    let json_rate = time(&mut || Ok(rows(json_decoder.decode(&texts, &|i| i.to_string())?)))?;
+    let avro_rate = time(&mut || Ok(rows(avro_decoder.decode(&bodies, &|i| i.to_string())?)))?;
+    let (json_bytes, avro_bytes) = (json.iter().map(String::len).sum::<usize>(), avro.iter().map(Vec::len).sum::<usize>());
+    println!(
+        "decode {} events of 1 + {features} values, batches of {batch}: json {json_rate:.0} events/s ({} B/event), avro {avro_rate:.0} events/s ({} B/event), avro/json {:.2}",
+        rounds * batch,
+        json_bytes / batch,
+        avro_bytes / batch,
+        avro_rate / json_rate
+    );
+    Ok(())
+}
+
 fn sketch(rows: usize) -> Result<()> {
     use std::sync::Arc;
 

@@ -108,62 +108,88 @@ impl AvroDecoder {
     /// Decodes `payloads`; `locate(i)` names payload `i` in rejects. Call [`Self::resolve`] first
     /// so that ids only the registry knows are decoded too.
     pub fn decode(&mut self, payloads: &[&[u8]], locate: &dyn Fn(usize) -> String) -> Result<Decoded> {
-        let mut rejects = Vec::new();
-        let mut batches = Vec::new();
-        // Payloads fed since the last flush: fed again into a fresh decoder after a bad one.
-        let mut fed: Vec<usize> = Vec::new();
-        let mut active: Option<u32> = None;
+        let mut rejects: Vec<(usize, String)> = Vec::new();
+        // Payloads by writer schema, each decoded as one run (a decoder's batch holds one
+        // writer's rows), then put back in their order.
+        let mut by_writer: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
         for (i, payload) in payloads.iter().enumerate() {
-            let id = match schema_id(payload) {
-                Ok(id) => id,
-                Err(why) => {
-                    rejects.push(reject(locate(i), payload, why));
-                    continue;
-                }
-            };
-            if let Some(why) = self.unusable.get(&id) {
-                rejects.push(reject(locate(i), payload, why.clone()));
-                continue;
-            }
-            if self.store.lookup(&Fingerprint::Id(id)).is_none() {
-                let why = match &self.registry {
+            match schema_id(payload) {
+                Err(why) => rejects.push((i, why)),
+                Ok(id) if self.unusable.contains_key(&id) => rejects.push((i, self.unusable[&id].clone())),
+                Ok(id) if self.store.lookup(&Fingerprint::Id(id)).is_none() => rejects.push((i, match &self.registry {
                     None => format!("schema id {id} is not in input.avro.writer_schemas and no input.avro.registry is set"),
                     Some(registry) => format!("schema id {id} was not fetched from the registry at {}", registry.host),
-                };
-                rejects.push(reject(locate(i), payload, why));
-                continue;
+                })),
+                Ok(id) => by_writer.entry(id).or_default().push(i),
             }
-            let decoder = self.decoder.as_mut().ok_or_else(|| Error::Config("no writer schema to decode with".into()))?;
-            // A batch holds one writer's rows, so each row is counted as it is decoded.
-            if active != Some(id) || decoder.capacity() == 0 {
-                batches.extend(flush(decoder)?);
-                fed.clear();
-                active = Some(id);
-            }
-            if let Err(why) = feed(decoder, payload) {
-                rejects.push(reject(locate(i), payload, format!("schema id {id}: {why}")));
-                // The bad record may have left part of a row behind: start again without it.
-                self.rebuild()?;
+        }
+        let mut runs: Vec<RecordBatch> = Vec::new();
+        // (payload, run, row in run) of every decoded payload.
+        let mut rows: Vec<(usize, usize, usize)> = Vec::new();
+        for (id, members) in by_writer {
+            let mut batches = Vec::new();
+            // Payloads fed since the last flush: fed again into a fresh decoder after a bad one.
+            let mut fed: Vec<usize> = Vec::new();
+            let mut decoded: Vec<usize> = Vec::new();
+            for i in members {
                 let decoder = self.decoder.as_mut().ok_or_else(|| Error::Config("no writer schema to decode with".into()))?;
-                for &j in &fed {
-                    feed(decoder, payloads[j]).map_err(|e| Error::Source(format!("decoding {} again: {e}", locate(j))))?;
+                if decoder.capacity() == 0 {
+                    batches.extend(flush(decoder)?);
+                    fed.clear();
                 }
-                active = fed.last().map(|_| id);
-                continue;
+                match feed(decoder, payloads[i]) {
+                    Ok(()) => {
+                        fed.push(i);
+                        decoded.push(i);
+                    }
+                    Err(why) => {
+                        rejects.push((i, format!("schema id {id}: {why}")));
+                        // The bad record may have left part of a row behind: start again without it.
+                        self.rebuild()?;
+                        let decoder = self.decoder.as_mut().ok_or_else(|| Error::Config("no writer schema to decode with".into()))?;
+                        for &j in &fed {
+                            feed(decoder, payloads[j]).map_err(|e| Error::Source(format!("decoding {} again: {e}", locate(j))))?;
+                        }
+                    }
+                }
             }
-            fed.push(i);
+            if let Some(decoder) = self.decoder.as_mut() {
+                batches.extend(flush(decoder)?);
+            }
+            let run = concat(&self.schema, batches)?;
+            if let Some(run) = run {
+                if run.num_rows() != decoded.len() {
+                    return Err(Error::Schema(format!(
+                        "schema id {id}: {} events decoded into {} rows; please report this",
+                        decoded.len(),
+                        run.num_rows()
+                    )));
+                }
+                rows.extend(decoded.into_iter().enumerate().map(|(row, i)| (i, runs.len(), row)));
+                runs.push(run);
+            }
         }
-        if let Some(decoder) = self.decoder.as_mut() {
-            batches.extend(flush(decoder)?);
-        }
-        let batch = match batches.len() {
+        let batch = match runs.len() {
             0 => None,
-            1 => batches.pop(),
-            _ => Some(
-                arrow::compute::concat_batches(&self.schema, &batches)
-                    .map_err(|e| Error::Schema(format!("joining decoded Avro batches: {e}")))?,
-            ),
+            1 => runs.pop(),
+            _ => {
+                rows.sort_unstable();
+                let order: Vec<(usize, usize)> = rows.iter().map(|(_, run, row)| (*run, *row)).collect();
+                let columns = (0..self.schema.fields().len())
+                    .map(|c| {
+                        let arrays: Vec<&dyn arrow::array::Array> = runs.iter().map(|r| r.column(c).as_ref()).collect();
+                        arrow::compute::interleave(&arrays, &order)
+                    })
+                    .collect::<std::result::Result<Vec<_>, _>>()
+                    .map_err(|e| Error::Schema(format!("ordering decoded Avro rows: {e}")))?;
+                Some(
+                    RecordBatch::try_new(self.schema.clone(), columns)
+                        .map_err(|e| Error::Schema(format!("ordering decoded Avro rows: {e}")))?,
+                )
+            }
         };
+        rejects.sort_by_key(|(i, _)| *i);
+        let rejects = rejects.into_iter().map(|(i, why)| reject(locate(i), payloads[i], why)).collect();
         Ok(Decoded { batch, rejects })
     }
 
@@ -219,6 +245,16 @@ fn feed(decoder: &mut Decoder, payload: &[u8]) -> std::result::Result<(), String
         1 => Ok(()),
         0 => Err("the record is cut short".into()),
         n => Err(format!("the event holds {n} records, not one")),
+    }
+}
+
+/// One batch of `batches` (None for none).
+fn concat(schema: &SchemaRef, mut batches: Vec<RecordBatch>) -> Result<Option<RecordBatch>> {
+    match batches.len() {
+        0 | 1 => Ok(batches.pop()),
+        _ => arrow::compute::concat_batches(schema, &batches)
+            .map(Some)
+            .map_err(|e| Error::Schema(format!("joining decoded Avro batches: {e}"))),
     }
 }
 
@@ -361,6 +397,21 @@ mod tests {
         assert!(where_why[1].1.contains("JSON?"), "{where_why:?}");
         assert!(where_why[2].1.contains("schema id 9 is not in input.avro.writer_schemas"), "{where_why:?}");
         assert!(where_why[4].1.contains("no record"), "{where_why:?}");
+    }
+
+    #[test]
+    fn events_of_two_writers_keep_their_order() {
+        let v2 = V1.replace(r#"{"name":"a","type":"double"}"#, r#"{"name":"a","type":"double"},{"name":"n","type":"long","default":-1}"#);
+        let writers = BTreeMap::from([(1, V1.to_string()), (2, v2.clone())]);
+        let mut decoder = AvroDecoder::new(&v2, &writers, None, 4).unwrap();
+        let payloads: Vec<Vec<u8>> = (0..10i64)
+            .map(|i| if i % 3 == 0 { framed(2, &[record(i, 0.5), vec![(i * 2) as u8 * 2]].concat()) } else { framed(1, &record(i, 0.5)) })
+            .collect();
+        let refs: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
+        let batch = decoder.decode(&refs, &|i| i.to_string()).unwrap().batch.unwrap();
+        let column = |c: usize| batch.column(c).as_any().downcast_ref::<arrow::array::Int64Array>().unwrap().values().to_vec();
+        assert_eq!(column(0), (0..10).collect::<Vec<i64>>());
+        assert_eq!(column(2), [0, -1, -1, 6, -1, -1, 12, -1, -1, 18]);
     }
 
     #[test]
