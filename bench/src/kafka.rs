@@ -42,7 +42,13 @@ pub async fn create_topic(brokers: &str, topic: &str, partitions: i32) -> Result
 }
 
 /// Produces `count` events to `topic` at `rate` events/s (0: as fast as the broker takes them).
-pub async fn produce(brokers: &str, topic: &str, count: u64, rate: f64, features: usize) -> Result<()> {
+/// The Avro schema of the events `produce` writes with `avro`: `id` long, `f0..` float.
+pub fn avro_schema(features: usize) -> String {
+    let fields: Vec<String> = (0..features).map(|f| format!(r#"{{"name":"f{f}","type":"float"}}"#)).collect();
+    format!(r#"{{"type":"record","name":"Event","fields":[{{"name":"id","type":"long"}},{}]}}"#, fields.join(","))
+}
+
+pub async fn produce(brokers: &str, topic: &str, count: u64, rate: f64, features: usize, avro: bool) -> Result<()> {
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("linger.ms", if rate > 0.0 { "0" } else { "5" })
@@ -60,18 +66,33 @@ pub async fn produce(brokers: &str, topic: &str, count: u64, rate: f64, features
                 tokio::time::sleep(due - now).await;
             }
         }
-        let mut payload = format!("{{\"id\": {i}");
+        let mut json = format!("{{\"id\": {i}");
+        // Confluent wire format: zero byte, schema id 1, then the record (zig-zag id, floats).
+        let mut binary = vec![0, 0, 0, 0, 1];
+        if avro {
+            let mut n = (i << 1) as u64;
+            while n >= 0x80 {
+                binary.push((n as u8) | 0x80);
+                n >>= 7;
+            }
+            binary.push(n as u8);
+        }
         for f in 0..features {
             state ^= state << 13;
             state ^= state >> 7;
             state ^= state << 17;
             let x = (state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0;
-            payload.push_str(&format!(", \"f{f}\": {x}"));
+            if avro {
+                binary.extend_from_slice(&x.to_le_bytes());
+            } else {
+                json.push_str(&format!(", \"f{f}\": {x}"));
+            }
         }
-        payload.push('}');
+        json.push('}');
+        let payload: &[u8] = if avro { &binary } else { json.as_bytes() };
         let key = i.to_string();
         loop {
-            match producer.send_result(FutureRecord::to(topic).key(&key).payload(&payload)) {
+            match producer.send_result(FutureRecord::to(topic).key(&key).payload(payload)) {
                 Ok(delivery) => {
                     pending.push(delivery);
                     break;

@@ -79,6 +79,16 @@ enum Bench {
         /// broker, which creates topics itself and has no CreateTopics).
         #[arg(long, default_value_t = 1)]
         partitions: i32,
+        /// `json`, or `avro`: the same values as Avro records (`id` long, float features) in the
+        /// Confluent wire format with schema id 1 (the schema: `sluice-bench avro-schema`).
+        #[arg(long, default_value = "json")]
+        format: String,
+    },
+    /// The Avro schema of `kafka-produce --format avro` events.
+    AvroSchema {
+        /// Features per event.
+        #[arg(long, default_value_t = 32)]
+        features: usize,
     },
     /// The hot path's floor: consume -> produce with no decoding or scoring, offsets committed
     /// after acknowledgements; prints events/s and latency p50/p99.
@@ -139,14 +149,19 @@ async fn main() -> Result<()> {
     match Cli::parse().command {
         Bench::AssetWrite { rows, runs, dir } => asset_write(rows, runs, dir).await,
         Bench::ScoreFloor { data, model, out, batch } => score_floor(&data, &model, &out, batch),
-        Bench::KafkaProduce { brokers, topic, count, rate, features, partitions } => {
+        Bench::AvroSchema { features } => {
+            println!("{}", kafka::avro_schema(features));
+            Ok(())
+        }
+        Bench::KafkaProduce { brokers, topic, count, rate, features, partitions, format } => {
+            anyhow::ensure!(["json", "avro"].contains(&format.as_str()), "--format: json or avro, not {format}");
             if partitions > 0 {
                 kafka::create_topic(&brokers, &topic, partitions).await?;
             }
             if count == 0 {
                 return Ok(());
             }
-            kafka::produce(&brokers, &topic, count, rate, features).await
+            kafka::produce(&brokers, &topic, count, rate, features, format == "avro").await
         }
         Bench::KafkaPassthrough { brokers, from, to, group, idle_s, max_rows, fetch_wait_ms } => {
             let idle = std::time::Duration::from_secs_f64(idle_s);

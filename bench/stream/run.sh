@@ -13,6 +13,8 @@
 # as soon as data arrives), so on it both consumers wait at most SLUICE_BENCH_FETCH_WAIT_MS
 # (default 5 there; librdkafka's 500 on the development broker, where short waits stall it).
 # It keeps only the last 5 MB of a partition, so the throughput part (a backlog) is skipped there.
+# SLUICE_BENCH_FORMAT=avro sends the same events as Avro records (Confluent wire format) and the
+# stream decodes them with `format = "avro"`; the floor passes the bytes on either way.
 # Needs a release build (cargo build --release -p sluice -p sluice-bench); starts the development
 # broker (scripts/kafka.sh) and makes the model with the batch-scoring bench's venv.
 set -euo pipefail
@@ -45,13 +47,24 @@ else
   bash "$root/scripts/kafka.sh"
   brokers="127.0.0.1:9092"
 fi
-echo "broker: ${SLUICE_BENCH_BROKER:-development} at $brokers, fetch wait ${fetch_wait:-500 (default)} ms" >&2
+echo "broker: ${SLUICE_BENCH_BROKER:-development} at $brokers, fetch wait ${fetch_wait:-500 (default)} ms, ${SLUICE_BENCH_FORMAT:-json} events" >&2
 passthrough() { "$bench" kafka-passthrough --brokers "$brokers" ${fetch_wait:+--fetch-wait-ms "$fetch_wait"} "$@"; }
 "$cache/bench-venv/bin/python" "$root/bench/score/data.py" "$cache/bench-score/tiny-16" 16 1 >&2
 export SLUICE_ASSETS="$work/lake" SLUICE_LOG=warn
 features=$(seq -s, -f 'f%g' 0 31)
 "$sluice" model register mlp "$cache/bench-score/mlp_small.pt" --inputs "$features" --alias production >/dev/null
 schema="id bigint, $(seq -s, -f 'f%g float' 0 31 | sed 's/,/, /g')"
+format="${SLUICE_BENCH_FORMAT:-json}"
+"$bench" avro-schema --features 32 > "$work/event.avsc"
+if [ "$format" = avro ]; then
+  input="format = \"avro\"
+[input.avro]
+schema = \"$work/event.avsc\"
+writer_schemas = { 1 = \"$work/event.avsc\" }"
+else
+  input="schema = \"$schema\""
+fi
+produce() { "$bench" kafka-produce --brokers "$brokers" --format "$format" --partitions "$create" "$@"; }
 
 job() { # NAME TOPIC IDLE_S
   cat > "$work/$1.toml" <<TOML
@@ -63,7 +76,7 @@ ${fetch_wait:+[kafka.properties]
 \"fetch.wait.max.ms\" = \"$fetch_wait\"}
 [input]
 topics = ["$2"]
-schema = "$schema"
+$input
 [batch]
 max_rows = 5000
 max_latency_ms = 10
@@ -80,7 +93,7 @@ echo "| measure | Sluice stream (MLP) | passthrough floor | Sluice / floor |"
 echo "|---|---|---|---|"
 # 1. Throughput from a backlog (not on the mock broker, which keeps 5 MB a partition).
 [ "${SLUICE_BENCH_BROKER:-}" = mock ] || {
-"$bench" kafka-produce --brokers "$brokers" --topic "backlog-$run" --count "$events" --partitions "$create" >&2
+produce --topic "backlog-$run" --count "$events" >&2
 floor=$(passthrough --from "backlog-$run" --to "backlog-$run-copy" --group "floor-$run" --idle-s 12)
 echo "$floor" >&2
 ours=$("$sluice" stream "$(job backlog "backlog-$run" 12)" 2>/dev/null | grep '^stopped')
@@ -95,7 +108,7 @@ for rate in 1000 10000; do
   count=$((rate * seconds))
   for who in ours floor; do
     topic="rate-$rate-$who-$run"
-    "$bench" kafka-produce --brokers "$brokers" --topic "$topic" --count 0 --partitions "$create" # created before the consumer subscribes
+    produce --topic "$topic" --count 0 # created before the consumer subscribes
     if [ "$who" = ours ]; then
       "$sluice" stream "$(job "rate$rate" "$topic" 12)" 2>/dev/null > "$work/$who-$rate.out" &
     else
@@ -103,7 +116,7 @@ for rate in 1000 10000; do
     fi
     consumer=$!
     sleep 8 # the group join (about 5 s on the development broker)
-    "$bench" kafka-produce --brokers "$brokers" --topic "$topic" --count "$count" --rate "$rate" --partitions "$create" >&2
+    produce --topic "$topic" --count "$count" --rate "$rate" >&2
     wait "$consumer"
     cat "$work/$who-$rate.out" >&2
   done
