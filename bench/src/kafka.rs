@@ -70,7 +70,7 @@ pub async fn produce(brokers: &str, topic: &str, count: u64, rate: f64, features
         // Confluent wire format: zero byte, schema id 1, then the record (zig-zag id, floats).
         let mut binary = vec![0, 0, 0, 0, 1];
         if avro {
-            let mut n = (i << 1) as u64;
+            let mut n = i << 1;
             while n >= 0x80 {
                 binary.push((n as u8) | 0x80);
                 n >>= 7;
