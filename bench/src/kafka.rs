@@ -48,6 +48,22 @@ pub fn avro_schema(features: usize) -> String {
     format!(r#"{{"type":"record","name":"Event","fields":[{{"name":"id","type":"long"}},{}]}}"#, fields.join(","))
 }
 
+/// An event as `produce` writes it with `avro`: Confluent wire format (zero byte, schema id 1),
+/// then the record (zig-zag `id`, little-endian floats).
+pub fn avro_event(id: u64, values: impl IntoIterator<Item = f32>) -> Vec<u8> {
+    let mut out = vec![0, 0, 0, 0, 1];
+    let mut n = id << 1;
+    while n >= 0x80 {
+        out.push((n as u8) | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
+    for v in values {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    out
+}
+
 pub async fn produce(brokers: &str, topic: &str, count: u64, rate: f64, features: usize, avro: bool) -> Result<()> {
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
@@ -67,28 +83,20 @@ pub async fn produce(brokers: &str, topic: &str, count: u64, rate: f64, features
             }
         }
         let mut json = format!("{{\"id\": {i}");
-        // Confluent wire format: zero byte, schema id 1, then the record (zig-zag id, floats).
-        let mut binary = vec![0, 0, 0, 0, 1];
-        if avro {
-            let mut n = i << 1;
-            while n >= 0x80 {
-                binary.push((n as u8) | 0x80);
-                n >>= 7;
-            }
-            binary.push(n as u8);
-        }
+        let mut values = Vec::with_capacity(features);
         for f in 0..features {
             state ^= state << 13;
             state ^= state >> 7;
             state ^= state << 17;
             let x = (state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0;
             if avro {
-                binary.extend_from_slice(&x.to_le_bytes());
+                values.push(x);
             } else {
                 json.push_str(&format!(", \"f{f}\": {x}"));
             }
         }
         json.push('}');
+        let binary = if avro { avro_event(i, values) } else { Vec::new() };
         let payload: &[u8] = if avro { &binary } else { json.as_bytes() };
         let key = i.to_string();
         loop {

@@ -188,21 +188,7 @@ fn decode(events: usize, features: usize, batch: usize) -> Result<()> {
             format!("{{\"id\":{i},{}}}", fields.join(","))
         })
         .collect();
-    let avro: Vec<Vec<u8>> = (0..batch)
-        .map(|i| {
-            let mut out = vec![0, 0, 0, 0, 1];
-            let mut n = ((i as i64) << 1) as u64;
-            while n >= 0x80 {
-                out.push((n as u8) | 0x80);
-                n >>= 7;
-            }
-            out.push(n as u8);
-            for j in 0..features {
-                out.extend_from_slice(&value(i, j).to_le_bytes());
-            }
-            out
-        })
-        .collect();
+    let avro: Vec<Vec<u8>> = (0..batch).map(|i| kafka::avro_event(i as u64, (0..features).map(|j| value(i, j)))).collect();
     let columns: Vec<String> = names.iter().map(|n| format!("{n} float")).collect();
     let schema = sluice_connectors::json::JsonOptions {
         schema: Some(format!("id bigint, {}", columns.join(", "))),
@@ -212,8 +198,7 @@ fn decode(events: usize, features: usize, batch: usize) -> Result<()> {
     }
     .schema_from(&[])?;
     let json_decoder = RecordDecoder::new(schema, None);
-    let fields: Vec<String> = names.iter().map(|n| format!("{{\"name\":\"{n}\",\"type\":\"float\"}}")).collect();
-    let avsc = format!(r#"{{"type":"record","name":"E","fields":[{{"name":"id","type":"long"}},{}]}}"#, fields.join(","));
+    let avsc = kafka::avro_schema(features);
     let mut avro_decoder = AvroDecoder::new(&avsc, &std::collections::BTreeMap::from([(1, avsc.clone())]), None, batch)?;
 
     let texts: Vec<&str> = json.iter().map(String::as_str).collect();

@@ -115,7 +115,7 @@ impl AvroDecoder {
         for (i, payload) in payloads.iter().enumerate() {
             match schema_id(payload) {
                 Err(why) => rejects.push((i, why)),
-                Ok(id) if self.unusable.contains_key(&id) => rejects.push((i, self.unusable[&id].clone())),
+                Ok(id) if let Some(why) = self.unusable.get(&id) => rejects.push((i, why.clone())),
                 Ok(id) if self.store.lookup(&Fingerprint::Id(id)).is_none() => rejects.push((i, match &self.registry {
                     None => format!("schema id {id} is not in input.avro.writer_schemas and no input.avro.registry is set"),
                     Some(registry) => format!("schema id {id} was not fetched from the registry at {}", registry.host),
@@ -241,7 +241,7 @@ fn feed(decoder: &mut Decoder, payload: &[u8]) -> std::result::Result<(), String
     if read < payload.len() {
         return Err(format!("the record is cut short or does not match its schema ({read} of {} bytes read)", payload.len()));
     }
-    match before - decoder.capacity() {
+    match before.saturating_sub(decoder.capacity()) {
         1 => Ok(()),
         0 => Err("the record is cut short".into()),
         n => Err(format!("the event holds {n} records, not one")),

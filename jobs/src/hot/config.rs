@@ -271,13 +271,8 @@ impl StreamJob {
         };
         let columns = sluice_connectors::json::parse_columns(&spec)
             .map_err(|e| Error::Invalid(format!("{origin}: input.schema: {e}")))?;
-        if let Some(taken) = columns.iter().find(|c| super::COORDINATES.contains(&c.name().as_str())) {
-            return bad(&format!(
-                "input.schema: '{}' is the name Sluice gives each event's coordinates ({}); rename the column",
-                taken.name(),
-                super::COORDINATES.join(", ")
-            ));
-        }
+        super::reserved(columns.iter().map(|c| c.name().as_str()), "input.schema")
+            .map_err(|e| Error::Invalid(format!("{origin}: {e}")))?;
         Ok(job)
     }
 

@@ -33,6 +33,17 @@ use crate::error::{Error, Result};
 /// Columns each event carries besides its payload's: where it came from and when.
 pub(crate) const COORDINATES: [&str; 4] = ["_topic", "_partition", "_offset", "_timestamp"];
 
+/// An error when one of `names` (the payload's columns, from `key`) is a coordinate's name.
+pub(crate) fn reserved<'a>(mut names: impl Iterator<Item = &'a str>, key: &str) -> Result<()> {
+    match names.find(|n| COORDINATES.contains(n)) {
+        Some(taken) => Err(Error::Invalid(format!(
+            "{key}: '{taken}' is the name Sluice gives each event's coordinates ({}); rename the column",
+            COORDINATES.join(", ")
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// What a stream did so far (the status line, and the summary at the end).
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct StreamStatus {
@@ -249,13 +260,7 @@ pub async fn run(
         Some(avro) => {
             let decoder = avro.decoder(job.batch.max_rows)?;
             let schema = decoder.schema();
-            if let Some(taken) = schema.fields().iter().find(|f| COORDINATES.contains(&f.name().as_str())) {
-                return Err(Error::Invalid(format!(
-                    "input.avro.schema: field '{}' is the name Sluice gives each event's coordinates ({}); rename it",
-                    taken.name(),
-                    COORDINATES.join(", ")
-                )));
-            }
+            reserved(schema.fields().iter().map(|f| f.name().as_str()), "input.avro.schema")?;
             Payloads::Avro(Box::new(decoder))
         }
         None => {
