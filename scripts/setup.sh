@@ -50,6 +50,18 @@ else
   say "libtorch $torch_version already installed at $torch_dir"
 fi
 
+# mold links the large test and CLI binaries in a fraction of GNU ld's time (bench/RESULTS.md).
+linker_flags=""
+if ! command -v mold >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  say "installing the mold linker from Debian (faster links)"
+  if ! { apt-get install -y -qq mold >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq mold >/dev/null; }; }; then
+    say "mold could not be installed; linking with the default linker"
+  fi
+fi
+if command -v mold >/dev/null 2>&1; then
+  linker_flags='"-C", "link-arg=-fuse-ld=mold", '
+fi
+
 target_dir="$cache/target"
 mkdir -p "$root/.cargo"
 config="$root/.cargo/config.toml"
@@ -65,7 +77,7 @@ target-dir = "$target_dir"
 
 [target.'cfg(target_os = "linux")']
 # The binaries find libtorch without LD_LIBRARY_PATH.
-rustflags = ["-C", "link-arg=-Wl,-rpath,$torch_dir/lib"]
+rustflags = [${linker_flags}"-C", "link-arg=-Wl,-rpath,$torch_dir/lib"]
 TOML
 )"
 if [ ! -f "$config" ] || [ "$(cat "$config")" != "$want" ]; then

@@ -746,6 +746,9 @@ async fn run(cli: Cli) -> Result<()> {
             if sluice_jobs::etl::is_stream(&spec) {
                 // A live subscription lands in micro-batches in this process, until stopped.
                 let mut print = |event: &sluice_jobs::etl::StreamEvent| match event {
+                    sluice_jobs::etl::StreamEvent::Resumed { messages, spool } => {
+                        println!("resumed      {messages} messages an earlier run received but did not land ({spool})")
+                    }
                     sluice_jobs::etl::StreamEvent::Subscribed { topics } => {
                         println!("subscribed   {} (Ctrl-C stops after the batch in hand)", topics.join(", "))
                     }

@@ -1,6 +1,7 @@
-//! Jobs whose source is a live MQTT subscription: each micro-batch of messages is decoded
+//! Jobs whose source is a live MQTT subscription: each micro-batch of spooled messages is decoded
 //! (bad ones quarantined), de-duplicated by key and event time against the events seen before,
-//! transformed, and committed as one asset version; its messages are acknowledged after that.
+//! transformed, and committed as one asset version that records the spool position it reached;
+//! a restart lands what the spool holds past that position, once.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
@@ -13,7 +14,8 @@ use datafusion::prelude::SessionContext;
 use serde::Serialize;
 use sluice_connectors::delta::Lake;
 use sluice_connectors::json::{JsonOptions, RecordDecoder};
-use sluice_connectors::mqtt::Subscription;
+use sluice_connectors::json::Reject;
+use sluice_connectors::mqtt::{Batch, Record, Spool, Subscription};
 use sluice_engine::assets::{WriteOptions, write_asset};
 
 use super::config::{Dedup, JobFile, SourceConfig};
@@ -29,6 +31,13 @@ pub enum StreamEvent {
     Subscribed {
         /// The topic filters.
         topics: Vec<String>,
+    },
+    /// Messages that an earlier run spooled (acknowledged) but did not land land first.
+    Resumed {
+        /// How many.
+        messages: usize,
+        /// The spool they are in.
+        spool: String,
     },
     /// A micro-batch landed.
     Batch(BatchSummary),
@@ -70,17 +79,38 @@ pub async fn run_stream(lake: &Lake, job: &JobFile, on_event: &mut dyn FnMut(&St
     let options = JsonOptions { schema: schema.clone(), infer: *infer, sample: *sample, flatten: flatten.clone() };
     let ctx = sluice_engine::session::in_process(&sluice_udfs::functions("mqtt"), Some(lake))?;
 
-    let mut subscription = Subscription::connect(&name, connection, read).await?;
+    let spool = Spool::open(&read.spool_path(&connection.client_id(&name)))?;
+    // Where the last run got to: the spool's own record, or a commit it made before it could
+    // write that record (a crash between the two).
+    let sink_mark = landed_mark(lake, &job.sink.asset, spool.id()).await?;
+    let quarantine_mark = landed_mark(lake, &job.quarantine_asset(), spool.id()).await?;
+    let resume_after = spool.landed();
+    let cut_short = sink_mark.max(quarantine_mark);
+    let spool_id = spool.id().to_string();
+    let spool_dir = spool.dir().display().to_string();
+    let mut subscription = Subscription::connect(&name, connection, read, spool, resume_after).await?;
+    if subscription.to_replay() > 0 {
+        on_event(&StreamEvent::Resumed { messages: subscription.to_replay(), spool: spool_dir });
+    }
     on_event(&StreamEvent::Subscribed { topics: read.topics.clone() });
-    let mut state = StreamState { decoder: None, seen: Seen::default(), sequence: 0 };
+    let mut state =
+        StreamState { decoder: None, seen: Seen::default(), spool_id, max_message_bytes: read.max_message_bytes };
     let mut batches = Vec::new();
+    // The batch a crash cut short is landed again as it was, skipping the asset it reached.
+    let mut first_replay = (cut_short > resume_after).then_some(cut_short);
     while read.max_batches.is_none_or(|max| (batches.len() as u64) < max) {
-        let Some(messages) = subscription.next_batch(read).await? else { break };
+        let Some(batch) = subscription.next_batch(read, first_replay).await? else { break };
         let started = Instant::now();
-        let mut summary =
-            land(&ctx, lake, job, &name, &options, dedup.as_ref(), &mut state, &messages).await?;
-        // Acknowledged only now: a crash before this re-delivers the batch (at-least-once).
-        subscription.ack(&messages).await?;
+        let last = batch.last_seq();
+        let skip = Skip {
+            quarantine: first_replay.is_some() && quarantine_mark >= last,
+            sink: first_replay.is_some() && sink_mark >= last,
+        };
+        first_replay = None;
+        let mut summary = land(&ctx, lake, job, &name, &options, dedup.as_ref(), &mut state, &batch, skip).await?;
+        // Only now does the spool let go of them; a crash before this lands them again, and the
+        // position in the commits keeps them from landing twice.
+        subscription.landed(last)?;
         summary.number = batches.len() as u64 + 1;
         summary.seconds = started.elapsed().as_secs_f64();
         on_event(&StreamEvent::Batch(summary.clone()));
@@ -90,10 +120,37 @@ pub async fn run_stream(lake: &Lake, job: &JobFile, on_event: &mut dyn FnMut(&St
     Ok(batches)
 }
 
+/// The lineage key of a landed spool position.
+const SPOOL_MARK: &str = "mqtt_spool";
+
+/// The highest spool position that `asset` recorded for spool `id` (0 when none).
+async fn landed_mark(lake: &Lake, asset: &str, id: &str) -> Result<u64> {
+    if !lake.exists(asset).await? {
+        return Ok(0);
+    }
+    let history = lake.history(asset, None).await?;
+    Ok(history
+        .iter()
+        .find_map(|v| {
+            let mark = v.lineage.as_ref()?.get(SPOOL_MARK)?;
+            (mark.get("id")?.as_str()? == id).then(|| mark.get("upto")?.as_u64())?
+        })
+        .unwrap_or(0))
+}
+
+/// Which writes of a batch landed before a crash.
+#[derive(Debug, Clone, Copy, Default)]
+struct Skip {
+    quarantine: bool,
+    sink: bool,
+}
+
 struct StreamState {
     decoder: Option<RecordDecoder>,
     seen: Seen,
-    sequence: u64,
+    /// Recorded with each commit, with the last position it holds.
+    spool_id: String,
+    max_message_bytes: usize,
 }
 
 /// Lands one micro-batch.
@@ -106,16 +163,28 @@ async fn land(
     options: &JsonOptions,
     dedup: Option<&Dedup>,
     state: &mut StreamState,
-    messages: &[rumqttc::Publish],
+    batch: &Batch,
+    skip: Skip,
 ) -> Result<BatchSummary> {
     let mut texts = Vec::new();
     let mut locations = Vec::new();
-    for message in messages {
-        state.sequence += 1;
-        let payload = String::from_utf8_lossy(&message.payload);
+    let mut oversize = Vec::new();
+    for Record { seq, topic, payload, size, oversize: over } in &batch.records {
+        let payload = String::from_utf8_lossy(payload);
+        if *over {
+            oversize.push(Reject {
+                location: format!("{topic} message {seq}"),
+                raw: payload.into_owned(),
+                reason: format!(
+                    "a message of {size} bytes, over sources.{name}.read.max_message_bytes = {} (its first KiB is kept here); raise the limit to land such messages",
+                    state.max_message_bytes
+                ),
+            });
+            continue;
+        }
         let lines: Vec<&str> = payload.lines().filter(|l| !l.trim().is_empty()).collect();
         for (i, line) in lines.iter().enumerate() {
-            let mut at = format!("{} message {}", message.topic, state.sequence);
+            let mut at = format!("{topic} message {seq}");
             if lines.len() > 1 {
                 at.push_str(&format!(" line {}", i + 1));
             }
@@ -123,35 +192,49 @@ async fn land(
             locations.push(at);
         }
     }
+    let mark = serde_json::Map::from_iter([(
+        SPOOL_MARK.to_string(),
+        serde_json::json!({ "id": state.spool_id, "upto": batch.last_seq() }),
+    )]);
+    if texts.is_empty() && oversize.is_empty() {
+        return Ok(BatchSummary::default());
+    }
     let decoder = match &state.decoder {
-        Some(d) => d.clone(),
+        Some(d) => Some(d.clone()),
+        None if texts.is_empty() => None,
         None => {
             let schema = options.schema_from(&texts[..texts.len().min(options.sample)])
                 .map_err(|e| Error::Invalid(format!("sources.{name}: {e}")))?;
             let d = RecordDecoder::new(schema, options.flatten.clone());
             state.decoder = Some(d.clone());
-            d
+            Some(d)
         }
     };
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-    let decoded = decoder.decode(&refs, &|i| locations[i].clone())?;
-    let mut summary = BatchSummary { read: texts.len() as u64, quarantined: decoded.rejects.len() as u64, ..Default::default() };
+    let mut decoded = match decoder {
+        Some(decoder) => decoder.decode(&refs, &|i| locations[i].clone())?,
+        None => sluice_connectors::json::Decoded { batch: None, rejects: Vec::new() },
+    };
+    decoded.rejects.extend(oversize.iter().cloned());
+    let read = (texts.len() + oversize.len()) as u64;
+    let mut summary = BatchSummary { read, quarantined: decoded.rejects.len() as u64, ..Default::default() };
 
-    if !decoded.rejects.is_empty() {
+    if !decoded.rejects.is_empty() && !skip.quarantine {
         let rows = sluice_connectors::quarantine::batch(name, &decoded.rejects)?;
-        let options = WriteOptions { job: job.job.name.clone(), ..Default::default() };
+        let options = WriteOptions { job: job.job.name.clone(), lineage: mark.clone(), ..Default::default() };
         write_asset(lake, &job.quarantine_asset(), ctx.read_batch(rows)?, &options).await?;
     }
-    let Some(batch) = decoded.batch else { return Ok(summary) };
+    let Some(rows) = decoded.batch else { return Ok(summary) };
     let batch = match dedup {
         Some(dedup) => {
-            let kept = state.seen.first_sightings(&batch, dedup, name)?;
-            summary.duplicates = (batch.num_rows() - kept.num_rows()) as u64;
+            let kept = state.seen.first_sightings(&rows, dedup, name)?;
+            summary.duplicates = (rows.num_rows() - kept.num_rows()) as u64;
             kept
         }
-        None => batch,
+        None => rows,
     };
-    if batch.num_rows() == 0 {
+    if batch.num_rows() == 0 || skip.sink {
+        summary.landed = if skip.sink { batch.num_rows() as u64 } else { 0 };
         return Ok(summary);
     }
     let table = MemTable::try_new(batch.schema(), vec![vec![batch]])?;
@@ -164,6 +247,7 @@ async fn land(
         sort_by: job.sink.sort_by.clone(),
         compression: job.sink.compression.clone(),
         job: job.job.name.clone(),
+        lineage: mark,
         ..Default::default()
     };
     let written = write_asset(lake, &job.sink.asset, df, &options).await?;
