@@ -1,7 +1,8 @@
 //! The REST source against a CRM-like API served by this test: next-link, cursor and offset
 //! pagination; OAuth2 tokens that expire mid-read and a fixed bearer token; a 429 with
 //! Retry-After, a 500, a page slower than the timeout and a malformed page, each once; a record
-//! that does not fit its columns; incremental re-runs by LastModifiedDate.
+//! that does not fit its columns; incremental re-runs by LastModifiedDate in a SOQL query (and
+//! with an API that ignores it); tokens that expire during a Retry-After wait.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
 
@@ -11,7 +12,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -33,6 +34,16 @@ struct Crm {
     issued: u32,
     faults: HashSet<&'static str>,
     log: Vec<String>,
+    /// Tokens die this long after they are issued (instead of after 3 uses).
+    lifetime: Option<Duration>,
+    /// When each token was issued.
+    born: HashMap<String, Instant>,
+    /// Whether the token endpoint tells `expires_in`.
+    tells_expiry: bool,
+    /// Whether the query endpoint ignores the SOQL WHERE (returns every account).
+    ignores_where: bool,
+    /// Requests answered 401.
+    refused: u32,
 }
 
 type Shared = Arc<Mutex<Crm>>;
@@ -56,6 +67,11 @@ fn authorized(crm: &mut Crm, headers: &HeaderMap) -> bool {
     if token == BEARER {
         return true;
     }
+    if let Some(lifetime) = crm.lifetime {
+        let alive = crm.born.get(token).is_some_and(|born| born.elapsed() < lifetime);
+        crm.refused += u32::from(!alive);
+        return alive;
+    }
     // OAuth2 tokens are good for 3 requests: every read of more than 3 pages sees one expire.
     match crm.tokens.get_mut(token) {
         Some(uses) if *uses < 3 => {
@@ -76,7 +92,22 @@ async fn token(State(crm): State<Shared>, Form(form): Form<HashMap<String, Strin
     crm.issued += 1;
     let token = format!("tok-{}", crm.issued);
     crm.tokens.insert(token.clone(), 0);
-    axum::Json(json!({ "access_token": token, "token_type": "Bearer", "expires_in": 3600 })).into_response()
+    crm.born.insert(token.clone(), Instant::now());
+    let mut body = json!({ "access_token": token, "token_type": "Bearer" });
+    if crm.lifetime.is_none() {
+        body["expires_in"] = json!(3600);
+    } else if crm.tells_expiry {
+        body["expires_in"] = json!(crm.lifetime.unwrap().as_secs_f64());
+    }
+    axum::Json(body).into_response()
+}
+
+/// The time in a SOQL `WHERE LastModifiedDate > <time>` (None without one, or when the API
+/// ignores it).
+fn soql_since(crm: &Crm, q: Option<&String>) -> Option<String> {
+    let q = q?;
+    let (_, after) = q.split_once("WHERE LastModifiedDate > ")?;
+    (!crm.ignores_where).then(|| after.split_whitespace().next().unwrap().to_string())
 }
 
 /// The accounts modified after `since`, ordered by Id.
@@ -95,31 +126,37 @@ fn selected(crm: &Crm, since: Option<&String>) -> Vec<Value> {
 async fn fault(crm: &Shared, page: usize) -> Option<Response> {
     let fault = {
         let mut crm = crm.lock().unwrap();
-        let fault = match page {
-            2 => "429",
-            3 => "500",
-            4 => "slow",
-            5 => "malformed",
+        // Each page's faults, the first one still to inject is.
+        let candidates: &[&'static str] = match page {
+            2 => &["429", "lag"],
+            3 => &["500", "429 again"],
+            4 => &["slow"],
+            5 => &["malformed"],
             _ => return None,
         };
-        if !crm.faults.remove(fault) {
-            return None;
-        }
+        let Some(&fault) = candidates.iter().find(|f| crm.faults.contains(**f)) else { return None };
+        crm.faults.remove(fault);
         crm.log.push(format!("{fault} on page {page}"));
         fault
     };
     Some(match fault {
-        "429" => (StatusCode::TOO_MANY_REQUESTS, [("retry-after", "1")], "slow down").into_response(),
+        "429" | "429 again" => (StatusCode::TOO_MANY_REQUESTS, [("retry-after", "1")], "slow down").into_response(),
         "500" => (StatusCode::INTERNAL_SERVER_ERROR, "oops").into_response(),
         "slow" => {
             tokio::time::sleep(Duration::from_secs(3)).await;
             (StatusCode::OK, "{\"records\": []}").into_response()
         }
+        // A slow page that outlives a short token, then answered as usual.
+        "lag" => {
+            tokio::time::sleep(Duration::from_millis(1300)).await;
+            return None;
+        }
         _ => (StatusCode::OK, "{\"records\": [{\"Id\": ").into_response(),
     })
 }
 
-/// Next-link style: `GET /services/data/query?modified_since=..` then the `nextRecordsUrl`s.
+/// Next-link style, as Salesforce: `GET /services/data/query?q=SELECT ... WHERE LastModifiedDate > ..`
+/// then the `nextRecordsUrl`s.
 async fn query(State(crm): State<Shared>, headers: HeaderMap, Query(q): Query<HashMap<String, String>>) -> Response {
     let page: usize = q.get("page").and_then(|p| p.parse().ok()).unwrap_or(1);
     if !authorized(&mut crm.lock().unwrap(), &headers) {
@@ -128,14 +165,23 @@ async fn query(State(crm): State<Shared>, headers: HeaderMap, Query(q): Query<Ha
     if let Some(response) = fault(&crm, page).await {
         return response;
     }
-    let crm = crm.lock().unwrap();
-    let all = selected(&crm, q.get("modified_since"));
+    let mut crm = crm.lock().unwrap();
+    let since = soql_since(&crm, q.get("q"));
+    if page == 1 {
+        let query = q.get("q").cloned().unwrap_or_default();
+        crm.log.push(format!("query {query}"));
+    }
+    let all = selected(&crm, since.as_ref());
     let records: Vec<_> = all.iter().skip((page - 1) * PAGE).take(PAGE).cloned().collect();
     let done = page * PAGE >= all.len();
     let mut body = json!({ "totalSize": all.len(), "done": done, "records": records });
     if !done {
-        let since = q.get("modified_since").map(|s| format!("&modified_since={}", s.replace('+', "%2B"))).unwrap_or_default();
-        body["nextRecordsUrl"] = json!(format!("/services/data/query/more?page={}{since}", page + 1));
+        let mut next = url::Url::parse("http://x/services/data/query/more").unwrap();
+        next.query_pairs_mut().append_pair("page", &(page + 1).to_string());
+        if let Some(query) = q.get("q") {
+            next.query_pairs_mut().append_pair("q", query);
+        }
+        body["nextRecordsUrl"] = json!(format!("{}?{}", next.path(), next.query().unwrap()));
     }
     axum::Json(body).into_response()
 }
@@ -231,8 +277,14 @@ fn crm_pages_land_through_faults_and_reruns_read_only_modified_accounts() {
     let bad = sql(&lake, "SELECT location, reason FROM crm_accounts_quarantine");
     assert!(bad.contains("page 2") && bad.contains("record 8") && bad.contains("AnnualRevenue"), "{bad}");
 
-    // Two accounts change and one is added: the next run reads exactly those.
+    // The first run asked for everything after the initial watermark.
+    assert!(crm.lock().unwrap().log.iter().any(|l| l.ends_with("WHERE LastModifiedDate > 1970-01-01T00:00:00Z ORDER BY Id")));
+
+    // Two accounts change and one is added: the next run reads exactly those. (Their time is
+    // after the first run's start, which the second run reads from, and before the second
+    // run's start, which bounds its window.)
     let now = (chrono::Utc::now() + chrono::Duration::seconds(1)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    std::thread::sleep(Duration::from_millis(2100));
     {
         let mut crm = crm.lock().unwrap();
         crm.accounts[3]["Name"] = json!("Renamed");
@@ -243,8 +295,31 @@ fn crm_pages_land_through_faults_and_reruns_read_only_modified_accounts() {
     }
     let stdout = ok(sluice(&lake, &url).args(["run", "examples/rest_crm_accounts.toml"]).output().unwrap(), "crm run 2");
     assert!(stdout.contains("crm_accounts@1: 3 rows"), "{stdout}");
+    assert!(stdout.contains("records      3 read = 3 landed + 0 quarantined"), "{stdout}");
     let renamed = sql(&lake, "SELECT COUNT(*) FROM crm_accounts WHERE \"Name\" = 'Renamed'");
     assert_eq!(common::first_value(&renamed), "1", "{renamed}");
+    {
+        // The watermark went into the query: the API was asked for the changed accounts only.
+        let crm = crm.lock().unwrap();
+        let last = crm.log.iter().rev().find(|l| l.starts_with("query ")).unwrap();
+        assert!(!last.contains("1970") && last.contains("WHERE LastModifiedDate > 2"), "{last}");
+    }
+
+    // An API that ignores the WHERE sends every account again: only the changed ones land.
+    std::thread::sleep(Duration::from_millis(1100));
+    let later = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    std::thread::sleep(Duration::from_millis(1100));
+    {
+        let mut crm = crm.lock().unwrap();
+        crm.ignores_where = true;
+        crm.accounts[5]["LastModifiedDate"] = json!(later);
+    }
+    let stdout = ok(sluice(&lake, &url).args(["run", "examples/rest_crm_accounts.toml"]).output().unwrap(), "crm run 3");
+    assert!(stdout.contains("crm_accounts@2: 1 rows"), "{stdout}");
+    assert!(stdout.contains("records      1 read = 1 landed + 0 quarantined"), "{stdout}");
+    let total = sql(&lake, "SELECT COUNT(*) FROM crm_accounts");
+    assert_eq!(common::first_value(&total), "48", "44 + 3 + 1: {total}");
+    crm.lock().unwrap().ignores_where = false;
 
     // The same API by cursor with a fixed bearer token, and by offset with two parallel readers.
     let job = std::fs::read_to_string(root().join("examples/rest_crm_accounts.toml")).unwrap();
@@ -260,7 +335,7 @@ fn crm_pages_land_through_faults_and_reruns_read_only_modified_accounts() {
     for (name, read) in variants {
         let mut text = job.replace(auth, "[sources.accounts.connection.auth.bearer]\ntoken = { env = \"CRM_BEARER\" }");
         let start = text.find("path = \"services").unwrap();
-        let end = text.find("incremental =").unwrap();
+        let end = text.find("\n[sink]").unwrap();
         text.replace_range(start..end, &format!("{read}\n"));
         let text = text.replace("${CRM_ASSET:-crm_accounts}", &format!("crm_{name}"));
         let path = dir.path().join(format!("{name}.toml"));
@@ -285,4 +360,38 @@ fn crm_pages_land_through_faults_and_reruns_read_only_modified_accounts() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && stderr.contains("refused the client credentials"), "{stderr}");
     assert!(!stderr.contains("wrong-secret-value"), "{stderr}");
+}
+
+/// Tokens that live 1 s, a second page slower than that and a 429 with `Retry-After: 1` on the
+/// third: the token dies before the third page's request (401, a new token, the 429) and again
+/// during the wait (401), so the client fetches a new one on each 401 that follows a wait. Told
+/// `expires_in` (2 s), it renews before the request after the wait, and no request is refused.
+#[test]
+fn tokens_that_expire_in_a_retry_after_wait_are_renewed() {
+    for tells_expiry in [false, true] {
+        let crm: Shared = Arc::new(Mutex::new(Crm {
+            accounts: (0..25).map(|i| account(i, "2026-01-01T00:00:00Z")).collect(),
+            faults: ["lag", "429 again"].into_iter().collect(),
+            // Told, the token lives 2 s: renewed 0.2 s early, after the wait.
+            lifetime: Some(Duration::from_secs(if tells_expiry { 2 } else { 1 })),
+            tells_expiry,
+            ..Default::default()
+        }));
+        let url = serve(crm.clone());
+        let dir = tempfile::tempdir().unwrap();
+        let lake = dir.path().join("lake");
+        let out = sluice(&lake, &url).env("CRM_TIMEOUT_S", "5").args(["run", "examples/rest_crm_accounts.toml"]).output().unwrap();
+        let stdout = ok(out, &format!("expires_in told: {tells_expiry}"));
+        assert!(stdout.contains("records      25 read = 24 landed + 1 quarantined"), "{stdout}");
+        let crm = crm.lock().unwrap();
+        assert!(crm.faults.is_empty(), "the slow page and the 429 were met: {:?}", crm.log);
+        // The plan's sample of page 1 has a token of its own.
+        let least = if tells_expiry { 3 } else { 4 };
+        assert!(crm.issued >= least, "tokens renewed as they died: {} issued", crm.issued);
+        if tells_expiry {
+            assert_eq!(crm.refused, 0, "no request left with a token past its expires_in");
+        } else {
+            assert!(crm.refused >= 2, "the dead tokens were refused and replaced: {}", crm.refused);
+        }
+    }
 }

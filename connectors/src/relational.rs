@@ -138,6 +138,24 @@ pub(crate) fn parse_decimal(text: &str, precision: u8, scale: i8) -> Result<i128
 
 /// A batch of `rows` rows from finished column arrays (no columns: a row count only, as
 /// `COUNT(*)` reads).
+/// The error for columns a read needs whose types Sluice does not map, all of them at once
+/// (`columns`: name and type); `cast` writes the query expression that reads one as text.
+pub(crate) fn unmapped(source: &str, label: &str, columns: &[(String, String)], cast: impl Fn(&str) -> String) -> Error {
+    let names: Vec<String> = columns.iter().map(|(name, ty)| format!("'{name}' ({ty})")).collect();
+    let casts: Vec<String> = columns.iter().map(|(name, _)| cast(name)).collect();
+    Error::Source(format!(
+        "source '{source}': {label} column{} {} {} a type Sluice does not map, and the transform uses {}; leave {} out \
+         of the transform, or read {} with query = \"SELECT ..., {} FROM ...\" (or another cast)",
+        if columns.len() > 1 { "s" } else { "" },
+        names.join(", "),
+        if columns.len() > 1 { "have" } else { "has" },
+        if columns.len() > 1 { "them" } else { "it" },
+        if columns.len() > 1 { "them" } else { "it" },
+        if columns.len() > 1 { "them" } else { "it" },
+        casts.join(", ")
+    ))
+}
+
 pub(crate) fn batch(schema: &SchemaRef, columns: Vec<ArrayRef>, rows: usize) -> Result<RecordBatch> {
     RecordBatch::try_new_with_options(schema.clone(), columns, &RecordBatchOptions::new().with_row_count(Some(rows)))
         .map_err(|e| Error::Source(e.to_string()))

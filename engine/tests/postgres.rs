@@ -132,12 +132,30 @@ async fn every_mapped_type_and_nulls_read_on_the_executors() {
     let e = error_of(&ctx, "SELECT SUM(n) FROM nan").await;
     assert!(e.contains("column 'n'") && e.contains("row 2") && e.contains("NaN"), "{e}");
 
-    // A type Sluice does not map is named with its table and column, with what to do.
+    // Columns of types Sluice does not map fail only the queries that use them, all of them
+    // named at once with their table, type and what to do.
     let client = connect("test", &s.1).await.unwrap();
-    client.batch_execute(&format!("CREATE TABLE {}.odd (id int, span interval)", s.0)).await.unwrap();
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE {0}.odd (id int, span interval, spot point); \
+             INSERT INTO {0}.odd VALUES (1, '1 day', '(1,2)'), (2, '2 days', '(3,4)')",
+            s.0
+        ))
+        .await
+        .unwrap();
     let read = TableRead { table: Some(format!("{}.odd", s.0)), ..Default::default() };
-    let e = plan("crm", &s.1, &read, None).await.unwrap_err().to_string();
-    assert!(e.contains("odd column 'span' has type interval") && e.contains("::text"), "{e}");
+    let planned = plan("crm", &s.1, &read, None).await.unwrap();
+    ctx.register_table("odd", Arc::new(SourceTable::new(SourcePlan::Postgres(planned), None))).unwrap();
+    let ids = ctx.sql("SELECT SUM(id) FROM odd").await.unwrap().collect().await.unwrap();
+    assert_eq!(ids[0].column(0).as_primitive::<Int64Type>().value(0), 3);
+    let e = error_of(&ctx, "SELECT * FROM odd").await;
+    assert!(
+        e.contains("odd columns 'span' (interval), 'spot' (point) have a type Sluice does not map")
+            && e.matches("::text AS").count() == 2,
+        "{e}"
+    );
+    let e = error_of(&ctx, "SELECT id FROM odd WHERE span IS NOT NULL").await;
+    assert!(e.contains("odd column 'span' (interval) has a type") && !e.contains("spot"), "{e}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -71,6 +71,7 @@ impl MysqlPlan {
             MyKind::Date => FilterClass::Date,
             MyKind::DateTime | MyKind::Timestamp => FilterClass::Timestamp(false),
             MyKind::Text | MyKind::Binary => FilterClass::NullOnly,
+            MyKind::Unmapped(_) => return None,
         })
     }
 
@@ -156,14 +157,7 @@ pub async fn plan(source: &str, conn: &MysqlConnection, read: &TableRead, since:
     for col in &meta {
         let name = col.name_str().to_string();
         let kind = MyKind::of(col.column_type(), col.flags(), col.column_length(), col.decimals(), col.character_set())
-            .ok_or_else(|| {
-                Error::Source(format!(
-                    "source '{source}': {label} column '{name}' has type {:?} which Sluice does not map; read it with \
-                     query = \"SELECT ..., CAST({q} AS CHAR) AS {q} FROM ...\" (or another cast)",
-                    col.column_type(),
-                    q = quote_ident(&name)
-                ))
-            })?;
+            .unwrap_or_else(|| MyKind::Unmapped(format!("{:?}", col.column_type()).trim_start_matches("MYSQL_TYPE_").to_lowercase()));
         columns.push(MyColumn { name, kind });
     }
     let kind_of = |name: &str| columns.iter().find(|c| c.name == name).map(|c| c.kind.clone());
@@ -277,6 +271,18 @@ pub fn read_partition(
             Error::Source(format!("source '{}': no partition {partition}", plan.source))
         })?;
         let indices: Vec<usize> = projection.unwrap_or_else(|| (0..plan.columns.len()).collect());
+        let unmapped: Vec<(String, String)> = indices
+            .iter()
+            .filter_map(|&i| match &plan.columns[i].kind {
+                MyKind::Unmapped(ty) => Some((plan.columns[i].name.clone(), ty.clone())),
+                _ => None,
+            })
+            .collect();
+        if !unmapped.is_empty() {
+            Err(crate::relational::unmapped(&plan.source, &plan.label, &unmapped, |name| {
+                format!("CAST({q} AS CHAR) AS {q}", q = quote_ident(name))
+            }))?;
+        }
         let schema = Arc::new(plan.schema().project(&indices).map_err(|e| Error::Source(e.to_string()))?);
         let select = if indices.is_empty() {
             "1".to_string()

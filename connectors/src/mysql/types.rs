@@ -48,6 +48,9 @@ pub enum MyKind {
     DateTime,
     /// TIMESTAMP (read in UTC)
     Timestamp,
+    /// a type Sluice does not map (its name): in the schema so that plans see the column, and
+    /// an error naming every such column when a read needs one
+    Unmapped(String),
 }
 
 /// The binary character set: BLOB and BINARY columns carry it.
@@ -109,7 +112,7 @@ impl MyKind {
             Self::Float32 => DataType::Float32,
             Self::Float64 => DataType::Float64,
             Self::Decimal { precision, scale } => DataType::Decimal128(*precision, *scale),
-            Self::Text => DataType::Utf8,
+            Self::Text | Self::Unmapped(_) => DataType::Utf8,
             Self::Binary => DataType::Binary,
             Self::Date => DataType::Date32,
             Self::DateTime => DataType::Timestamp(TimeUnit::Microsecond, None),
@@ -151,6 +154,7 @@ fn parse<T: std::str::FromStr>(text: &str, what: &str) -> Result<T, String> {
 impl Builder {
     pub(crate) fn new(kind: &MyKind) -> Result<Self, String> {
         Ok(match kind {
+            MyKind::Unmapped(ty) => return Err(format!("type {ty} is not mapped")),
             MyKind::Bool => Self::Bool(BooleanBuilder::new()),
             MyKind::Int8 => Self::Int8(Int8Builder::new()),
             MyKind::Int16 => Self::Int16(Int16Builder::new()),

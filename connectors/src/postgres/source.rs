@@ -80,6 +80,7 @@ impl PostgresPlan {
             PgKind::Timestamp => FilterClass::Timestamp(false),
             PgKind::Timestamptz => FilterClass::Timestamp(true),
             PgKind::Uuid | PgKind::Json | PgKind::Bytea | PgKind::Array(_) => FilterClass::NullOnly,
+            PgKind::Unmapped(_) => return None,
         })
     }
 
@@ -194,16 +195,7 @@ pub async fn plan(
     let mut columns = Vec::new();
     for column in statement.columns() {
         let typmod = typmods.iter().find(|(n, _)| n == column.name()).map_or(-1, |(_, m)| *m);
-        let kind = PgKind::of(column.type_(), typmod).ok_or_else(|| {
-            Error::Source(format!(
-                "source '{source}': {label} column '{}' has type {} which Sluice does not map; read it with \
-                 query = \"SELECT ..., {}::text AS {} FROM ...\" (or another cast)",
-                column.name(),
-                column.type_().name(),
-                quote_ident(column.name()),
-                quote_ident(column.name())
-            ))
-        })?;
+        let kind = PgKind::of(column.type_(), typmod).unwrap_or_else(|| PgKind::Unmapped(column.type_().name().to_string()));
         columns.push(PgColumn { name: column.name().to_string(), kind });
     }
     let type_of = |name: &str| statement.columns().iter().find(|c| c.name() == name).map(|c| c.type_().clone());
@@ -319,6 +311,18 @@ pub fn read_partition(
             Error::Source(format!("source '{}': no partition {partition}", plan.source))
         })?;
         let indices: Vec<usize> = projection.unwrap_or_else(|| (0..plan.columns.len()).collect());
+        let unmapped: Vec<(String, String)> = indices
+            .iter()
+            .filter_map(|&i| match &plan.columns[i].kind {
+                PgKind::Unmapped(ty) => Some((plan.columns[i].name.clone(), ty.clone())),
+                _ => None,
+            })
+            .collect();
+        if !unmapped.is_empty() {
+            Err(crate::relational::unmapped(&plan.source, &plan.label, &unmapped, |name| {
+                format!("{q}::text AS {q}", q = quote_ident(name))
+            }))?;
+        }
         let full = plan.schema();
         let schema = Arc::new(full.project(&indices).map_err(|e| Error::Source(e.to_string()))?);
         let select = if indices.is_empty() {

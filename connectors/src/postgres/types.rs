@@ -51,6 +51,9 @@ pub enum PgKind {
     Bytea,
     /// a one-dimensional array of a scalar kind
     Array(Box<PgKind>),
+    /// a type Sluice does not map (its name): in the schema so that plans see the column, and
+    /// an error naming every such column when a read needs one
+    Unmapped(String),
 }
 
 impl PgKind {
@@ -98,7 +101,7 @@ impl PgKind {
             Self::Float4 => DataType::Float32,
             Self::Float8 => DataType::Float64,
             Self::Numeric { precision, scale } => DataType::Decimal128(*precision, *scale),
-            Self::Text | Self::Uuid | Self::Json => DataType::Utf8,
+            Self::Text | Self::Uuid | Self::Json | Self::Unmapped(_) => DataType::Utf8,
             Self::Date => DataType::Date32,
             Self::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, None),
             Self::Timestamptz => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
@@ -145,6 +148,7 @@ const EPOCH_DAYS_FROM_CE: i32 = 719_163;
 impl Builder {
     pub(crate) fn new(kind: &PgKind) -> Result<Self, String> {
         Ok(match kind {
+            PgKind::Unmapped(ty) => return Err(format!("type {ty} is not mapped")),
             PgKind::Bool => Self::Bool(BooleanBuilder::new()),
             PgKind::Int2 => Self::Int2(Int16Builder::new()),
             PgKind::Int4 => Self::Int4(Int32Builder::new()),

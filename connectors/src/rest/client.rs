@@ -1,7 +1,8 @@
-//! One API client: auth headers, token refresh on 401, retries of 429 (after Retry-After), 5xx,
-//! timeouts and malformed bodies, with capped exponential backoff.
+//! One API client: auth headers, token refresh before a token's `expires_in` runs out and on a
+//! 401, retries of 429 (after Retry-After), 5xx, timeouts and malformed bodies, with capped
+//! exponential backoff.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -29,8 +30,21 @@ pub struct Client {
     connection: RestConnection,
     base: Url,
     http: reqwest::Client,
-    token: Option<String>,
+    token: Option<Token>,
     max_backoff: Duration,
+}
+
+/// An OAuth2 access token and when to fetch the next one.
+struct Token {
+    value: String,
+    /// A little before `expires_in` runs out (None when the endpoint gave no lifetime).
+    renew_at: Option<Instant>,
+}
+
+impl Token {
+    fn fresh(&self) -> bool {
+        self.renew_at.is_none_or(|at| Instant::now() < at)
+    }
 }
 
 impl Client {
@@ -66,15 +80,18 @@ impl Client {
                 Ok(Some(token.resolve(&key).map_err(|e| self.error(e))?.expose().to_string()))
             }
             Some(RestAuth::Oauth2 { .. }) => {
-                if self.token.is_none() {
+                if !self.token.as_ref().is_some_and(Token::fresh) {
+                    if self.token.is_some() {
+                        tracing::info!(source = %self.source, "token past its expires_in; fetching a new one");
+                    }
                     self.token = Some(self.fetch_token().await?);
                 }
-                Ok(self.token.clone())
+                Ok(self.token.as_ref().map(|t| t.value.clone()))
             }
         }
     }
 
-    async fn fetch_token(&self) -> Result<String> {
+    async fn fetch_token(&self) -> Result<Token> {
         let Some(RestAuth::Oauth2 { token_url, client_id, client_secret, scope }) = &self.connection.auth else {
             return Err(self.error("no OAuth2 settings".into()));
         };
@@ -91,6 +108,7 @@ impl Client {
             if attempt > 0 {
                 tokio::time::sleep(self.backoff(attempt)).await;
             }
+            let asked = Instant::now();
             let response = match self.http.post(url.clone()).form(&form).send().await {
                 Ok(r) => r,
                 Err(e) => {
@@ -113,11 +131,19 @@ impl Client {
             }
             let json: Value = serde_json::from_str(&body)
                 .map_err(|e| self.error(format!("the token endpoint {url} answered with no JSON: {e}")))?;
-            return json
+            let value = json
                 .get("access_token")
                 .and_then(Value::as_str)
                 .map(str::to_string)
-                .ok_or_else(|| self.error(format!("the token endpoint {url} answered without an access_token")));
+                .ok_or_else(|| self.error(format!("the token endpoint {url} answered without an access_token")))?;
+            // `expires_in` counts from the answer; renewing a tenth early (at most 30 s) keeps a
+            // request from leaving with a token that dies on the way.
+            let lifetime = json
+                .get("expires_in")
+                .and_then(|v| v.as_f64().or_else(|| v.as_str()?.trim().parse().ok()))
+                .and_then(|s| Duration::try_from_secs_f64(s).ok());
+            let renew_at = lifetime.map(|l| asked + l - (l / 10).min(Duration::from_secs(30)));
+            return Ok(Token { value, renew_at });
         }
         Err(self.error(format!("the token endpoint {url} failed {} times; last: {last}", self.connection.max_retries + 1)))
     }
@@ -148,6 +174,7 @@ impl Client {
                     tracing::warn!(source = %self.source, page, error = %last, "request failed; retrying");
                     attempt += 1;
                     tokio::time::sleep(self.backoff(attempt)).await;
+                    refreshed = false;
                     continue;
                 }
             };
@@ -156,7 +183,8 @@ impl Client {
                 if refreshed {
                     return Err(self.error(format!("{page}: HTTP 401 even with a fresh OAuth2 token; check the client's access")));
                 }
-                // The token expired: fetch a new one, without using up a retry.
+                // The token expired: fetch a new one, without using up a retry. `refreshed` holds
+                // until the next wait, after which even a fresh token may have expired.
                 tracing::info!(source = %self.source, page, "token refused; fetching a new one");
                 self.token = None;
                 refreshed = true;
@@ -169,6 +197,7 @@ impl Client {
                 tracing::warn!(source = %self.source, page, wait_s = wait.as_secs_f64(), "rate limited");
                 attempt += 1;
                 tokio::time::sleep(wait).await;
+                refreshed = false;
                 continue;
             }
             if status.is_server_error() {
@@ -176,6 +205,7 @@ impl Client {
                 tracing::warn!(source = %self.source, page, %status, "server error; retrying");
                 attempt += 1;
                 tokio::time::sleep(self.backoff(attempt)).await;
+                refreshed = false;
                 continue;
             }
             let body = match response.text().await {
@@ -184,6 +214,7 @@ impl Client {
                     last = if e.is_timeout() { "timed out reading the body".into() } else { without_url(&e) };
                     attempt += 1;
                     tokio::time::sleep(self.backoff(attempt)).await;
+                    refreshed = false;
                     continue;
                 }
             };
@@ -204,6 +235,7 @@ impl Client {
                     malformed = Some((body, format!("the page is not valid JSON: {e}")));
                     attempt += 1;
                     tokio::time::sleep(self.backoff(attempt)).await;
+                    refreshed = false;
                 }
             }
         }

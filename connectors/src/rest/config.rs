@@ -127,17 +127,42 @@ pub enum Pagination {
     },
 }
 
-/// Incremental reads by a modified-since filter.
+/// Incremental reads by a modified-since filter: the previous run's start goes into a query
+/// parameter (`param`), or into the query itself where `read.path` or a `read.query` value
+/// holds `${watermark}` (a SOQL `WHERE LastModifiedDate > ${watermark}`); `${run_start}` there is
+/// this run's start. Either way the records whose `field` falls outside (previous start, this
+/// start] are dropped on arrival, so an API that ignores the filter lands nothing twice.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Incremental {
-    /// The query parameter taking the last run's start time (RFC 3339), e.g. `modified_since`.
-    pub param: String,
+    /// The query parameter taking the last run's start time (RFC 3339), e.g. `modified_since`;
+    /// leave it out when the query template takes `${watermark}`.
+    #[serde(default)]
+    pub param: Option<String>,
     /// The query parameter taking this run's start time, if the API has an upper bound.
     #[serde(default)]
     pub until_param: Option<String>,
-    /// The records' modified-time field (recorded in lineage).
+    /// The records' modified-time field (filtered on, and recorded in lineage).
     pub field: String,
+    /// What `${watermark}` is on the first run (default `1970-01-01T00:00:00Z`: everything).
+    #[serde(default = "default_initial_watermark")]
+    pub initial: String,
+}
+
+/// The placeholder of the previous run's start in a query template.
+pub const WATERMARK: &str = "${watermark}";
+/// The placeholder of this run's start.
+pub const RUN_START: &str = "${run_start}";
+
+fn default_initial_watermark() -> String {
+    "1970-01-01T00:00:00Z".into()
+}
+
+impl RestRead {
+    /// Whether the path or a query value takes the watermark.
+    pub fn templated(&self) -> bool {
+        self.path.contains(WATERMARK) || self.query.values().any(|v| v.contains(WATERMARK))
+    }
 }
 
 fn default_timeout() -> f64 {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use url::Url;
 
 use super::client::{Client, Fetched};
-use super::config::{Pagination, RestConnection, RestRead};
+use super::config::{Pagination, RUN_START, RestConnection, RestRead, WATERMARK};
 use crate::error::{Error, Result};
 use crate::json::{Decoded, JsonOptions, RecordDecoder, Reject};
 
@@ -55,16 +55,26 @@ impl RestPlan {
         text
     }
 
+    /// `text` with the incremental window's placeholders filled in.
+    fn fill(&self, text: &str) -> String {
+        let Some(inc) = &self.read.incremental else { return text.to_string() };
+        let since = self.since.as_deref().unwrap_or(&inc.initial);
+        let upto = self.upto.as_deref().unwrap_or_default();
+        text.replace(WATERMARK, since).replace(RUN_START, upto)
+    }
+
     /// The URL of page `k` (0-based) of offset or page pagination, or of the first page.
     fn page_url(&self, client: &Client, k: u64) -> Result<Url> {
-        let mut url = client.url(&self.read.path)?;
+        let mut url = client.url(&self.fill(&self.read.path))?;
         {
             let mut query = url.query_pairs_mut();
             for (name, value) in &self.read.query {
-                query.append_pair(name, value);
+                query.append_pair(name, &self.fill(value));
             }
-            if let (Some(inc), Some(since)) = (&self.read.incremental, &self.since) {
-                query.append_pair(&inc.param, since);
+            if let (Some(inc), Some(since)) = (&self.read.incremental, &self.since)
+                && let Some(param) = &inc.param
+            {
+                query.append_pair(param, since);
             }
             if let (Some(inc), Some(upto)) = (&self.read.incremental, &self.upto)
                 && let Some(param) = &inc.until_param
@@ -106,6 +116,21 @@ pub async fn plan(
         }
         _ => 1,
     };
+    if let Some(inc) = &read.incremental {
+        if inc.param.is_none() && !read.templated() {
+            return Err(Error::Config(format!(
+                "source '{source}': read.incremental needs `param` (a query parameter taking the last run's start) \
+                 or {WATERMARK} in read.path or a read.query value (e.g. q = \"... WHERE {} > {WATERMARK}\")",
+                inc.field
+            )));
+        }
+        if window_bound(&inc.initial).is_none() {
+            return Err(Error::Config(format!(
+                "source '{source}': read.incremental.initial = '{}' is no RFC 3339 time (e.g. 1970-01-01T00:00:00Z)",
+                inc.initial
+            )));
+        }
+    }
     let upto = read.incremental.as_ref().map(|_| chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
     let mut plan = RestPlan {
         source: source.to_string(),
@@ -144,11 +169,64 @@ fn lookup<'a>(value: &'a Value, path: &str) -> Option<&'a Value> {
     path.split('.').filter(|p| !p.is_empty()).try_fold(value, |v, key| v.get(key))
 }
 
+/// A time as APIs write them: RFC 3339, or Salesforce's `2026-11-24T08:00:00.000+0000`.
+fn window_bound(text: &str) -> Option<chrono::DateTime<chrono::FixedOffset>> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .or_else(|_| chrono::DateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f%z"))
+        .ok()
+}
+
+/// Where a record falls against the incremental window.
+enum Window {
+    Inside,
+    Outside,
+    /// Its modified time is missing or no time: the reason.
+    Unknown(String),
+}
+
+/// The incremental window of a plan, as times.
+struct Bounds {
+    field: String,
+    since: Option<chrono::DateTime<chrono::FixedOffset>>,
+    upto: Option<chrono::DateTime<chrono::FixedOffset>>,
+}
+
+impl Bounds {
+    fn of(plan: &RestPlan) -> Option<Self> {
+        let inc = plan.read.incremental.as_ref()?;
+        Some(Self {
+            field: inc.field.clone(),
+            since: plan.since.as_deref().and_then(window_bound),
+            upto: plan.upto.as_deref().and_then(window_bound),
+        })
+    }
+
+    fn place(&self, record: &Value) -> Window {
+        let Some(value) = lookup(record, &self.field).filter(|v| !v.is_null()) else {
+            return Window::Unknown(format!(
+                "no '{}': an incremental read cannot tell which run it belongs to",
+                self.field
+            ));
+        };
+        let Some(at) = value.as_str().and_then(window_bound) else {
+            return Window::Unknown(format!("'{}' = {value} is no time (RFC 3339 expected)", self.field));
+        };
+        if self.since.is_some_and(|s| at <= s) || self.upto.is_some_and(|u| at > u) {
+            Window::Outside
+        } else {
+            Window::Inside
+        }
+    }
+}
+
 /// Reads partition `partition` of `plan`: batches of the records of its pages, with the
-/// records (or pages) rejected among them and the number of records read.
+/// records (or pages) rejected among them and the number of records read. An incremental
+/// read drops the records outside its window (counted in a warning, not as read).
 pub fn read_partition(plan: RestPlan, partition: usize) -> impl Stream<Item = Result<(Decoded, u64)>> + Send + 'static {
     let decoder = RecordDecoder::new(plan.schema(), plan.flatten.clone());
+    let bounds = Bounds::of(&plan);
     async_stream::try_stream! {
+        let mut outside = 0u64;
         let mut client = Client::new(&plan.source, &plan.connection)?;
         let stride = plan.partitions as u64;
         let mut k = partition as u64;
@@ -178,10 +256,26 @@ pub fn read_partition(plan: RestPlan, partition: usize) -> impl Stream<Item = Re
             };
             let records = records_of(&json, &plan.read.records)
                 .map_err(|e| Error::Source(format!("source '{}': {page}: {e}; check `records`", plan.source)))?;
-            let texts: Vec<String> = records.iter().map(Value::to_string).collect();
+            let mut texts = Vec::with_capacity(records.len());
+            let mut numbers = Vec::with_capacity(records.len());
+            let mut unplaced = Vec::new();
+            for (i, record) in records.iter().enumerate() {
+                match bounds.as_ref().map_or(Window::Inside, |b| b.place(record)) {
+                    Window::Inside => {
+                        texts.push(record.to_string());
+                        numbers.push(i + 1);
+                    }
+                    Window::Outside => outside += 1,
+                    Window::Unknown(reason) => {
+                        unplaced.push(Reject { location: format!("{page} record {}", i + 1), raw: record.to_string(), reason });
+                    }
+                }
+            }
             let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-            let decoded = decoder.decode(&refs, &|i| format!("{page} record {}", i + 1))?;
-            let count = records.len() as u64;
+            let mut decoded = decoder.decode(&refs, &|i| format!("{page} record {}", numbers[i]))?;
+            // Read: the records inside the window and those that could not be placed.
+            let count = (texts.len() + unplaced.len()) as u64;
+            decoded.rejects.extend(unplaced);
             yield (decoded, count);
             let next = match &plan.read.pagination {
                 Pagination::None => None,
@@ -211,6 +305,10 @@ pub fn read_partition(plan: RestPlan, partition: usize) -> impl Stream<Item = Re
                 None => break,
             }
             number += 1;
+        }
+        if outside > 0 && let Some(b) = &bounds {
+            tracing::warn!(source = %plan.source, partition, records = outside, field = %b.field,
+                "the API sent records outside the incremental window (landed by an earlier run, or left to the next); dropped");
         }
     }
 }

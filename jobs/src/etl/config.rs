@@ -561,6 +561,12 @@ fn interpolate(text: &str) -> std::result::Result<String, String> {
         let end =
             after.find('}').ok_or_else(|| format!("unclosed ${{ in '{}'", &rest[start..rest.len().min(start + 40)]))?;
         let inner = &after[..end];
+        // The incremental window's placeholders are filled by the source at each run.
+        if matches!(inner, "watermark" | "run_start") {
+            out.push_str(&rest[start..start + 2 + end + 1]);
+            rest = &after[end + 1..];
+            continue;
+        }
         let (name, default) = match inner.split_once(":-") {
             Some((n, d)) => (n, Some(d)),
             None => (inner, None),
@@ -598,6 +604,7 @@ asset = "customers"
     #[test]
     fn environment_variables_fill_placeholders() {
         assert_eq!(interpolate("a ${SLUICE_TEST_UNSET_X:-b} c").unwrap(), "a b c");
+        assert_eq!(interpolate("x > ${watermark} AND x <= ${run_start}").unwrap(), "x > ${watermark} AND x <= ${run_start}");
         assert!(interpolate("${SLUICE_TEST_UNSET_X}").unwrap_err().contains("SLUICE_TEST_UNSET_X} is not set"));
         assert_eq!(interpolate("${PATH}").unwrap(), std::env::var("PATH").unwrap());
     }
