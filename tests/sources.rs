@@ -359,3 +359,43 @@ fn unstructured_files_land_as_rows_with_their_bytes_or_a_reference() {
     let hex = count(&lake, "SELECT encode(content, 'hex') FROM documents WHERE name = 'contract.pdf'");
     assert_eq!(hex, b"%PDF-1.7 a contract".iter().map(|b| format!("{b:02x}")).collect::<String>());
 }
+
+/// Numbers written as strings in a number column are quarantined with the key and value, and
+/// land only where the source says `coerce = true`; counts of read, landed and quarantined add up.
+#[test]
+fn ndjson_numbers_written_as_strings_are_quarantined_unless_coerced() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("events");
+    std::fs::create_dir_all(&data).unwrap();
+    let lines = [
+        r#"{"seq": 1, "device": "a", "v": 1.5}"#,
+        r#"{"seq": "2", "device": "b", "v": 2.5}"#,
+        r#"{"seq": 3, "device": "7", "v": 3.5}"#,
+        r#"{"seq": 4, "device": "d", "v": "4.5"}"#,
+        r#"{"seq": 5, "device": "e", "v": 5.5}"#,
+    ];
+    std::fs::write(data.join("part.json"), lines.join("\n") + "\n").unwrap();
+    let job = |coerce: bool, asset: &str| {
+        let path = dir.path().join(format!("{asset}.toml"));
+        std::fs::write(
+            &path,
+            format!(
+                "[job]\nname = \"{asset}\"\n\n[sources.events]\nkind = \"files\"\nurl = \"{}\"\nformat = \"ndjson\"\n\
+                 schema = \"seq bigint, device string, v double\"\ninfer = false\ncoerce = {coerce}\n\n[sink]\nasset = \"{asset}\"\n",
+                data.display()
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let lake = dir.path().join("lake");
+    let strict = ok(sluice_at(&lake).arg("run").arg(job(false, "strict")).output().unwrap(), "strict run");
+    assert!(strict.contains("records      5 read = 3 landed + 2 quarantined"), "{strict}");
+    let reasons = ok(sluice_at(&lake).args(["sql", "SELECT reason FROM strict_quarantine ORDER BY location"]).output().unwrap(), "q");
+    assert!(reasons.contains("'seq' is the string \"2\"") && reasons.contains("'v' is the string \"4.5\""), "{reasons}");
+    assert!(reasons.contains("coerce = true"), "{reasons}");
+    assert_eq!(count(&lake, "SELECT SUM(seq) FROM strict"), "9");
+    let coerced = ok(sluice_at(&lake).arg("run").arg(job(true, "coerced")).output().unwrap(), "coerced run");
+    assert!(coerced.contains("records      5 read = 5 landed + 0 quarantined"), "{coerced}");
+    assert_eq!(count(&lake, "SELECT SUM(seq) FROM coerced"), "15");
+}

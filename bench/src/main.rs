@@ -195,6 +195,7 @@ fn decode(events: usize, features: usize, batch: usize) -> Result<()> {
         infer: Some(false),
         sample: 0,
         flatten: None,
+        coerce: false,
     }
     .schema_from(&[])?;
     let json_decoder = RecordDecoder::new(schema, None);

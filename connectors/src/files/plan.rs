@@ -286,7 +286,7 @@ pub fn read_partition(
             super::binary::read(plan.clone(), options.clone(), store, pieces, batch_rows, projection.clone()).boxed()
         }
         Format::Ndjson(options) => {
-            let decoder = TextDecoder::Ndjson(RecordDecoder::new(plan.schema(), options.flatten.clone()));
+            let decoder = TextDecoder::Ndjson(RecordDecoder::new(plan.schema(), options.flatten.clone()).coercing(options.coerce));
             read_text(plan.clone(), decoder, store, pieces, batch_rows).boxed()
         }
         Format::Csv(options) => {

@@ -33,6 +33,10 @@ pub struct JsonOptions {
     /// they are kept as struct columns.
     #[serde(default)]
     pub flatten: Option<String>,
+    /// Parse numbers written as strings (`"seq": "15"`) into number columns; by default such a
+    /// record is quarantined.
+    #[serde(default)]
+    pub coerce: bool,
 }
 
 fn default_sample() -> usize {
@@ -76,12 +80,24 @@ pub struct Decoded {
 pub struct RecordDecoder {
     schema: SchemaRef,
     flatten: Option<String>,
+    /// Top-level number columns whose values must be JSON numbers (empty when coercing).
+    numbers: Vec<String>,
 }
 
 impl RecordDecoder {
     /// A decoder into `schema`; nested objects are flattened with `flatten` as separator when set.
+    /// A record whose number column holds a string is rejected (see [`Self::coercing`]).
     pub fn new(schema: SchemaRef, flatten: Option<String>) -> Self {
-        Self { schema, flatten }
+        let numbers = schema.fields().iter().filter(|f| f.data_type().is_numeric()).map(|f| f.name().clone()).collect();
+        Self { schema, flatten, numbers }
+    }
+
+    /// With `coerce`, numbers written as strings are parsed instead of rejected.
+    pub fn coercing(mut self, coerce: bool) -> Self {
+        if coerce {
+            self.numbers.clear();
+        }
+        self
     }
 
     /// The schema of the batches.
@@ -100,6 +116,48 @@ impl RecordDecoder {
     /// Decodes `records` (one JSON object each); `locate(i)` says where record `i` was, for
     /// the records that are rejected.
     pub fn decode(&self, records: &[&str], locate: &dyn Fn(usize) -> String) -> Result<Decoded> {
+        if records.is_empty() {
+            return Ok(Decoded { batch: None, rejects: Vec::new() });
+        }
+        if !self.numbers.is_empty() {
+            // Arrow's decoder parses "15" into a number column: strict reads reject such records.
+            let mut rejects = Vec::new();
+            let mut kept = Vec::with_capacity(records.len());
+            let mut at = Vec::with_capacity(records.len());
+            for (i, record) in records.iter().enumerate() {
+                match string_number(record, &self.numbers) {
+                    Some((key, value)) => rejects.push((i, reject(
+                        locate(i),
+                        record,
+                        format!(
+                            "'{key}' is the string \"{value}\" where a number is expected; send it as a JSON number, \
+                             or set coerce = true on the source to parse numbers written as strings"
+                        ),
+                    ))),
+                    None => {
+                        kept.push(*record);
+                        at.push(i);
+                    }
+                }
+            }
+            if !rejects.is_empty() {
+                // The decoder's rejects, by the index of their record, merged with these in order.
+                let placed = std::cell::RefCell::new(Vec::new());
+                let mut decoded = self.decode_objects(&kept, &|j| {
+                    placed.borrow_mut().push(at[j]);
+                    locate(at[j])
+                })?;
+                let mut all: Vec<(usize, Reject)> = placed.into_inner().into_iter().zip(decoded.rejects).collect();
+                all.extend(rejects);
+                all.sort_by_key(|(i, _)| *i);
+                decoded.rejects = all.into_iter().map(|(_, r)| r).collect();
+                return Ok(decoded);
+            }
+        }
+        self.decode_objects(records, locate)
+    }
+
+    fn decode_objects(&self, records: &[&str], locate: &dyn Fn(usize) -> String) -> Result<Decoded> {
         if records.is_empty() {
             return Ok(Decoded { batch: None, rejects: Vec::new() });
         }
@@ -182,6 +240,63 @@ impl RecordDecoder {
     }
 }
 
+/// The first top-level key of `record` among `numbers` whose value is a JSON string, with that
+/// string (escapes as written); one pass over the bytes, without building values.
+fn string_number(record: &str, numbers: &[String]) -> Option<(String, String)> {
+    let bytes = record.as_bytes();
+    // The end (exclusive, after the closing quote) of the string opening at `start`.
+    let string_end = |start: usize| {
+        let mut i = start + 1;
+        while i < bytes.len() {
+            match bytes[i] {
+                b'\\' => i += 2,
+                b'"' => return Some(i + 1),
+                _ => i += 1,
+            }
+        }
+        None
+    };
+    let skip_space = |mut i: usize| {
+        while i < bytes.len() && bytes[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        i
+    };
+    let mut depth = 0usize;
+    let mut expect_key = false;
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'"' => {
+                let end = string_end(i)?;
+                if depth == 1 && expect_key {
+                    expect_key = false;
+                    let key = &record[i + 1..end - 1];
+                    let colon = skip_space(end);
+                    if bytes.get(colon) == Some(&b':') {
+                        let value = skip_space(colon + 1);
+                        if bytes.get(value) == Some(&b'"') && numbers.iter().any(|n| n == key) {
+                            let value_end = string_end(value)?;
+                            return Some((key.to_string(), record[value + 1..value_end - 1].to_string()));
+                        }
+                    }
+                }
+                i = end;
+                continue;
+            }
+            b'{' | b'[' => {
+                depth += 1;
+                expect_key = depth == 1 && bytes[i] == b'{';
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            b',' if depth == 1 => expect_key = true,
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
 fn reject(location: String, raw: &str, reason: String) -> Reject {
     Reject { location, raw: raw.to_string(), reason }
 }
@@ -239,6 +354,26 @@ mod tests {
             ..Default::default()
         };
         RecordDecoder::new(options.schema_from(&[]).unwrap(), options.flatten)
+    }
+
+    #[test]
+    fn numbers_written_as_strings_are_rejected_unless_coerced() {
+        let records = [
+            r#"{"device": "a", "reading": 1.5}"#,
+            r#"{"device": "15", "reading": "15"}"#,
+            r#"{"nested": {"reading": "x"}, "device": "c", "reading": 2}"#,
+            r#"{"device": "d\"", "reading" : "-3.5e2"}"#,
+        ];
+        let decoded = decoder(None).decode(&records, &|i| format!("line {}", i + 1)).unwrap();
+        assert_eq!(decoded.batch.unwrap().num_rows(), 2, "a string in a nested object or a text column is no number column");
+        let where_: Vec<_> = decoded.rejects.iter().map(|r| r.location.as_str()).collect();
+        assert_eq!(where_, ["line 2", "line 4"]);
+        assert!(decoded.rejects[0].reason.contains("'reading' is the string \"15\"") && decoded.rejects[0].reason.contains("coerce = true"));
+        assert!(decoded.rejects[1].reason.contains("\"-3.5e2\""), "{:?}", decoded.rejects[1]);
+        let coerced = decoder(None).coercing(true).decode(&records[..2], &|i| format!("line {}", i + 1)).unwrap();
+        let batch = coerced.batch.unwrap();
+        assert_eq!(batch.num_rows(), 2);
+        assert_eq!(batch.column(1).as_primitive::<Float64Type>().value(1), 15.0);
     }
 
     #[test]

@@ -103,8 +103,12 @@ impl Subscription {
                 .map_err(|e| Error::Source(format!("source '{source}': subscribing to {topic}: {e}")))?;
         }
         let spool = Arc::new(Mutex::new(spool));
-        // Bounded channels: a slow landing slows the acknowledgements, and the broker holds back.
-        let (incoming_tx, incoming) = mpsc::channel::<Publish>(GROUP);
+        // What arrives is bounded by the broker's in-flight window (nothing is acknowledged before
+        // it is spooled), so this channel needs no bound of its own; with one, a full channel
+        // would stop the polling that sends the spooler's acknowledgements. The spooled records
+        // wait in a bounded one: a slow landing slows the acknowledgements, and the broker
+        // holds back.
+        let (incoming_tx, incoming) = mpsc::unbounded_channel::<Publish>();
         let (records_tx, records) = mpsc::channel(read.batch_messages.clamp(GROUP, 1 << 20));
         let (ready_tx, ready) = tokio::sync::oneshot::channel();
         let name = source.to_string();
@@ -118,7 +122,7 @@ impl Subscription {
             loop {
                 match events.poll().await {
                     Ok(Event::Incoming(Packet::Publish(p))) => {
-                        if incoming_tx.send(p).await.is_err() {
+                        if incoming_tx.send(p).is_err() {
                             return;
                         }
                     }
@@ -237,7 +241,7 @@ impl Spooler {
     fn run(
         self,
         runtime: &tokio::runtime::Handle,
-        mut incoming: mpsc::Receiver<Publish>,
+        mut incoming: mpsc::UnboundedReceiver<Publish>,
         records: mpsc::Sender<std::result::Result<Record, String>>,
     ) {
         while let Some(first) = incoming.blocking_recv() {

@@ -26,6 +26,9 @@ pub struct RestPlan {
     pub schema: Schema,
     /// Separator nested objects are flattened with, when they are.
     pub flatten: Option<String>,
+    /// Whether numbers written as strings are parsed (else the records are rejected).
+    #[serde(default)]
+    pub coerce: bool,
     /// Parallel readers.
     pub partitions: usize,
     /// Incremental window: records modified after `since` (the previous run's start)...
@@ -138,6 +141,7 @@ pub async fn plan(
         read: read.clone(),
         schema: Schema::empty(),
         flatten: options.flatten.clone(),
+        coerce: options.coerce,
         partitions,
         since,
         upto,
@@ -223,7 +227,7 @@ impl Bounds {
 /// records (or pages) rejected among them and the number of records read. An incremental
 /// read drops the records outside its window (counted in a warning, not as read).
 pub fn read_partition(plan: RestPlan, partition: usize) -> impl Stream<Item = Result<(Decoded, u64)>> + Send + 'static {
-    let decoder = RecordDecoder::new(plan.schema(), plan.flatten.clone());
+    let decoder = RecordDecoder::new(plan.schema(), plan.flatten.clone()).coercing(plan.coerce);
     let bounds = Bounds::of(&plan);
     async_stream::try_stream! {
         let mut outside = 0u64;

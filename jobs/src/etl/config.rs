@@ -191,6 +191,10 @@ pub enum SourceConfig {
         /// Flatten nested objects into `parent<sep>child` columns (e.g. `"_"`); default keeps
         /// them as structs.
         flatten: Option<String>,
+        /// Parse numbers written as strings (`"seq": "15"`) into number columns (default false:
+        /// such records are quarantined).
+        #[serde(default)]
+        coerce: bool,
         /// De-duplicate records with the same key (and time), keeping one.
         dedup: Option<Dedup>,
     },
@@ -209,6 +213,10 @@ pub enum SourceConfig {
         sample: usize,
         /// Flatten nested objects into `parent<sep>child` columns (e.g. `"_"`).
         flatten: Option<String>,
+        /// Parse numbers written as strings (`"seq": "15"`) into number columns (default false:
+        /// such records are quarantined).
+        #[serde(default)]
+        coerce: bool,
         /// Drop events seen before (same key and event time: re-sends, late duplicates).
         dedup: Option<Dedup>,
     },
@@ -251,6 +259,10 @@ pub enum SourceConfig {
         /// NDJSON: flatten nested objects into `parent<sep>child` columns (e.g. `"_"`); default
         /// keeps them as structs.
         flatten: Option<String>,
+        /// NDJSON: parse numbers written as strings (`"seq": "15"`) into number columns (default
+        /// false: such records are quarantined).
+        #[serde(default)]
+        coerce: bool,
         /// Binary: files up to this many bytes carry their content; larger ones have NULL content
         /// and are read by path (default 16 MiB).
         max_inline_bytes: Option<u64>,
@@ -278,6 +290,7 @@ impl SourceConfig {
             infer,
             sample,
             flatten,
+            coerce,
             max_inline_bytes,
             ..
         } = self
@@ -289,6 +302,7 @@ impl SourceConfig {
         };
         let checked = (|| {
             only(flatten.is_some() && *format != FileFormat::Ndjson, "flatten", "\"ndjson\"")?;
+            only(*coerce && *format != FileFormat::Ndjson, "coerce", "\"ndjson\"")?;
             only(max_inline_bytes.is_some() && *format != FileFormat::Binary, "max_inline_bytes", "\"binary\"")?;
             let text = matches!(format, FileFormat::Csv | FileFormat::Ndjson);
             only(!text && (schema.is_some() || infer.is_some()), "schema", "\"csv\" or \"ndjson\"")?;
@@ -304,6 +318,7 @@ impl SourceConfig {
                     infer: *infer,
                     sample: *sample,
                     flatten: flatten.clone(),
+                    coerce: *coerce,
                 }),
                 FileFormat::Csv => {
                     let options = CsvOptions {

@@ -129,12 +129,13 @@ pub async fn run(ctx: &SessionContext, lake: &Lake, job: &JobFile, path: &Path) 
                     SourceConfig::Mysql { connection, read } => {
                         sluice_connectors::mysql::plan(name, connection, read, since).await.map(SourcePlan::Mysql)
                     }
-                    SourceConfig::Rest { connection, read, schema, infer, sample, flatten, .. } => {
+                    SourceConfig::Rest { connection, read, schema, infer, sample, flatten, coerce, .. } => {
                         let options = JsonOptions {
                             schema: schema.clone(),
                             infer: *infer,
                             sample: *sample,
                             flatten: flatten.clone(),
+                            coerce: *coerce,
                         };
                         sluice_connectors::rest::plan(name, connection, read, &options, since).await.map(SourcePlan::Rest)
                     }

@@ -73,10 +73,11 @@ pub async fn run_stream(lake: &Lake, job: &JobFile, on_event: &mut dyn FnMut(&St
         Some((name, source)) if job.sources.len() == 1 => (name.clone(), source),
         _ => return Err(Error::Invalid("an MQTT job reads one source; land other sources in jobs of their own".into())),
     };
-    let SourceConfig::Mqtt { connection, read, schema, infer, sample, flatten, dedup } = source else {
+    let SourceConfig::Mqtt { connection, read, schema, infer, sample, flatten, coerce, dedup } = source else {
         return Err(Error::Invalid("a stream job needs an mqtt source".into()));
     };
-    let options = JsonOptions { schema: schema.clone(), infer: *infer, sample: *sample, flatten: flatten.clone() };
+    let options =
+        JsonOptions { schema: schema.clone(), infer: *infer, sample: *sample, flatten: flatten.clone(), coerce: *coerce };
     let ctx = sluice_engine::session::in_process(&sluice_udfs::functions("mqtt"), Some(lake))?;
 
     let spool = Spool::open(&read.spool_path(&connection.client_id(&name)))?;
@@ -205,7 +206,7 @@ async fn land(
         None => {
             let schema = options.schema_from(&texts[..texts.len().min(options.sample)])
                 .map_err(|e| Error::Invalid(format!("sources.{name}: {e}")))?;
-            let d = RecordDecoder::new(schema, options.flatten.clone());
+            let d = RecordDecoder::new(schema, options.flatten.clone()).coercing(options.coerce);
             state.decoder = Some(d.clone());
             Some(d)
         }

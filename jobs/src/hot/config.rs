@@ -65,6 +65,10 @@ pub struct Input {
     pub schema: Option<String>,
     /// Nested objects become `parent<sep>child` columns (e.g. `"_"`; JSON only).
     pub flatten: Option<String>,
+    /// Parse numbers written as strings (`"seq": "15"`) into number columns (JSON only; default
+    /// false: such events are dead letters).
+    #[serde(default)]
+    pub coerce: bool,
     /// Avro payloads: the reader schema (the columns) and where writer schemas come from.
     pub avro: Option<AvroInput>,
     /// Events that cannot be decoded or scored go here with the error (default
@@ -288,7 +292,13 @@ impl StreamJob {
 
     /// How JSON payloads are decoded: exactly the declared columns.
     pub fn json(&self) -> JsonOptions {
-        JsonOptions { schema: self.input.schema.clone(), infer: Some(false), sample: 0, flatten: self.input.flatten.clone() }
+        JsonOptions {
+            schema: self.input.schema.clone(),
+            infer: Some(false),
+            sample: 0,
+            flatten: self.input.flatten.clone(),
+            coerce: self.input.coerce,
+        }
     }
 
     /// Whether a job file's text (variables replaced) is a Kafka stream job: it has

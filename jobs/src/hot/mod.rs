@@ -265,7 +265,7 @@ pub async fn run(
         }
         None => {
             let json = job.json();
-            Payloads::Json(RecordDecoder::new(json.schema_from(&[])?, json.flatten.clone()))
+            Payloads::Json(RecordDecoder::new(json.schema_from(&[])?, json.flatten.clone()).coercing(json.coerce))
         }
     };
     let exactly_once = job.output.as_ref().is_some_and(|o| o.delivery == Delivery::ExactlyOnce);
