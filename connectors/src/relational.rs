@@ -138,22 +138,28 @@ pub(crate) fn parse_decimal(text: &str, precision: u8, scale: i8) -> Result<i128
 
 /// A batch of `rows` rows from finished column arrays (no columns: a row count only, as
 /// `COUNT(*)` reads).
-/// The error for columns a read needs whose types Sluice does not map, all of them at once
-/// (`columns`: name and type); `cast` writes the query expression that reads one as text.
-pub(crate) fn unmapped(source: &str, label: &str, columns: &[(String, String)], cast: impl Fn(&str) -> String) -> Error {
-    let names: Vec<String> = columns.iter().map(|(name, ty)| format!("'{name}' ({ty})")).collect();
-    let casts: Vec<String> = columns.iter().map(|(name, _)| cast(name)).collect();
-    Error::Source(format!(
-        "source '{source}': {label} column{} {} {} a type Sluice does not map, and the transform uses {}; leave {} out \
-         of the transform, or read {} with query = \"SELECT ..., {} FROM ...\" (or another cast)",
-        if columns.len() > 1 { "s" } else { "" },
+/// Fails when a read needs columns whose types Sluice does not map, naming all of them at once:
+/// `columns` gives each needed column's name and, when unmapped, its type; `cast` writes the
+/// query expression that reads one as text.
+pub(crate) fn check_mapped<'a>(
+    source: &str,
+    label: &str,
+    columns: impl Iterator<Item = (&'a str, Option<&'a str>)>,
+    cast: impl Fn(&str) -> String,
+) -> Result<()> {
+    let unmapped: Vec<(&str, &str)> = columns.filter_map(|(name, ty)| Some((name, ty?))).collect();
+    if unmapped.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<String> = unmapped.iter().map(|(name, ty)| format!("'{name}' ({ty})")).collect();
+    let casts: Vec<String> = unmapped.iter().map(|(name, _)| cast(name)).collect();
+    let (s, have, them) = if unmapped.len() > 1 { ("s", "have", "them") } else { ("", "has", "it") };
+    Err(Error::Source(format!(
+        "source '{source}': {label} column{s} {} {have} a type Sluice does not map, and the transform uses {them}; \
+         leave {them} out of the transform, or read {them} with query = \"SELECT ..., {} FROM ...\" (or another cast)",
         names.join(", "),
-        if columns.len() > 1 { "have" } else { "has" },
-        if columns.len() > 1 { "them" } else { "it" },
-        if columns.len() > 1 { "them" } else { "it" },
-        if columns.len() > 1 { "them" } else { "it" },
         casts.join(", ")
-    ))
+    )))
 }
 
 pub(crate) fn batch(schema: &SchemaRef, columns: Vec<ArrayRef>, rows: usize) -> Result<RecordBatch> {

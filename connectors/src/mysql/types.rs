@@ -100,6 +100,14 @@ impl MyKind {
         })
     }
 
+    /// The type's name when Sluice does not map it.
+    pub fn unmapped(&self) -> Option<&str> {
+        match self {
+            Self::Unmapped(ty) => Some(ty),
+            _ => None,
+        }
+    }
+
     /// The Arrow type of the column.
     pub fn arrow(&self) -> DataType {
         match self {

@@ -311,18 +311,12 @@ pub fn read_partition(
             Error::Source(format!("source '{}': no partition {partition}", plan.source))
         })?;
         let indices: Vec<usize> = projection.unwrap_or_else(|| (0..plan.columns.len()).collect());
-        let unmapped: Vec<(String, String)> = indices
-            .iter()
-            .filter_map(|&i| match &plan.columns[i].kind {
-                PgKind::Unmapped(ty) => Some((plan.columns[i].name.clone(), ty.clone())),
-                _ => None,
-            })
-            .collect();
-        if !unmapped.is_empty() {
-            Err(crate::relational::unmapped(&plan.source, &plan.label, &unmapped, |name| {
-                format!("{q}::text AS {q}", q = quote_ident(name))
-            }))?;
-        }
+        crate::relational::check_mapped(
+            &plan.source,
+            &plan.label,
+            indices.iter().map(|&i| (plan.columns[i].name.as_str(), plan.columns[i].kind.unmapped())),
+            |name| format!("{q}::text AS {q}", q = quote_ident(name)),
+        )?;
         let full = plan.schema();
         let schema = Arc::new(full.project(&indices).map_err(|e| Error::Source(e.to_string()))?);
         let select = if indices.is_empty() {

@@ -91,6 +91,14 @@ impl PgKind {
         })
     }
 
+    /// The type's name when Sluice does not map it.
+    pub fn unmapped(&self) -> Option<&str> {
+        match self {
+            Self::Unmapped(ty) => Some(ty),
+            _ => None,
+        }
+    }
+
     /// The Arrow type of the column.
     pub fn arrow(&self) -> DataType {
         match self {
