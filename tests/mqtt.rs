@@ -150,14 +150,14 @@ fn burst_message(base: &str, i: usize) -> (String, Vec<u8>) {
         777 => format!("{{\"seq\": {i}, \"device\": \"d{}\", \"value\": 1.5, \"blob\": \"{}\"}}", i % 7, "x".repeat(1_100_000)),
         // Over the job's max_message_bytes (2 MB).
         1555 => format!("{{\"seq\": {i}, \"blob\": \"{}\"}}", "y".repeat(2_500_000)),
-        i if i % 997 == 0 => format!("not json {i}"),
+        i if i.is_multiple_of(997) => format!("not json {i}"),
         i => format!("{{\"seq\": {i}, \"device\": \"d{}\", \"value\": {}.25}}", i % 7, i % 100),
     };
     (topic, payload.into_bytes())
 }
 
 fn is_valid(i: usize) -> bool {
-    i != 1555 && i % 997 != 0
+    i != 1555 && !i.is_multiple_of(997)
 }
 
 /// Publishes `n` burst messages at `rate` per second with QoS 1; `acked` counts the broker's

@@ -94,10 +94,10 @@ async fn token(State(crm): State<Shared>, Form(form): Form<HashMap<String, Strin
     crm.tokens.insert(token.clone(), 0);
     crm.born.insert(token.clone(), Instant::now());
     let mut body = json!({ "access_token": token, "token_type": "Bearer" });
-    if crm.lifetime.is_none() {
-        body["expires_in"] = json!(3600);
-    } else if crm.tells_expiry {
-        body["expires_in"] = json!(crm.lifetime.unwrap().as_secs_f64());
+    match crm.lifetime {
+        None => body["expires_in"] = json!(3600),
+        Some(lifetime) if crm.tells_expiry => body["expires_in"] = json!(lifetime.as_secs_f64()),
+        Some(_) => {}
     }
     axum::Json(body).into_response()
 }
@@ -134,7 +134,7 @@ async fn fault(crm: &Shared, page: usize) -> Option<Response> {
             5 => &["malformed"],
             _ => return None,
         };
-        let Some(&fault) = candidates.iter().find(|f| crm.faults.contains(**f)) else { return None };
+        let &fault = candidates.iter().find(|f| crm.faults.contains(**f))?;
         crm.faults.remove(fault);
         crm.log.push(format!("{fault} on page {page}"));
         fault

@@ -283,8 +283,11 @@ fn fingerprint(topic: &str, payload: &[u8]) -> u64 {
     xxh3_64(topic.as_bytes()) ^ xxh3_64(payload).rotate_left(17)
 }
 
-/// The whole records of a segment (with packet id and fingerprint) and the bytes they fill.
-fn read_segment(path: &Path) -> Result<(Vec<(Record, u16, u64)>, u64)> {
+/// A record read back, with its packet id and fingerprint.
+type Spooled = (Record, u16, u64);
+
+/// The whole records of a segment and the bytes they fill.
+fn read_segment(path: &Path) -> Result<(Vec<Spooled>, u64)> {
     let mut data = Vec::new();
     File::open(path)
         .and_then(|mut f| f.read_to_end(&mut data))
