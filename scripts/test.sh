@@ -10,7 +10,7 @@ echo "[test] cargo test --workspace (target dir: ${SLUICE_CACHE:-$HOME/.cache/sl
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 set +e
-cargo test --workspace --locked --all-targets "$@" 2>&1 | tee "$log"
+cargo test --workspace --locked --all-targets --no-fail-fast "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 echo

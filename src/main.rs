@@ -95,7 +95,7 @@ enum Command {
         /// Job files with a schedule.
         jobs: Vec<PathBuf>,
         /// Stop starting runs after this many seconds, and return once the running ones end.
-        #[arg(long = "for", value_name = "SECONDS")]
+        #[arg(long = "for", value_name = "SECONDS", value_parser = parse_seconds)]
         stop_after: Option<f64>,
         /// Serve Flight SQL and Flight on this address, e.g. 127.0.0.1:50060.
         #[arg(long, value_name = "HOST:PORT")]
@@ -1239,6 +1239,14 @@ async fn quality(
         println!("report       {}@{}: {} rows", w.asset, w.version, w.rows);
     }
     Ok(())
+}
+
+/// A number of seconds from 0 up to a few years (`--for inf` or `-1` would panic as a duration).
+fn parse_seconds(text: &str) -> std::result::Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(s) if s.is_finite() && (0.0..10.0 * 365.0 * 86400.0).contains(&s) => Ok(s),
+        _ => Err(format!("'{text}': give a number of seconds from 0 up to a few years, e.g. 3600")),
+    }
 }
 
 /// `COLUMN=VALUE` of `--column-threshold`.

@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 
@@ -102,4 +102,10 @@ fn a_scheduled_job_fires_on_its_cron_and_never_overlaps() {
     std::fs::write(&bad, std::fs::read_to_string(&job).unwrap().replace("*/2 * * * * *", "* * *")).unwrap();
     let e = sluice_at(&lake).args(["serve", bad.to_str().unwrap()]).output().unwrap();
     assert!(String::from_utf8_lossy(&e.stderr).contains("5 cron fields"), "{}", String::from_utf8_lossy(&e.stderr));
+    // A duration that cannot be one is refused by the command line, never a panic.
+    for value in ["inf", "-1", "NaN", "1e300"] {
+        let e = sluice_at(&lake).args(["serve", job.to_str().unwrap(), &format!("--for={value}")]).output().unwrap();
+        let stderr = String::from_utf8_lossy(&e.stderr);
+        assert!(!e.status.success() && stderr.contains("give a number of seconds") && !stderr.contains("panicked"), "--for {value}: {stderr}");
+    }
 }

@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;
@@ -398,4 +398,52 @@ fn ndjson_numbers_written_as_strings_are_quarantined_unless_coerced() {
     let coerced = ok(sluice_at(&lake).arg("run").arg(job(true, "coerced")).output().unwrap(), "coerced run");
     assert!(coerced.contains("records      5 read = 5 landed + 0 quarantined"), "{coerced}");
     assert_eq!(count(&lake, "SELECT SUM(seq) FROM coerced"), "15");
+}
+
+/// PostgreSQL real/double columns holding NaN and both infinities land, and the new version's
+/// profile counts them apart (profiling used to fail on them) with the finite values' moments.
+#[test]
+fn nan_and_infinities_from_postgres_land_and_are_profiled_apart() {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let schema = format!("sluice_nan{}_{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
+    psql(&format!(
+        "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}; \
+         CREATE TABLE {schema}.readings (id bigint PRIMARY KEY, r real, d double precision); \
+         INSERT INTO {schema}.readings SELECT g, g / 10.0, g / 100.0 FROM generate_series(1, 200) g; \
+         INSERT INTO {schema}.readings VALUES (201, 'NaN', 'NaN'), (202, 'Infinity', 'Infinity'), \
+         (203, '-Infinity', '-Infinity'), (204, 'Infinity', NULL), (205, NULL, 'NaN');"
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let job = dir.path().join("readings.toml");
+    std::fs::write(
+        &job,
+        format!(
+            "[job]\nname = \"readings\"\n\n[sources.iot]\nkind = \"postgres\"\n\
+             connection = {{ host = \"127.0.0.1\", database = \"test\", user = \"postgres\" }}\n\
+             read = {{ table = \"{schema}.readings\", partition_column = \"id\", partitions = 2 }}\n\n\
+             [sink]\nasset = \"readings\"\nmode = \"append\"\n"
+        ),
+    )
+    .unwrap();
+    let out = sluice_at(&lake).args(["run", job.to_str().unwrap()]).env("SLUICE_LOG", "info").output().unwrap();
+    let _ = Command::new("psql").args(["-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-qc"]).arg(format!("DROP SCHEMA {schema} CASCADE")).output();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = ok(out.clone(), "sluice run readings");
+    assert!(stdout.contains("readings@0: 205 rows"), "{stdout}");
+    assert!(!stderr.contains("was not profiled"), "{stderr}");
+    assert_eq!(count(&lake, "SELECT COUNT(*) FROM readings WHERE isnan(d)"), "2");
+    // The profile kept with the version.
+    let profiles: Vec<_> = std::fs::read_dir(lake.join("readings/_profiles")).unwrap().flatten().collect();
+    assert_eq!(profiles.len(), 1, "{profiles:?}");
+    let profile: serde_json::Value = serde_json::from_slice(&std::fs::read(profiles[0].path()).unwrap()).unwrap();
+    let column = |name: &str| profile["columns"].as_array().unwrap().iter().find(|c| c["name"] == name).unwrap().clone();
+    let d = column("d");
+    assert_eq!((d["count"].as_u64(), d["nulls"].as_u64()), (Some(200), Some(1)), "{d}");
+    assert_eq!((d["nan"].as_u64(), d["pos_inf"].as_u64(), d["neg_inf"].as_u64()), (Some(2), Some(1), Some(1)), "{d}");
+    assert_eq!((d["min"].as_f64(), d["max"].as_f64()), (Some(0.01), Some(2.0)), "{d}");
+    assert!((d["mean"].as_f64().unwrap() - 1.005).abs() < 1e-9, "{d}");
+    let r = column("r");
+    assert_eq!((r["count"].as_u64(), r["nulls"].as_u64()), (Some(200), Some(1)), "{r}");
+    assert_eq!((r["nan"].as_u64(), r["pos_inf"].as_u64(), r["neg_inf"].as_u64()), (Some(1), Some(2), Some(1)), "{r}");
 }

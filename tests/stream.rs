@@ -5,7 +5,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
 
-mod common;
+use crate::common;
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -646,4 +646,57 @@ fn avro_events_of_two_schema_versions_score_and_bad_ones_are_dead_letters() {
     assert_eq!(first_value(&run_at(&lake, &["sql", "SELECT COUNT(*) FROM events_raw"])), "600");
     let unknown = run_at(&lake, &["sql", "SELECT COUNT(*) FROM events_raw WHERE site = 'unknown'"]);
     assert_eq!(first_value(&unknown), "400");
+}
+
+/// Partitions of `topic` as the broker lists them (None: no such topic).
+fn partitions_of(topic: &str) -> Option<usize> {
+    let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", brokers()).create().unwrap();
+    let metadata = consumer.fetch_metadata(None, Duration::from_secs(10)).unwrap();
+    metadata.topics().iter().find(|t| t.name() == topic && !t.partitions().is_empty()).map(|t| t.partitions().len())
+}
+
+#[test]
+fn a_stream_waits_for_its_input_topic_creates_it_when_asked_and_a_dead_broker_is_an_error() {
+    let TestRun { run, events: _, scores, dir, lake } = test_run();
+    // The input topic does not exist yet: the stream waits and says so, then scores what comes.
+    let late = format!("late-{run}");
+    let mut child = example(&lake, &run, &[("EVENTS_TOPIC", late.as_str()), ("STREAM_STOP_WHEN_IDLE_S", "6")]);
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(child.try_wait().unwrap().is_none(), "the stream exited while its topic did not exist");
+    create_topics(&[&late]);
+    let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", brokers()).create().unwrap();
+    for i in 0..100 {
+        let payload = format!("{{\"id\": {i}, \"a\": 1, \"b\": 2, \"c\": 3}}");
+        producer.send(BaseRecord::to(&late).key(&i.to_string()).payload(&payload)).unwrap();
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stderr.contains("waiting for input topics that do not exist yet") && stderr.contains(&late), "{stderr}");
+    assert!(stdout.contains("stopped      100 events"), "{stdout}");
+    assert_eq!(read_all(&scores, Duration::from_secs(2)).len(), 100);
+
+    // With create_topics = true it creates the missing topic with the partitions asked for.
+    let job = dir.path().join("create.toml");
+    let text = std::fs::read_to_string(root().join("examples/kafka_score_events.toml")).unwrap();
+    std::fs::write(&job, text.replacen("[input]\n", "[input]\ncreate_topics = true\npartitions = 2\n", 1)).unwrap();
+    let fresh = format!("fresh-{run}");
+    assert_eq!(partitions_of(&fresh), None);
+    let out = stream(&lake, job.to_str().unwrap(), &run, &[("EVENTS_TOPIC", fresh.as_str()), ("STREAM_STOP_WHEN_IDLE_S", "2")])
+        .wait_with_output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && stderr.contains("created the missing input topics"), "{stdout}\n{stderr}");
+    assert_eq!(partitions_of(&fresh), Some(2));
+
+    // No broker at the address: a clear error within seconds, not "0 events".
+    let dead = format!("127.0.0.1:{}", free_port());
+    let started = Instant::now();
+    let out = example(&lake, &run, &[("KAFKA_BROKERS", dead.as_str()), ("STREAM_STOP_WHEN_IDLE_S", "2")]).wait_with_output().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!out.status.success(), "a dead broker must fail the stream: {stdout}");
+    assert!(stderr.contains(&format!("kafka {dead}: no broker answered")) && stderr.contains("check kafka.brokers"), "{stderr}");
+    assert!(!stdout.contains("0 events"), "{stdout}");
+    assert!(started.elapsed() < Duration::from_secs(40), "took {:?}", started.elapsed());
 }

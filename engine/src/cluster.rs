@@ -117,8 +117,19 @@ impl Default for ExecutorOptions {
 
 type Scheduler = SchedulerServer<LogicalPlanNode, PhysicalPlanNode>;
 
-/// A port free now, for Ballista to bind (the executor's gRPC port, bound only under push scheduling).
+/// A port free now, for Ballista to bind later (the executor's gRPC port, which Ballista binds
+/// itself after registering). Drawn below the kernel's ephemeral range (32768 and up on Linux):
+/// a port from `bind(0)` is an ephemeral one, and any outgoing connection of any process (to a
+/// database, a broker, another test's server) may take it before Ballista binds it.
 fn free_port(host: &str) -> Result<u16> {
+    use std::hash::{BuildHasher, Hasher};
+    for _ in 0..64 {
+        let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
+        let port = 20_000 + (random % 12_000) as u16;
+        if StdListener::bind((host, port)).is_ok() {
+            return Ok(port);
+        }
+    }
     let listener = StdListener::bind((host, 0)).map_err(Error::io(format!("finding a free port on {host}")))?;
     let port = listener.local_addr().map_err(Error::io("reading a bound port"))?.port();
     Ok(port)

@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
 
-mod common;
+use crate::common;
 
 use arrow::array::AsArray;
 use arrow::datatypes::{Float32Type, Int64Type};

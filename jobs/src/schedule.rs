@@ -43,9 +43,22 @@ impl Schedule {
     /// a time zone name and a catch-up policy.
     pub fn parse(expression: &str, timezone: Option<&str>, catch_up: Option<&str>) -> Result<Self> {
         let fields = expression.split_whitespace().count();
+        let mut parts: Vec<String> = expression.split_whitespace().map(str::to_string).collect();
+        // The weekday field: 5th of 5, 6th of 6 or 7 (seconds first, then an optional year).
+        if matches!(fields, 5..=7) {
+            let at = if fields == 5 { 4 } else { 5 };
+            parts[at] = weekdays(&parts[at]).map_err(|why| {
+                Error::Invalid(format!(
+                    "schedule '{expression}': weekday field '{}': {why} (standard cron: 0-7 with 0 and 7 Sunday, \
+                     or names such as Mon-Fri)",
+                    parts[at]
+                ))
+            })?;
+        }
+        let translated = parts.join(" ");
         let full = match fields {
-            5 => format!("0 {expression}"),
-            6 | 7 => expression.to_string(),
+            5 => format!("0 {translated}"),
+            6 | 7 => translated,
             _ => {
                 return Err(Error::Invalid(format!(
                     "schedule '{expression}': write 5 cron fields (minute hour day month weekday), e.g. \"0 2 * * *\", \
@@ -55,7 +68,7 @@ impl Schedule {
         };
         let cron = cron::Schedule::from_str(&full).map_err(|e| {
             Error::Invalid(format!(
-                "schedule '{expression}': {e} (weekdays by name, e.g. Mon-Fri; numbers are 1-7 from Sunday)"
+                "schedule '{expression}': {e} (fields: minute hour day month weekday, e.g. \"0 2 * * 1-5\")"
             ))
         })?;
         let timezone = match timezone {
@@ -89,6 +102,56 @@ impl Schedule {
     }
 }
 
+/// A weekday field in standard cron numbering (0-6 from Sunday, 7 also Sunday; `*`, lists, ranges
+/// and steps) in the numbering of the `cron` crate (1-7 from Sunday). Names and `?` pass as
+/// they are (the crate reads them itself).
+fn weekdays(field: &str) -> std::result::Result<String, String> {
+    let mut out = Vec::new();
+    for item in field.split(',') {
+        if item.is_empty() {
+            return Err("an empty list item".into());
+        }
+        if item.chars().any(|c| c.is_ascii_alphabetic() || c == '?' || c == '#' || c == 'L') {
+            out.push(item.to_string());
+            continue;
+        }
+        let (range, step) = match item.split_once('/') {
+            Some((r, s)) => {
+                let step: u32 = s.parse().map_err(|_| format!("step '{s}' is not a whole number"))?;
+                if step == 0 {
+                    return Err("a step of 0".into());
+                }
+                (r, step)
+            }
+            None => (item, 1),
+        };
+        let day = |d: &str| -> std::result::Result<u32, String> {
+            match d.parse::<u32>() {
+                Ok(n) if n <= 7 => Ok(n),
+                _ => Err(format!("'{d}' is not a weekday number 0-7")),
+            }
+        };
+        let (first, last) = match range {
+            "*" => (0, 6),
+            r => match r.split_once('-') {
+                Some((a, b)) => (day(a)?, day(b)?),
+                // `a/s` runs from a to the end of the week.
+                None if item.contains('/') => (day(r)?, 6),
+                None => (day(r)?, day(r)?),
+            },
+        };
+        if first > last {
+            return Err(format!("range {first}-{last} runs backwards"));
+        }
+        // Standard day d (7 is Sunday again) is the crate's d + 1 (Sunday 1 ... Saturday 7).
+        let mut days: Vec<u32> = (first..=last).step_by(step as usize).map(|d| d % 7 + 1).collect();
+        days.sort_unstable();
+        days.dedup();
+        out.extend(days.iter().map(u32::to_string));
+    }
+    Ok(out.join(","))
+}
+
 /// A scheduled job file.
 #[derive(Debug, Clone)]
 pub struct Scheduled {
@@ -111,6 +174,15 @@ pub enum ServeEvent {
     Skipped { job: String, running: String },
     /// A run's process ended.
     Ended { job: String, run: String, status: String },
+}
+
+/// How many catch-up runs `missed` fire times earn under the schedule's policy.
+fn owed(schedule: &Schedule, missed: usize) -> usize {
+    match schedule.catch_up {
+        CatchUp::None => 0,
+        CatchUp::Last => missed.min(1),
+        CatchUp::All => missed,
+    }
 }
 
 struct Slot {
@@ -143,11 +215,7 @@ pub async fn serve(
             .map(|d| d.with_timezone(&Utc))
             .max();
         let missed = last.map_or(0, |last| job.schedule.between(last, now, 100).len());
-        let owed = match job.schedule.catch_up {
-            CatchUp::None => 0,
-            CatchUp::Last => missed.min(1),
-            CatchUp::All => missed,
-        };
+        let owed = owed(&job.schedule, missed);
         let next = job.schedule.next_after(now);
         if let Some(at) = next {
             events(ServeEvent::Next { job: job.name.clone(), at });
@@ -224,5 +292,93 @@ mod tests {
         assert!(Schedule::parse("0 2 * * *", Some("Mars/Olympus"), None).unwrap_err().to_string().contains("IANA"));
         assert!(Schedule::parse("0 2 * * *", None, Some("some")).unwrap_err().to_string().contains("none, last or all"));
         assert!(Schedule::parse("*/2 * * * * *", None, Some("none")).is_ok());
+    }
+
+    #[test]
+    fn weekdays_are_numbered_as_in_standard_cron() {
+        let at = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+        let weekday = |d: DateTime<Utc>| d.format("%a").to_string();
+        // 2026-12-05 is a Saturday.
+        let saturday = at("2026-12-05T12:00:00Z");
+        let days_of = |expr: &str| -> Vec<String> {
+            let s = Schedule::parse(expr, None, None).unwrap();
+            s.between(saturday, at("2026-12-12T12:00:00Z"), 100).into_iter().map(weekday).collect()
+        };
+        assert_eq!(days_of("0 2 * * 1-5"), ["Mon", "Tue", "Wed", "Thu", "Fri"]);
+        assert_eq!(days_of("0 2 * * Mon-Fri"), ["Mon", "Tue", "Wed", "Thu", "Fri"]);
+        assert_eq!(days_of("0 2 * * 0"), ["Sun"]);
+        assert_eq!(days_of("0 2 * * 7"), ["Sun"]);
+        assert_eq!(days_of("0 2 * * 6,0"), ["Sun", "Sat"]);
+        assert_eq!(days_of("0 2 * * 5-7"), ["Sun", "Fri", "Sat"]);
+        assert_eq!(days_of("0 2 * * */2"), ["Sun", "Tue", "Thu", "Sat"]);
+        assert_eq!(days_of("0 2 * * 1/2"), ["Mon", "Wed", "Fri"]);
+        assert_eq!(days_of("0 2 * * *").len(), 7);
+        // Seconds first: the weekday is the sixth field.
+        assert_eq!(days_of("0 0 2 * * 1"), ["Mon"]);
+        for (bad, why) in [("0 2 * * 8", "0-7"), ("0 2 * * 5-1", "backwards"), ("0 2 * * 1,", "empty"), ("0 2 * * */0", "step of 0")] {
+            let e = Schedule::parse(bad, None, None).unwrap_err().to_string();
+            assert!(e.contains(why) && e.contains("0 and 7 Sunday"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn catch_up_counts_the_fire_times_missed_while_down() {
+        let at = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+        let hourly = Schedule::parse("0 * * * *", None, Some("all")).unwrap();
+        // Down from 09:30 to 13:10: the fire times 10:00, 11:00, 12:00 and 13:00 were missed.
+        let missed = hourly.between(at("2026-12-07T09:30:00Z"), at("2026-12-07T13:10:00Z"), 100);
+        assert_eq!(missed, [at("2026-12-07T10:00:00Z"), at("2026-12-07T11:00:00Z"), at("2026-12-07T12:00:00Z"), at("2026-12-07T13:00:00Z")]);
+        assert_eq!(owed(&hourly, missed.len()), 4);
+        assert_eq!(owed(&Schedule::parse("0 * * * *", None, Some("last")).unwrap(), missed.len()), 1);
+        assert_eq!(owed(&Schedule::parse("0 * * * *", None, Some("none")).unwrap(), missed.len()), 0);
+        assert_eq!(owed(&hourly, 0), 0);
+    }
+
+    /// `serve` after downtime: the job's last run started about 5 minutes ago on a schedule that
+    /// fires every minute, so 5 fire times were missed; each policy starts that many catch-up
+    /// runs (real processes, recorded in a real catalog), one after the other.
+    #[tokio::test]
+    async fn serve_runs_the_missed_fire_times_by_its_catch_up_policy() {
+        for (policy, expected) in [("all", 5), ("last", 1), ("none", 0)] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("runs.db");
+            let catalog = Catalog::open(path.to_str().unwrap()).await.unwrap();
+            let last = catalog.start("run", "nightly", None, None).await.unwrap();
+            catalog.finish(&last, Status::Succeeded, Some(1), None, None).await.unwrap();
+            // Back-date it to 1 s after the minute that began 5 minutes before the current one:
+            // the fire times since are the 4 minutes between and the current one. (Away from
+            // the end of a minute, so that serve starts within the same minute.)
+            if Utc::now().timestamp() % 60 >= 55 {
+                tokio::time::sleep(Duration::from_secs(6)).await;
+            }
+            let minute = Utc::now().timestamp() / 60 * 60;
+            let started = DateTime::from_timestamp(minute - 5 * 60 + 1, 0).unwrap();
+            let db = rusqlite::Connection::open(&path).unwrap();
+            db.execute("UPDATE sluice_runs SET started = ?1 WHERE id = ?2", (started.to_rfc3339(), &last)).unwrap();
+            let job = Scheduled {
+                path: dir.path().join("nightly.toml"),
+                name: "nightly".into(),
+                schedule: Schedule::parse("0 * * * * *", None, Some(policy)).unwrap(),
+            };
+            let mut caught_up = 0;
+            let mut ended = 0;
+            serve(
+                vec![job],
+                &catalog,
+                |_, _| Ok(std::process::Command::new("true").spawn().unwrap()),
+                Some(Duration::from_secs(2)),
+                |event| match event {
+                    ServeEvent::Started { catch_up: true, .. } => caught_up += 1,
+                    ServeEvent::Ended { .. } => ended += 1,
+                    _ => {}
+                },
+            )
+            .await
+            .unwrap();
+            assert_eq!(caught_up, expected, "catch_up = {policy}");
+            assert!(ended >= expected, "catch_up = {policy}: every run it started ended ({ended})");
+            let recorded = catalog.list(100).await.unwrap().iter().filter(|r| r.name == "nightly").count();
+            assert!(recorded > expected, "catch_up = {policy}: runs recorded in the catalog: {recorded}");
+        }
     }
 }

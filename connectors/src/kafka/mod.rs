@@ -5,7 +5,9 @@
 mod config;
 mod sink;
 mod source;
+mod topics;
 
 pub use config::{KafkaConnection, StartFrom};
 pub use sink::{Header, Producer, Record};
 pub use source::{Consumer, Message, Offsets};
+pub use topics::{create_topics, missing_topics};

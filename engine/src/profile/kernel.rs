@@ -23,6 +23,10 @@ pub(super) struct Sums {
     pub n: u64,
     /// NaN values.
     pub nan: u64,
+    /// +Infinity values (not in `n`, the sums or min/max).
+    pub pos_inf: u64,
+    /// -Infinity values (not in `n`, the sums or min/max).
+    pub neg_inf: u64,
     /// Sum of `x - lo`.
     pub s1: f64,
     /// Sum of `(x - lo)^2`.
@@ -40,6 +44,8 @@ impl Sums {
         Self {
             n: 0,
             nan: 0,
+            pos_inf: 0,
+            neg_inf: 0,
             s1: 0.0,
             s2: 0.0,
             min: f64::INFINITY,
@@ -115,27 +121,34 @@ impl Bins {
     #[inline(always)]
     fn finish(&self, xs: &[f64], spilled: u64, chunk: Moments, sums: &mut Sums) {
         let mut m = chunk;
-        let mut nan = 0;
+        let (mut nan, mut pos_inf, mut neg_inf) = (0, 0, 0);
         if spilled > 0 {
             for &x in xs {
-                if x < self.lo {
+                if x.is_nan() {
+                    nan += 1;
+                } else if x == f64::INFINITY {
+                    pos_inf += 1;
+                } else if x == f64::NEG_INFINITY {
+                    neg_inf += 1;
+                } else if x < self.lo {
                     sums.below.0 += 1;
                     sums.below.1 += x;
                 } else if x > self.hi {
                     sums.above.0 += 1;
                     sums.above.1 += x;
-                } else if x.is_nan() {
-                    nan += 1;
                 }
             }
-            if nan > 0 {
-                // A NaN made the sums NaN: take them again without it.
-                let clean: Vec<f64> = xs.iter().copied().filter(|x| !x.is_nan()).collect();
+            if nan + pos_inf + neg_inf > 0 {
+                // A NaN or an infinity made the sums (and min/max) useless: take them again
+                // over the finite values.
+                let clean: Vec<f64> = xs.iter().copied().filter(|x| x.is_finite()).collect();
                 m = moments(&clean, self.lo);
             }
         }
         sums.nan += nan;
-        sums.n += xs.len() as u64 - nan;
+        sums.pos_inf += pos_inf;
+        sums.neg_inf += neg_inf;
+        sums.n += xs.len() as u64 - nan - pos_inf - neg_inf;
         sums.s1 += m.s1;
         sums.s2 += m.s2;
         sums.min = sums.min.min(m.min);
@@ -269,6 +282,10 @@ mod tests {
                 s.nan += 1;
                 continue;
             }
+            if x.is_infinite() {
+                if x > 0.0 { s.pos_inf += 1 } else { s.neg_inf += 1 }
+                continue;
+            }
             s.n += 1;
             s.s1 += x - lo;
             s.s2 += (x - lo) * (x - lo);
@@ -297,6 +314,7 @@ mod tests {
         for (got, counts) in ways {
             assert_eq!(counts, want_counts);
             assert_eq!((got.n, got.nan, got.below.0, got.above.0), (want.n, want.nan, want.below.0, want.above.0));
+            assert_eq!((got.pos_inf, got.neg_inf), (want.pos_inf, want.neg_inf));
             assert_eq!((got.min, got.max), (want.min, want.max));
             for (g, w) in [(got.s1, want.s1), (got.s2, want.s2), (got.below.1, want.below.1), (got.above.1, want.above.1)] {
                 assert!((g - w).abs() <= 1e-9 * w.abs().max(1.0), "{g} against {w}");
@@ -317,5 +335,12 @@ mod tests {
         check(&values[..1024], -1.0, 8.99, 1000);
         let all_nan = [f64::NAN; 9];
         check(&all_nan, 0.0, 1.0, 10);
+        // Infinities, alone and among values, in the tail and in full lanes.
+        values[20] = f64::INFINITY;
+        values[21] = f64::NEG_INFINITY;
+        values[1500] = f64::INFINITY;
+        check(&values, 0.0, 8.0, 1000);
+        check(&values[..23], 0.0, 8.0, 7);
+        check(&[f64::INFINITY, f64::NEG_INFINITY, f64::NAN, 1.0], 0.0, 8.0, 4);
     }
 }

@@ -72,6 +72,26 @@ pub struct ColumnSpec {
     pub binning: Binning,
 }
 
+/// Most bins a numeric sketch may have: 8 MB of counts per group and partition (the drift
+/// reports use 1,000), far below what the binning kernel's 32-bit bin numbers can address.
+pub const MAX_BINS: usize = 1_000_000;
+
+impl ColumnSpec {
+    /// Checks what a user may have written: 1 to [`MAX_BINS`] bins between finite edges
+    /// `lo <= hi`.
+    pub fn validate(&self) -> Result<()> {
+        let Binning::Numeric { lo, hi, bins } = self.binning else { return Ok(()) };
+        let bad = |why: String| Err(DataFusionError::Plan(format!("sketch of '{}': {why}", self.name)));
+        if bins == 0 || bins > MAX_BINS {
+            return bad(format!("bins = {bins}: use 1 to {MAX_BINS} bins (drift reports use 1000)"));
+        }
+        if !lo.is_finite() || !hi.is_finite() || lo > hi {
+            return bad(format!("edges lo = {lo}, hi = {hi}: use finite numbers with lo <= hi"));
+        }
+        Ok(())
+    }
+}
+
 /// What a scan (and, above it, a write) profiles and where the partial profiles go.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProfileSpec {
@@ -106,6 +126,15 @@ pub struct ColumnProfile {
     /// Counts per bin (numbers).
     #[serde(default)]
     pub bins: Vec<u64>,
+    /// NaN values (numbers): counted apart, in neither `count`, the bins nor the moments.
+    #[serde(default)]
+    pub nan: u64,
+    /// +Infinity values (numbers), counted apart like NaN.
+    #[serde(default)]
+    pub pos_inf: u64,
+    /// -Infinity values (numbers), counted apart like NaN.
+    #[serde(default)]
+    pub neg_inf: u64,
     /// Values below the first bin: count and sum.
     #[serde(default)]
     pub below: (u64, f64),
@@ -137,6 +166,9 @@ impl ColumnProfile {
             mean: 0.0,
             m2: 0.0,
             bins,
+            nan: 0,
+            pos_inf: 0,
+            neg_inf: 0,
             below: (0, 0.0),
             above: (0, 0.0),
             categories: BTreeMap::new(),
@@ -185,6 +217,7 @@ impl ColumnProfile {
     /// Adds `values` (those valid in `nulls`): bins, values outside, min/max and moments.
     fn add_values<T: Copy + Into<f64>>(&mut self, values: &[T], nulls: Option<&NullBuffer>, lo: f64, hi: f64, bins: usize) {
         let kernel = kernel::Bins::new(lo, hi, bin_scale(lo, hi, bins), bins);
+        let null_count = nulls.map_or(0, |n| n.null_count() as u64);
         let sums = match nulls.filter(|n| n.null_count() > 0) {
             None => kernel.add(values, &mut self.bins),
             Some(nulls) => {
@@ -194,7 +227,11 @@ impl ColumnProfile {
                 kernel.add(&values, &mut self.bins)
             }
         };
-        self.nulls += sums.nan;
+        // The kernel saw the NULLs as NaN.
+        self.nulls += null_count;
+        self.nan += sums.nan - null_count;
+        self.pos_inf += sums.pos_inf;
+        self.neg_inf += sums.neg_inf;
         self.below = (self.below.0 + sums.below.0, self.below.1 + sums.below.1);
         self.above = (self.above.0 + sums.above.0, self.above.1 + sums.above.1);
         if sums.n == 0 {
@@ -263,6 +300,9 @@ impl ColumnProfile {
         for (a, b) in self.bins.iter_mut().zip(&other.bins) {
             *a += b;
         }
+        self.nan += other.nan;
+        self.pos_inf += other.pos_inf;
+        self.neg_inf += other.neg_inf;
         self.below = (self.below.0 + other.below.0, self.below.1 + other.below.1);
         self.above = (self.above.0 + other.above.0, self.above.1 + other.above.1);
         self.min = match (self.min, other.min) {
@@ -370,9 +410,24 @@ mod tests {
     #[test]
     fn a_column_is_binned_with_moments_and_the_values_outside_counted() {
         let mut p = ColumnProfile::new(&numeric(0.0, 10.0, 10));
-        let values = Float64Array::from(vec![Some(-1.0), Some(0.0), Some(2.5), Some(10.0), Some(12.0), None, Some(f64::NAN)]);
+        let values = Float64Array::from(vec![
+            Some(-1.0),
+            Some(0.0),
+            Some(2.5),
+            Some(10.0),
+            Some(12.0),
+            None,
+            Some(f64::NAN),
+            Some(f64::INFINITY),
+            Some(f64::NEG_INFINITY),
+            Some(f64::INFINITY),
+        ]);
         p.add(&values).unwrap();
-        assert_eq!((p.count, p.nulls), (5, 2));
+        assert_eq!((p.count, p.nulls, p.nan, p.pos_inf, p.neg_inf), (5, 1, 1, 2, 1));
+        // A sketch with infinities serialises (JSON has no infinity) and reads back.
+        let text = serde_json::to_string(&p).unwrap();
+        let back: ColumnProfile = serde_json::from_str(&text).unwrap();
+        assert_eq!((back.count, back.nan, back.pos_inf, back.neg_inf, back.min, back.max), (5, 1, 2, 1, Some(-1.0), Some(12.0)));
         assert_eq!((p.min, p.max), (Some(-1.0), Some(12.0)));
         assert_eq!(p.bins, vec![1, 0, 1, 0, 0, 0, 0, 0, 0, 1]);
         assert_eq!((p.below, p.above), ((1, -1.0), (1, 12.0)));
@@ -395,7 +450,7 @@ mod tests {
         let n = valid.len() as f64;
         let mean = valid.iter().sum::<f64>() / n;
         let var = valid.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / n;
-        assert_eq!((p.count, p.nulls, p.below.0, p.above.0), (1002, 1, 1, 1));
+        assert_eq!((p.count, p.nulls, p.nan, p.below.0, p.above.0), (1002, 0, 1, 1, 1));
         assert!((p.mean - mean).abs() < 1e-9 && (p.variance() - var).abs() < 1e-9);
         assert_eq!((p.min, p.max), (Some(-3.0), Some(42.0)));
         let mut bins = vec![0u64; 20];

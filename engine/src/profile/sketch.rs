@@ -103,6 +103,7 @@ impl Accumulator for SketchAccumulator {
                 let spec: ColumnSpec = serde_json::from_str(spec.value(0)).map_err(|e| {
                     DataFusionError::Plan(format!("{SKETCH}: the spec '{}' is not a column spec: {e}", spec.value(0)))
                 })?;
+                spec.validate()?;
                 self.profile.insert(ColumnProfile::new(&spec))
             }
         };
@@ -189,5 +190,33 @@ mod tests {
         }
         assert_eq!(direct.column("x").unwrap().nulls, 4 * 6, "NULLs counted");
         assert!(direct.column("x").unwrap().below.0 > 0 && direct.column("x").unwrap().above.0 > 0);
+    }
+
+    /// A spec a user wrote by hand with absurd bins or edges is refused with what to write, before
+    /// any memory is taken for it (a huge `bins` used to abort the process).
+    #[tokio::test]
+    async fn bins_and_edges_out_of_bounds_are_refused_clearly() {
+        let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Float64, true)]));
+        let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(Float64Array::from(vec![1.0, 2.0]))]).unwrap();
+        let ctx = SessionContext::new();
+        ctx.register_udaf(sketch_udaf().as_ref().clone());
+        ctx.register_table("t", Arc::new(MemTable::try_new(schema, vec![vec![batch]]).unwrap())).unwrap();
+        let numeric = |lo: f64, hi: f64, bins: usize| ColumnSpec { name: "x".into(), binning: Binning::Numeric { lo, hi, bins } };
+        for (spec, why) in [
+            (numeric(0.0, 10.0, usize::MAX), "use 1 to 1000000 bins"),
+            (numeric(0.0, 10.0, (i32::MAX as usize) + 1), "use 1 to 1000000 bins"),
+            (numeric(0.0, 10.0, 0), "use 1 to 1000000 bins"),
+            (numeric(0.0, f64::NAN, 10), "finite numbers with lo <= hi"),
+            (numeric(5.0, 1.0, 10), "finite numbers with lo <= hi"),
+        ] {
+            let sql = format!("SELECT {} FROM t", sketch_sql("x", &spec).unwrap());
+            let e = match ctx.sql(&sql).await {
+                Ok(df) => df.collect().await.unwrap_err().to_string(),
+                Err(e) => e.to_string(),
+            };
+            assert!(e.contains(why) && e.contains("sketch of 'x'"), "{spec:?}: {e}");
+        }
+        let fine = format!("SELECT {} FROM t", sketch_sql("x", &numeric(0.0, 10.0, super::super::MAX_BINS)).unwrap());
+        assert!(ctx.sql(&fine).await.unwrap().collect().await.is_ok(), "the largest allowed sketch works");
     }
 }

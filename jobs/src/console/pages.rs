@@ -212,13 +212,23 @@ pub async fn asset(c: &Console, name: &str) -> Result<String> {
     Ok(body)
 }
 
+/// The NaN and infinite values of a numeric sketch (counted apart from its values), if any.
+fn special(s: &ColumnProfile) -> String {
+    [(s.nan, "NaN"), (s.pos_inf, "+inf"), (s.neg_inf, "-inf")]
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, what)| format!(", {n} {what}"))
+        .collect()
+}
+
 /// Count, nulls and the moments or top values of a sketch.
 fn describe(s: &ColumnProfile) -> String {
     match s.binning {
         Binning::Numeric { .. } => format!(
-            "{} values, {} null<br>min {} · median {} · max {}<br>mean {:.4} · sd {:.4}",
+            "{} values, {} null{}<br>min {} · median {} · max {}<br>mean {:.4} · sd {:.4}",
             s.count,
             s.nulls,
+            special(s),
             s.min.map_or("-".into(), |v| format!("{v:.4}")),
             s.quantile(0.5).map_or("-".into(), |v| format!("{v:.4}")),
             s.max.map_or("-".into(), |v| format!("{v:.4}")),

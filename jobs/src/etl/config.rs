@@ -573,8 +573,13 @@ fn interpolate(text: &str) -> std::result::Result<String, String> {
     while let Some(start) = rest.find("${") {
         out.push_str(&rest[..start]);
         let after = &rest[start + 2..];
-        let end =
-            after.find('}').ok_or_else(|| format!("unclosed ${{ in '{}'", &rest[start..rest.len().min(start + 40)]))?;
+        let end = after.find('}').ok_or_else(|| {
+            // Up to 40 characters of it (by character: the text may be any UTF-8), and its line.
+            let line = text.len() - rest.len() + start;
+            let line = text[..line].matches('\n').count() + 1;
+            let shown: String = rest[start..].chars().take(40).collect();
+            format!("line {line}: unclosed ${{ in '{shown}': write ${{NAME}} or ${{NAME:-default}}")
+        })?;
         let inner = &after[..end];
         // The incremental window's placeholders are filled by the source at each run.
         if matches!(inner, "watermark" | "run_start") {
@@ -615,6 +620,20 @@ read = { table = "public.customers", partition_column = "id" }
 [sink]
 asset = "customers"
 "#;
+
+    #[test]
+    fn an_unclosed_placeholder_before_multibyte_text_is_an_error_not_a_panic() {
+        let text = "[job]\nname = \"x\"\ndescription = \"${KUNDEN Übersicht für das Geschäftsjahr — 顧客一覧 ☃☃☃☃\"\n";
+        let e = interpolate(text).unwrap_err();
+        assert!(e.starts_with("line 3: unclosed ${ in '${KUNDEN Übersicht für das Geschäftsjahr"), "{e}");
+        assert!(e.contains("${NAME:-default}"), "{e}");
+        // Every cut inside the multibyte run is an error too, never a panic.
+        for cut in 0..text.len() {
+            if text.is_char_boundary(cut) {
+                let _ = interpolate(&text[..cut]);
+            }
+        }
+    }
 
     #[test]
     fn environment_variables_fill_placeholders() {

@@ -74,6 +74,17 @@ pub struct Input {
     /// Events that cannot be decoded or scored go here with the error (default
     /// `<first topic>.dead-letters`).
     pub dead_letter_topic: Option<String>,
+    /// Create input topics that do not exist yet (default false: the stream waits for them,
+    /// saying so every 30 s).
+    #[serde(default)]
+    pub create_topics: bool,
+    /// Partitions of the topics `create_topics` creates (default 3).
+    #[serde(default = "default_partitions")]
+    pub partitions: i32,
+}
+
+fn default_partitions() -> i32 {
+    3
 }
 
 /// The encoding of the events' payloads.
@@ -250,8 +261,28 @@ impl StreamJob {
         {
             return bad("output: give a topic, a [output.table] serving table, or both");
         }
+        if job.input.partitions < 1 {
+            return bad("input.partitions must be at least 1");
+        }
         if job.batch.max_rows == 0 {
             return bad("batch.max_rows must be at least 1");
+        }
+        // Seconds that become durations: a negative, NaN or endless value would stop the job
+        // with a panic where it is used.
+        let seconds = |key: &str, value: f64, zero_ok: bool| -> Result<()> {
+            let fine = value.is_finite() && value >= 0.0 && value < 10.0 * 365.0 * 86400.0 && (zero_ok || value > 0.0);
+            if fine {
+                return Ok(());
+            }
+            let least = if zero_ok { "from 0" } else { "above 0" };
+            Err(Error::Invalid(format!("{origin}: {key} = {value}: give a number of seconds {least} up to a few years")))
+        };
+        seconds("batch.status_every_s", job.batch.status_every_s, false)?;
+        if let Some(idle) = job.batch.stop_when_idle_s {
+            seconds("batch.stop_when_idle_s", idle, true)?;
+        }
+        if let Some(land) = &job.land {
+            seconds("land.every_s", land.every_s, false)?;
         }
         if let Some(land) = &job.land
             && !["day", "hour", "none"].contains(&land.partition_by.as_str())
@@ -358,5 +389,32 @@ topic = "out"
         // Given to `sluice run`, it says which command runs it.
         let e = crate::etl::JobFile::parse(JOB, "job.toml").unwrap_err().to_string();
         assert!(e.contains("run it with `sluice stream job.toml`"), "{e}");
+    }
+
+    /// Seconds that used to panic where they became durations (TOML writes NaN and infinity as
+    /// `nan` and `inf`) are refused at parse time with the key.
+    #[test]
+    fn bad_seconds_are_refused_with_their_key() {
+        let with = |table: &str, line: &str| JOB.replace("[output]", &format!("[{table}]\n{line}\n[output]"));
+        for (table, key, value) in [
+            ("batch", "status_every_s", "-1.0"),
+            ("batch", "status_every_s", "nan"),
+            ("batch", "status_every_s", "inf"),
+            ("batch", "status_every_s", "0.0"),
+            ("batch", "stop_when_idle_s", "-5.0"),
+            ("batch", "stop_when_idle_s", "nan"),
+            ("batch", "stop_when_idle_s", "inf"),
+        ] {
+            let text = with(table, &format!("{key} = {value}"));
+            let e = StreamJob::parse(&text, "job.toml").unwrap_err().to_string();
+            assert!(e.contains(&format!("{table}.{key} = ")) && e.contains("number of seconds"), "{key} = {value}: {e}");
+        }
+        let land = |every: &str| format!("{JOB}\n[land]\nasset = \"raw\"\nevery_s = {every}\n");
+        for every in ["-1.0", "nan", "inf", "0.0", "1e300"] {
+            let e = StreamJob::parse(&land(every), "job.toml").unwrap_err().to_string();
+            assert!(e.contains("land.every_s = ") && e.contains("number of seconds"), "every_s = {every}: {e}");
+        }
+        assert!(StreamJob::parse(&land("0.5"), "job.toml").is_ok());
+        assert!(StreamJob::parse(&with("batch", "stop_when_idle_s = 0.0"), "job.toml").is_ok());
     }
 }

@@ -270,6 +270,10 @@ pub async fn run(
     };
     let exactly_once = job.output.as_ref().is_some_and(|o| o.delivery == Delivery::ExactlyOnce);
     let transactional_id = exactly_once.then(|| format!("{}-{}", job.group(), std::process::id()));
+    tokio::pin!(stop);
+    if !wait_for_topics(job, &mut stop).await? {
+        return Ok(Meter::default().summary(started, 0));
+    }
     let consumer = Consumer::subscribe(&job.kafka, &job.group(), &job.input.topics, job.input.start)?;
     let producer = Producer::new(&job.kafka, transactional_id.as_deref())?;
     tracing::info!(group = %job.group(), topics = %job.input.topics.join(", "), "stream started");
@@ -307,6 +311,41 @@ pub async fn run(
     let flushed = stream.finish().await;
     result.and(flushed)?;
     Ok(stream.meter.summary(started, stream.consumer.lag(&stream.processed)))
+}
+
+/// Checks the brokers before anything is read: none answering is an error naming them (a dead
+/// broker must not look like an idle topic); input topics that do not exist yet are created
+/// (`input.create_topics`) or waited for, with a line every 30 s. False when `stop` came first.
+async fn wait_for_topics(job: &StreamJob, stop: &mut (impl std::future::Future<Output = ()> + Unpin)) -> Result<bool> {
+    let since = Instant::now();
+    let mut said = None::<Instant>;
+    loop {
+        let missing = sluice_connectors::kafka::missing_topics(&job.kafka, &job.input.topics, Duration::from_secs(10)).await?;
+        if missing.is_empty() {
+            if said.is_some() {
+                tracing::warn!(topics = %job.input.topics.join(", "), waited_s = since.elapsed().as_secs(), "input topics exist now; starting");
+            }
+            return Ok(true);
+        }
+        if job.input.create_topics {
+            sluice_connectors::kafka::create_topics(&job.kafka, &missing, job.input.partitions).await?;
+            tracing::warn!(topics = %missing.join(", "), partitions = job.input.partitions, "created the missing input topics");
+            continue;
+        }
+        if said.is_none_or(|t| t.elapsed() >= Duration::from_secs(30)) {
+            tracing::warn!(
+                topics = %missing.join(", "),
+                brokers = %job.kafka.brokers,
+                waited_s = since.elapsed().as_secs(),
+                "waiting for input topics that do not exist yet (create them, or set input.create_topics = true)"
+            );
+            said = Some(Instant::now());
+        }
+        tokio::select! {
+            () = &mut *stop => return Ok(false),
+            () = tokio::time::sleep(Duration::from_secs(2)) => {}
+        }
+    }
 }
 
 impl Stream<'_> {

@@ -93,7 +93,9 @@ pub async fn reference_bins(ctx: &SessionContext, from: &str, columns: &[Column]
             )));
         }
         let x = format!("({})", column.sql);
-        let d = format!("CASE WHEN isnan(CAST({x} AS DOUBLE)) THEN NULL ELSE CAST({x} AS DOUBLE) END");
+        // Finite values only: NaN and the infinities are counted apart and set no edge (|NaN| <
+        // MAX is false, |inf| is above it).
+        let d = format!("CASE WHEN abs(CAST({x} AS DOUBLE)) <= {} THEN CAST({x} AS DOUBLE) END", f64::MAX);
         let distinct = if t.is_integer() && column.kind == Kind::Auto { format!("COUNT(DISTINCT {x})") } else { "NULL".into() };
         let i = aggregates.len();
         at.push(Some(i));
