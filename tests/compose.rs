@@ -60,6 +60,17 @@ fn compose_has_the_promised_services_and_valid_sluice_commands() {
             continue;
         }
         assert_eq!(image(name), "sluice:dev", "{name} runs sluice from another image");
+        // Files a command names come from the repository (examples/, mounted read-only) or are
+        // written by a service of this file: none may be left for the user to make.
+        for path in command.iter().filter(|a| a.starts_with('/')) {
+            if let Some(file) = path.strip_prefix("/examples/") {
+                assert!(root().join("examples").join(file).is_file(), "{name}: {path} is not in examples/");
+                let volumes = serde_yaml::to_string(service.get("volumes").unwrap_or(&Value::Null)).unwrap();
+                assert!(volumes.contains("./examples:/examples"), "{name} does not mount examples/: {volumes}");
+            } else {
+                assert!(path.starts_with("/data/demo"), "{name}: {path} is a file nothing creates");
+            }
+        }
         let sub = &command[1];
         let help = ok(sluice_cmd().args([sub.as_str(), "--help"]).output().unwrap(), &format!("sluice {sub} --help"));
         for flag in command.iter().filter(|a| a.starts_with("--")) {

@@ -677,13 +677,15 @@ fn a_stream_waits_for_its_input_topic_creates_it_when_asked_and_a_dead_broker_is
     assert!(stdout.contains("stopped      100 events"), "{stdout}");
     assert_eq!(read_all(&scores, Duration::from_secs(2)).len(), 100);
 
-    // With create_topics = true it creates the missing topic with the partitions asked for.
+    // With create_topics = true (the example's CREATE_TOPICS) it creates the missing topic with
+    // the partitions asked for.
     let job = dir.path().join("create.toml");
     let text = std::fs::read_to_string(root().join("examples/kafka_score_events.toml")).unwrap();
-    std::fs::write(&job, text.replacen("[input]\n", "[input]\ncreate_topics = true\npartitions = 2\n", 1)).unwrap();
+    std::fs::write(&job, text.replacen("[input]\n", "[input]\npartitions = 2\n", 1)).unwrap();
     let fresh = format!("fresh-{run}");
     assert_eq!(partitions_of(&fresh), None);
-    let out = stream(&lake, job.to_str().unwrap(), &run, &[("EVENTS_TOPIC", fresh.as_str()), ("STREAM_STOP_WHEN_IDLE_S", "2")])
+    let env = [("EVENTS_TOPIC", fresh.as_str()), ("STREAM_STOP_WHEN_IDLE_S", "2"), ("CREATE_TOPICS", "true")];
+    let out = stream(&lake, job.to_str().unwrap(), &run, &env)
         .wait_with_output()
         .unwrap();
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));

@@ -1,13 +1,19 @@
-//! The drift metrics against an independent implementation (SciPy and NumPy, installed by
-//! `scripts/drift-reference.sh`) on fixed data: a numeric column whose mean moved by a third of
-//! a standard deviation and whose spread grew, and a categorical column whose mix changed and
-//! gained a category the reference never saw. Each metric agrees within 1e-3.
+//! The drift metrics production computes, against an independent implementation (SciPy and
+//! NumPy, installed by `scripts/drift-reference.sh`) on fixed data: a numeric column whose mean
+//! moved by a third of a standard deviation and whose spread grew, sketched as the scoring pass
+//! and the profiles sketch it (1,000 bins over the reference's range) and compared by
+//! `compare_profiles`, against SciPy on the raw values; and a categorical column whose mix
+//! changed and gained a category the reference never saw. The binned metrics agree within 1e-3;
+//! KS and Wasserstein read off the sketch within the error the binning allows, stated below.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
 
 use std::path::PathBuf;
 use std::process::Command;
 
+use arrow::array::Float64Array;
+use sluice_engine::profile::{Binning, ColumnProfile, ColumnSpec, Profile};
+use sluice_jobs::monitor::compare::{Thresholds, compare_profiles};
 use sluice_jobs::monitor::drift;
 
 /// Standard normal draws from a fixed seed (xorshift and Box-Muller): the same on every run.
@@ -36,9 +42,27 @@ fn close(name: &str, ours: f64, theirs: &serde_json::Value) {
 fn metrics_equal_scipy_on_fixed_data() {
     let reference: Vec<f64> = normals(7, 4000).into_iter().map(|x| 50.0 + 10.0 * x).collect();
     let current: Vec<f64> = normals(11, 3000).into_iter().map(|x| 53.3 + 12.0 * x).collect();
-    let edges = drift::reference_edges(&reference, 10);
-    let (ref_counts, cur_counts) = (drift::bin_counts(&edges, &reference), drift::bin_counts(&edges, &current));
     let (cat_reference, cat_current): (Vec<u64>, Vec<u64>) = (vec![500, 300, 150, 50, 0], vec![300, 320, 200, 150, 30]);
+
+    // Sketched as production sketches: 1,000 bins over the reference's range (the current data
+    // also falls outside it), then compared as `sluice monitor drift` and the scoring pass do.
+    let bins = 1000;
+    let lo = reference.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = reference.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let spec = ColumnSpec { name: "x".into(), binning: Binning::Numeric { lo, hi, bins } };
+    let sketch = |values: &[f64]| {
+        let mut column = ColumnProfile::new(&spec);
+        column.add(&Float64Array::from(values.to_vec())).unwrap();
+        let mut profile = Profile::new(std::slice::from_ref(&spec));
+        profile.columns = vec![column];
+        profile
+    };
+    let (r_sketch, c_sketch) = (sketch(&reference), sketch(&current));
+    let report = compare_profiles(&r_sketch, &c_sketch, &Thresholds::default()).unwrap();
+    let x = &report[0];
+    // The coarse bins production groups the fine ones into: 10 equal bins of the range, values
+    // outside it in the end bins.
+    let edges: Vec<f64> = (1..10).map(|k| lo + (hi - lo) * f64::from(k) / 10.0).collect();
 
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("input.json");
@@ -52,17 +76,27 @@ fn metrics_equal_scipy_on_fixed_data() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let scipy: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
 
-    // Same bins, same counts.
-    assert_eq!(serde_json::json!(ref_counts), scipy["ref_counts"]);
-    assert_eq!(serde_json::json!(cur_counts), scipy["cur_counts"]);
-    close("psi", drift::psi(&ref_counts, &cur_counts), &scipy["psi"]);
-    close("js", drift::js_distance(&ref_counts, &cur_counts), &scipy["js"]);
-    let (mut r, mut c) = (reference.clone(), current.clone());
-    r.sort_by(f64::total_cmp);
-    c.sort_by(f64::total_cmp);
-    close("ks", drift::ks_statistic(&r, &c), &scipy["ks"]);
-    close("wasserstein", drift::wasserstein(&r, &c), &scipy["wasserstein"]);
-    close("normalized_wasserstein", drift::normalized_wasserstein(&r, &c), &scipy["normalized_wasserstein"]);
+    close("psi", x.psi, &scipy["psi"]);
+    close("js", x.js_distance, &scipy["js"]);
+    // KS from the sketch is the largest CDF gap at the fine bins' edges: below the exact one by at
+    // most the mass of one fine bin of either side.
+    let bin_mass = |p: &Profile| {
+        let c = &p.columns[0];
+        c.bins.iter().copied().max().unwrap_or(0) as f64 / c.count as f64
+    };
+    let ks_error = bin_mass(&r_sketch) + bin_mass(&c_sketch);
+    let (ks, ks_scipy) = (x.ks.unwrap(), scipy["ks"].as_f64().unwrap());
+    assert!((ks - ks_scipy).abs() <= ks_error, "ks: sketch {ks}, SciPy {ks_scipy}, binning error up to {ks_error}");
+    // The Wasserstein area: exact outside the range (counts and sums of the values there), by
+    // trapezoids inside, so off by at most one fine bin's width; divided by the reference's sd.
+    let width = (hi - lo) / bins as f64;
+    let std = r_sketch.columns[0].std();
+    let (w, w_scipy) = (x.normalized_wasserstein.unwrap(), scipy["normalized_wasserstein"].as_f64().unwrap());
+    assert!((w - w_scipy).abs() <= width / std, "normalized Wasserstein: sketch {w}, SciPy {w_scipy}, binning error up to {}", width / std);
+    eprintln!("ks {ks} (SciPy {ks_scipy}, bound {ks_error:.5}); normalized Wasserstein {w} (SciPy {w_scipy}, bound {:.5})", width / std);
+    // Its p-value is the asymptotic one of the sketch's statistic.
+    assert_eq!(x.ks_p, Some(drift::ks_p_value(ks, 4000, 3000)));
+
     close("categorical js", drift::js_distance(&cat_reference, &cat_current), &scipy["cat_js"]);
     close("categorical psi", drift::psi(&cat_reference, &cat_current), &scipy["cat_psi"]);
     let (statistic, p) = drift::chi_squared(&cat_reference, &cat_current);
@@ -70,6 +104,7 @@ fn metrics_equal_scipy_on_fixed_data() {
     close("chi2 p-value", p, &scipy["chi2_p"]);
 
     // The shift is visible, and no metric calls the reference drifted from itself.
-    assert!(drift::psi(&ref_counts, &cur_counts) > 0.1 && drift::ks_statistic(&r, &c) > 0.1);
-    assert!(drift::psi(&ref_counts, &ref_counts) < 1e-12 && drift::ks_statistic(&r, &r) == 0.0);
+    assert!(x.psi > 0.1 && ks > 0.1 && x.drifted, "{x:?}");
+    let same = &compare_profiles(&r_sketch, &r_sketch, &Thresholds::default()).unwrap()[0];
+    assert!(same.psi < 1e-12 && same.ks == Some(0.0) && same.normalized_wasserstein == Some(0.0) && !same.drifted, "{same:?}");
 }

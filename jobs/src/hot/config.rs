@@ -209,6 +209,10 @@ pub struct Output {
     /// `at_least_once` (default) or `exactly_once`.
     #[serde(default)]
     pub delivery: Delivery,
+    /// With `exactly_once`: the producer's transactional id, stable across restarts so that a
+    /// restarted process fences its predecessor's open transaction (default
+    /// `<group>-<host name>`; give each process of one job its own when several share a host).
+    pub transactional_id: Option<String>,
 }
 
 /// The cold path: decoded events with their coordinates, committed to a data asset together with
@@ -261,6 +265,18 @@ impl StreamJob {
         {
             return bad("output: give a topic, a [output.table] serving table, or both");
         }
+        if let Some(output) = &job.output {
+            if output.delivery == Delivery::ExactlyOnce && job.land.is_some() {
+                return bad(
+                    "output.delivery = \"exactly_once\" with [land]: the lake commit is not part of the Kafka \
+                     transaction, so a crash between the two would land or emit a batch twice; run the landing as \
+                     its own job (at-least-once landing is exact: it records its offsets), or use at_least_once here",
+                );
+            }
+            if output.transactional_id.is_some() && output.delivery != Delivery::ExactlyOnce {
+                return bad("output.transactional_id goes with delivery = \"exactly_once\"");
+            }
+        }
         if job.input.partitions < 1 {
             return bad("input.partitions must be at least 1");
         }
@@ -309,6 +325,16 @@ impl StreamJob {
         super::reserved(columns.iter().map(|c| c.name().as_str()), "input.schema")
             .map_err(|e| Error::Invalid(format!("{origin}: {e}")))?;
         Ok(job)
+    }
+
+    /// The producer's transactional id with `exactly_once` (None otherwise): the same on every
+    /// start of the job on a host.
+    pub fn transactional_id(&self) -> Option<String> {
+        let output = self.output.as_ref().filter(|o| o.delivery == Delivery::ExactlyOnce)?;
+        Some(output.transactional_id.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
+            format!("{}-{}", self.group(), if host.is_empty() { "localhost" } else { &host })
+        }))
     }
 
     /// The consumer group.
@@ -416,5 +442,23 @@ topic = "out"
         }
         assert!(StreamJob::parse(&land("0.5"), "job.toml").is_ok());
         assert!(StreamJob::parse(&with("batch", "stop_when_idle_s = 0.0"), "job.toml").is_ok());
+    }
+
+    /// Exactly-once results with a lake landing cannot be atomic together: refused, with why.
+    #[test]
+    fn exactly_once_with_land_is_refused_and_the_transactional_id_is_stable() {
+        let exactly = JOB.replace("topic = \"out\"", "topic = \"out\"\ndelivery = \"exactly_once\"");
+        let e = StreamJob::parse(&format!("{exactly}\n[land]\nasset = \"raw\"\n"), "job.toml").unwrap_err().to_string();
+        assert!(e.contains("exactly_once") && e.contains("[land]") && e.contains("twice"), "{e}");
+        let job = StreamJob::parse(&exactly, "job.toml").unwrap();
+        assert_eq!(job.transactional_id(), job.transactional_id(), "the same id on every start");
+        assert!(job.transactional_id().unwrap().starts_with("sluice-scores-"), "{:?}", job.transactional_id());
+        let named = exactly.replace("delivery = ", "transactional_id = \"scores-a\"\ndelivery = ");
+        assert_eq!(StreamJob::parse(&named, "job.toml").unwrap().transactional_id().as_deref(), Some("scores-a"));
+        assert_eq!(StreamJob::parse(JOB, "job.toml").unwrap().transactional_id(), None);
+        let e = StreamJob::parse(&JOB.replace("topic = \"out\"", "topic = \"out\"\ntransactional_id = \"x\""), "job.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("goes with delivery"), "{e}");
     }
 }

@@ -25,7 +25,6 @@ use sluice_connectors::kafka::{Consumer, Message, Offsets, Producer, Record};
 use sluice_connectors::postgres::Upserter;
 
 pub use config::StreamJob;
-use config::Delivery;
 use land::Lander;
 
 use crate::error::{Error, Result};
@@ -268,8 +267,7 @@ pub async fn run(
             Payloads::Json(RecordDecoder::new(json.schema_from(&[])?, json.flatten.clone()).coercing(json.coerce))
         }
     };
-    let exactly_once = job.output.as_ref().is_some_and(|o| o.delivery == Delivery::ExactlyOnce);
-    let transactional_id = exactly_once.then(|| format!("{}-{}", job.group(), std::process::id()));
+    let transactional_id = job.transactional_id();
     tokio::pin!(stop);
     if !wait_for_topics(job, &mut stop).await? {
         return Ok(Meter::default().summary(started, 0));
