@@ -331,10 +331,7 @@ impl StreamJob {
     /// start of the job on a host.
     pub fn transactional_id(&self) -> Option<String> {
         let output = self.output.as_ref().filter(|o| o.delivery == Delivery::ExactlyOnce)?;
-        Some(output.transactional_id.clone().unwrap_or_else(|| {
-            let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
-            format!("{}-{}", self.group(), if host.is_empty() { "localhost" } else { &host })
-        }))
+        Some(output.transactional_id.clone().unwrap_or_else(|| format!("{}-{}", self.group(), crate::runs::host())))
     }
 
     /// The consumer group.

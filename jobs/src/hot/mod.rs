@@ -326,11 +326,10 @@ async fn wait_for_topics(job: &StreamJob, stop: &mut (impl std::future::Future<O
             return Ok(true);
         }
         if job.input.create_topics {
+            // Checked again after the pause: a new topic takes a moment to show in the metadata.
             sluice_connectors::kafka::create_topics(&job.kafka, &missing, job.input.partitions).await?;
             tracing::warn!(topics = %missing.join(", "), partitions = job.input.partitions, "created the missing input topics");
-            continue;
-        }
-        if said.is_none_or(|t| t.elapsed() >= Duration::from_secs(30)) {
+        } else if said.is_none_or(|t| t.elapsed() >= Duration::from_secs(30)) {
             tracing::warn!(
                 topics = %missing.join(", "),
                 brokers = %job.kafka.brokers,
