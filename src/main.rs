@@ -372,9 +372,15 @@ enum AssetCommand {
         /// The query whose rows are written.
         #[arg(long)]
         sql: String,
-        /// append (default) or overwrite.
+        /// append (default), overwrite, or merge (rows replace the asset's rows of the same --key).
         #[arg(long, default_value = "append")]
         mode: String,
+        /// Merge: the key columns, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        key: Vec<String>,
+        /// Merge: a boolean column of the query; true removes the key from the asset.
+        #[arg(long)]
+        delete_column: Option<String>,
         /// Partition columns, comma-separated.
         #[arg(long, value_delimiter = ',')]
         partition_by: Vec<String>,
@@ -800,12 +806,17 @@ async fn run(cli: Cli) -> Result<()> {
                 w.seconds,
                 w.rows as f64 / w.seconds.max(1e-9)
             );
+            if let Some(m) = &w.merged {
+                println!("merged       {m}");
+            }
+            // A merge rewrites rows of other keys too: what landed are the new rows.
+            let landed = w.merged.map_or(w.rows, |m| m.rows);
             if let Some(c) = &s.records {
-                let dropped = c.read.saturating_sub(c.rejected).saturating_sub(w.rows);
+                let dropped = c.read.saturating_sub(c.rejected).saturating_sub(landed);
                 println!(
                     "records      {} read = {} landed + {} quarantined{}",
                     c.read,
-                    w.rows.min(c.read - c.rejected),
+                    landed.min(c.read - c.rejected),
                     c.rejected,
                     if dropped > 0 { format!(" + {dropped} dropped (duplicates, transform filters)") } else { String::new() }
                 );
@@ -1630,12 +1641,14 @@ async fn asset(command: AssetCommand) -> Result<()> {
             let version = workspace.lake()?.tag(&asset.name, &tag, version).await?;
             println!("{}@{tag} -> version {version}", asset.name);
         }
-        AssetCommand::Write { name, sql, mode, partition_by, sort_by, target_file_size, compression, cluster } => {
+        AssetCommand::Write { name, sql, mode, key, delete_column, partition_by, sort_by, target_file_size, compression, cluster } => {
             let lake = cluster.workspace.lake()?;
             let (ctx, _cluster) = session(&cluster).await?;
             let ctx = ctx.enable_url_table();
             let options = WriteOptions {
                 mode: mode.parse()?,
+                key,
+                delete_column,
                 partition_by,
                 sort_by,
                 target_file_bytes: target_file_size.as_deref().map(parse_size).transpose()?,
@@ -1657,6 +1670,9 @@ async fn asset(command: AssetCommand) -> Result<()> {
                 s.seconds,
                 if s.inputs.is_empty() { "none".to_string() } else { s.inputs.join(", ") }
             );
+            if let Some(m) = &s.merged {
+                println!("merged       {m}");
+            }
         }
         AssetCommand::Import { name, dir, workspace } => {
             let lake = workspace.lake()?;

@@ -186,3 +186,84 @@ fn existing_parquet_files_are_imported_byte_for_byte() {
     let e = sluice_cmd().env("SLUICE_ASSETS", &lake).args(["asset", "import", "none"]).arg(dir.path().join("lake")).output().unwrap();
     assert!(String::from_utf8_lossy(&e.stderr).contains("holds no .parquet files"));
 }
+
+/// `--mode merge`: 2,000 rows, then 25 new keys and 40 changed ones land as 2,025 rows with the
+/// new values in one version that rewrites only the files holding changed keys; a delete column
+/// removes keys; two merges at once both land with no key twice; ambiguous new rows and a merge
+/// without a key are refused. The independent reader reads the same rows.
+#[test]
+fn merges_replace_rows_by_key_and_append_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    for (backend, ws) in backends(dir.path(), "merge") {
+        let range = |from: i64, to: i64, amount: &str, tag: &str| {
+            format!("SELECT value AS id, {amount} AS amount, '{tag}' AS tag FROM (SELECT unnest(range({from}, {to})) AS value)")
+        };
+        let write = |sql: &str, extra: &[&str]| {
+            let out = sluice(&ws).args(["asset", "write", "accounts", "--sql", sql]).args(extra).output().unwrap();
+            ok(out, sql)
+        };
+        write(&range(1, 501, "value * 1.0", "v0"), &[]);
+        for from in [501, 1001, 1501] {
+            write(&range(from, from + 500, "value * 1.0", "v0"), &["--mode", "merge", "--key", "id"]);
+        }
+        let versions = ok(sluice(&ws).args(["asset", "versions", "accounts"]).output().unwrap(), "versions");
+        assert_eq!(versions.lines().skip(1).count(), 4, "{backend}: {versions}");
+        let changes = format!("{} UNION ALL {}", range(1, 41, "value * 2.0", "v1"), range(2001, 2026, "value * 1.0", "v1"));
+        let out = write(&changes, &["--mode", "merge", "--key", "id"]);
+        assert!(out.contains("merged       65 new rows: 25 inserted, 40 updated, 0 deleted"), "{backend}: {out}");
+        let rewritten: u64 = out.split("deleted; ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+        assert!(rewritten < 1000, "{backend}: only files holding changed keys are rewritten: {out}");
+        assert_eq!(count(&ws, "SELECT COUNT(*) || '/' || COUNT(DISTINCT id) FROM accounts"), "2025/2025", "{backend}");
+        let amount = (1..=2025).sum::<i64>() + (1..=40).sum::<i64>();
+        assert_eq!(count(&ws, "SELECT CAST(SUM(amount) AS BIGINT) FROM accounts"), amount.to_string(), "{backend}");
+        assert_eq!(count(&ws, "SELECT COUNT(*) FROM accounts WHERE tag = 'v1'"), "65", "{backend}");
+        assert_eq!(count(&ws, "SELECT COUNT(*) FROM accounts@3"), "2000", "{backend}: the earlier version stays");
+        if backend == "local" {
+            let reader = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/delta-reader.sh");
+            let out = Command::new("bash").arg(&reader).arg(dir.path().join("assets/accounts")).arg("4").output().unwrap();
+            let read: serde_json::Value = serde_json::from_str(&ok(out, "the deltalake reader")).unwrap();
+            assert_eq!(read["rows"], 2025, "{read}");
+            assert_eq!(read["sums"]["id"], (1..=2025).sum::<i64>(), "{read}");
+            assert_eq!(read["sums"]["amount"], amount as f64, "{read}");
+        }
+
+        // A delete column: even keys of 2001..2010 go, odd ones are updated.
+        let deletes = "SELECT value AS id, 0.0 AS amount, 'v2' AS tag, value % 2 = 0 AS gone \
+                       FROM (SELECT unnest(range(2001, 2011)) AS value)";
+        let out = write(deletes, &["--mode", "merge", "--key", "id", "--delete-column", "gone"]);
+        assert!(out.contains("10 new rows: 0 inserted, 5 updated, 5 deleted"), "{backend}: {out}");
+        assert_eq!(count(&ws, "SELECT COUNT(*) || '/' || COUNT(DISTINCT id) FROM accounts"), "2020/2020", "{backend}");
+        let row = ok(sluice(&ws).args(["sql", "SELECT * FROM accounts LIMIT 1"]).output().unwrap(), "a row");
+        assert!(row.contains("tag") && !row.contains("gone"), "the delete column is not stored: {row}");
+
+        // Two merges at once, with overlapping keys: both commit, no key twice.
+        let writers: Vec<_> = [range(1, 101, "-1.0", "a"), range(51, 151, "-2.0", "b")]
+            .iter()
+            .map(|sql| {
+                sluice(&ws)
+                    .args(["asset", "write", "accounts", "--mode", "merge", "--key", "id", "--sql", sql])
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for w in writers {
+            ok(w.wait_with_output().unwrap(), "a concurrent merge");
+        }
+        assert_eq!(count(&ws, "SELECT COUNT(*) || '/' || COUNT(DISTINCT id) FROM accounts"), "2020/2020", "{backend}");
+        assert_eq!(count(&ws, "SELECT COUNT(*) FROM accounts WHERE tag IN ('a', 'b')"), "150", "{backend}");
+        assert_eq!(count(&ws, "SELECT COUNT(*) FROM accounts WHERE id <= 50 AND tag = 'a'"), "50", "{backend}");
+        assert_eq!(count(&ws, "SELECT COUNT(*) FROM accounts WHERE id > 100 AND id <= 150 AND tag = 'b'"), "50", "{backend}");
+
+        // Refused, with nothing committed.
+        let twice = format!("{} UNION ALL {}", range(7, 9, "1.0", "x"), range(8, 9, "2.0", "x"));
+        let out = sluice(&ws).args(["asset", "write", "accounts", "--mode", "merge", "--key", "id", "--sql", &twice]).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.contains("more than once ((8) x2)"), "{backend}: {stderr}");
+        let out = sluice(&ws).args(["asset", "write", "accounts", "--mode", "merge", "--sql", &twice]).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.contains("needs key"), "{backend}: {stderr}");
+        assert_eq!(count(&ws, "SELECT COUNT(*) FROM accounts WHERE tag = 'x'"), "0", "{backend}");
+    }
+}

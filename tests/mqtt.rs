@@ -91,13 +91,16 @@ fn device_events_land_in_micro_batches_once_each() {
     }
 
     // Two bursts a batch apart; the second re-sends 10 events of the first, carries one message
-    // that is not JSON and one message of two events.
+    // that is not JSON, one message of two events, one with text after its event and one without
+    // the de-duplication key.
     publish((0..50).map(|i| event(&base, i)).collect());
     std::thread::sleep(Duration::from_secs(3));
     let mut second: Vec<_> = (50..100).chain(0..10).map(|i| event(&base, i)).collect();
     second.push((format!("{base}/d9/events"), "temperature=12".into()));
     let (topic, a) = event(&base, 100);
     second.push((topic, format!("{a}\n{}", event(&base, 101).1)));
+    second.push((format!("{base}/d9/events"), format!("{} }}{{", event(&base, 102).1)));
+    second.push((format!("{base}/d9/events"), r#"{"ts": "2026-11-24T09:00:00", "temperature": 1.5}"#.into()));
     publish(second);
 
     let mut child = child;
@@ -113,7 +116,7 @@ fn device_events_land_in_micro_batches_once_each() {
     assert!(status.success(), "{text}\n{stderr}");
     let batches = seen.iter().filter(|l| l.starts_with("batch ")).count();
     assert!(batches >= 2, "one version per micro-batch: {text}");
-    assert!(text.contains("113 read = 102 landed + 1 quarantined + 10 duplicates"), "{text}");
+    assert!(text.contains("115 read = 102 landed + 3 quarantined + 10 duplicates"), "{text}");
 
     let sql = |query: &str| {
         ok(sluice_cmd().current_dir(root()).env("SLUICE_ASSETS", &lake).args(["sql", query]).output().unwrap(), query)
@@ -122,6 +125,8 @@ fn device_events_land_in_micro_batches_once_each() {
     assert_eq!(common::first_value(&sql("SELECT COUNT(DISTINCT (device_id, ts)) FROM device_events_live")), "102");
     let bad = sql("SELECT location, reason FROM device_events_live_quarantine");
     assert!(bad.contains("/d9/events message"), "{bad}");
+    assert!(bad.contains("more than one JSON value on one record: `}{`"), "{bad}");
+    assert!(bad.contains("'device_id' is missing, and every record must have it"), "{bad}");
 }
 
 /// A Mosquitto of the test's own on a free port, which keeps a stopped job's backlog (its default

@@ -44,6 +44,8 @@ struct Crm {
     ignores_where: bool,
     /// Requests answered 401.
     refused: u32,
+    /// The offset page starting here is sent with text after its JSON.
+    trailing_at: Option<usize>,
 }
 
 type Shared = Arc<Mutex<Crm>>;
@@ -209,7 +211,9 @@ async fn offset(State(crm): State<Shared>, headers: HeaderMap, Query(q): Query<H
     let limit: usize = q["limit"].parse().unwrap();
     crm.log.push(format!("offset {offset}"));
     let all = selected(&crm, None);
-    axum::Json(all.iter().skip(offset).take(limit).cloned().collect::<Vec<_>>()).into_response()
+    let page = Value::Array(all.iter().skip(offset).take(limit).cloned().collect());
+    let tail = if crm.trailing_at == Some(offset) { " }{" } else { "" };
+    ([("content-type", "application/json")], format!("{page}{tail}")).into_response()
 }
 
 /// Serves the API on a free port of loopback from a thread of its own; returns its URL.
@@ -394,4 +398,38 @@ fn tokens_that_expire_in_a_retry_after_wait_are_renewed() {
             assert!(crm.refused >= 2, "the dead tokens were refused and replaced: {}", crm.refused);
         }
     }
+}
+
+/// An API page is one JSON document: one with text after it is quarantined whole (the pages after
+/// it still land), and records without their de-duplication key, or with a null one, are
+/// quarantined with the column named.
+#[test]
+fn a_page_with_text_after_its_json_and_records_without_their_key_are_quarantined() {
+    let mut accounts: Vec<Value> = (0..20).map(|i| account(i, "2026-01-01T00:00:00Z")).collect();
+    accounts[3].as_object_mut().unwrap().remove("Id");
+    accounts[4]["Id"] = Value::Null;
+    let crm: Shared = Arc::new(Mutex::new(Crm { accounts, trailing_at: Some(7), ..Default::default() }));
+    let url = serve(crm.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let job = dir.path().join("keyed.toml");
+    std::fs::write(
+        &job,
+        "[job]\nname = \"keyed\"\n\n[sources.accounts]\nkind = \"rest\"\nschema = \"Id string, AnnualRevenue double\"\n\
+         flatten = \"_\"\ndedup = { key = [\"Id\"] }\n\n[sources.accounts.connection]\nurl = \"${CRM_URL}\"\nmax_retries = 1\n\
+         max_backoff_s = 0.2\n\n[sources.accounts.connection.auth.bearer]\ntoken = { env = \"CRM_BEARER\" }\n\n\
+         [sources.accounts.read]\npath = \"offset\"\npagination = { style = \"offset\", limit = 7 }\n\n[sink]\nasset = \"keyed\"\n",
+    )
+    .unwrap();
+    let out = sluice(&lake, &url).env("CRM_BEARER", BEARER).arg("run").arg(&job).output().unwrap();
+    let stdout = ok(out, "keyed run");
+    // Page 1: 7 records, two without their Id; page 2 quarantined whole; page 3: 6 records, one
+    // (17) whose revenue is no number.
+    assert!(stdout.contains("records      14 read = 10 landed + 4 quarantined"), "{stdout}");
+    let ids = sql(&lake, "SELECT COUNT(DISTINCT \"Id\") || '/' || COUNT(*) FROM keyed");
+    assert_eq!(common::first_value(&ids), "10/10", "{ids}");
+    let bad = sql(&lake, "SELECT location || ': ' || reason FROM keyed_quarantine ORDER BY location");
+    assert!(bad.contains("record 4: 'Id' is missing, and every record must have it"), "{bad}");
+    assert!(bad.contains("record 5: 'Id' is null, and every record must have it"), "{bad}");
+    assert!(bad.contains("offset=7") && bad.contains("trailing characters"), "{bad}");
 }

@@ -400,6 +400,52 @@ fn ndjson_numbers_written_as_strings_are_quarantined_unless_coerced() {
     assert_eq!(count(&lake, "SELECT SUM(seq) FROM coerced"), "15");
 }
 
+/// One NDJSON line is exactly one JSON value, and a record without its de-duplication key or
+/// time (missing or null) cannot land: each is quarantined with its reason, and a line whose
+/// strings hold braces still lands.
+#[test]
+fn ndjson_lines_with_text_after_the_record_or_without_their_key_are_quarantined() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events");
+    std::fs::create_dir_all(&events).unwrap();
+    let good = |i: usize| format!("{{\"device_id\": \"d{i}\", \"ts\": \"2026-11-20T10:00:{i:02}\", \"temperature\": {i}.5, \"battery\": 9}}");
+    let mut lines: Vec<String> = (0..10).map(good).collect();
+    lines.push(format!("{} }}{{", good(10)));
+    lines.push(format!("{}{}", good(11), good(12)));
+    lines.push(r#"{"ts": "2026-11-20T10:00:13", "temperature": 13.5, "battery": 9}"#.into());
+    lines.push(r#"{"device_id": null, "ts": "2026-11-20T10:00:14", "temperature": 14.5, "battery": 9}"#.into());
+    lines.push(r#"{"device_id": "d15", "temperature": 15.5, "battery": 9}"#.into());
+    lines.push(r#"{"device_id": "}{\"}{", "ts": "2026-11-20T10:00:16", "temperature": 16.5, "battery": 9}"#.into());
+    std::fs::write(events.join("a.json"), lines.join("\n") + "\n").unwrap();
+    let lake = dir.path().join("lake");
+    let out = sluice_at(&lake)
+        .args(["run", "examples/files_device_events.toml"])
+        .env("EVENTS_DIR", format!("{}/", events.display()))
+        .env("EVENTS_MAX_ERRORS", "50%")
+        .output()
+        .unwrap();
+    let stdout = ok(out, "device events");
+    assert!(stdout.contains("records      16 read = 11 landed + 5 quarantined"), "{stdout}");
+    assert_eq!(count(&lake, "SELECT COUNT(*) FROM device_events WHERE device_id IS NULL OR ts IS NULL"), "0");
+    assert_eq!(count(&lake, "SELECT SUM(temperature) FROM device_events"), "66.5", "lines 1-10 and 16");
+    let bad = ok(
+        sluice_at(&lake)
+            .args(["sql", "SELECT location || ': ' || reason FROM device_events_quarantine ORDER BY location"])
+            .output()
+            .unwrap(),
+        "quarantine",
+    );
+    for (line, reason) in [
+        (11, "more than one JSON value on one record: `}{` follows the object"),
+        (12, "more than one JSON value on one record: `{\"device_id\": \"d12\","),
+        (13, "'device_id' is missing, and every record must have it"),
+        (14, "'device_id' is null, and every record must have it"),
+        (15, "'ts' is missing, and every record must have it"),
+    ] {
+        assert!(bad.contains(&format!("a.json line {line}: {reason}")), "line {line}: {bad}");
+    }
+}
+
 /// PostgreSQL real/double columns holding NaN and both infinities land, and the new version's
 /// profile counts them apart (profiling used to fail on them) with the finite values' moments.
 #[test]

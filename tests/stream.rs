@@ -196,6 +196,39 @@ fn sigterm_lands_and_commits_what_was_processed() {
     assert!(stdout.contains("stopped      0 events"), "{stdout}");
 }
 
+/// A JSON event is one JSON value and holds its required key (the example declares
+/// `required = ["id"]`): an event with text after it, or without its id, or with a null id, is a
+/// dead letter whose error says so; the others are scored and landed.
+#[test]
+fn json_events_with_text_after_them_or_without_their_key_are_dead_letters() {
+    let TestRun { run, events, scores, dir: _dir, lake } = test_run();
+    let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", brokers()).create().unwrap();
+    let mut payloads: Vec<String> = (0..20).map(|i| format!("{{\"id\": {i}, \"a\": 1, \"b\": 2, \"c\": 3}}")).collect();
+    payloads[5].push_str(" }{");
+    payloads[6] = r#"{"a": 1, "b": 2, "c": 3}"#.into();
+    payloads[7] = r#"{"id": null, "a": 1, "b": 2, "c": 3}"#.into();
+    for (i, payload) in payloads.iter().enumerate() {
+        producer.send(BaseRecord::to(&events).key(&i.to_string()).payload(payload)).unwrap();
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+    let out = example(&lake, &run, &[("STREAM_STOP_WHEN_IDLE_S", "5"), ("LAND_EVERY_S", "1")]).wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let results = read_all(&scores, Duration::from_secs(2));
+    assert_eq!(results.len(), 17, "{stdout}");
+    let mut errors: Vec<(String, String)> = read_all(&format!("dead-{run}"), Duration::from_secs(2))
+        .into_iter()
+        .map(|(key, _, headers)| (String::from_utf8(key.unwrap()).unwrap(), headers["sluice.error"].clone()))
+        .collect();
+    errors.sort();
+    assert_eq!(errors.len(), 3, "{errors:?}");
+    assert_eq!(errors[0].0, "5");
+    assert!(errors[0].1.contains("more than one JSON value on one record: `}{`"), "{errors:?}");
+    assert!(errors[1].0 == "6" && errors[1].1.contains("'id' is missing, and every record must have it"), "{errors:?}");
+    assert!(errors[2].0 == "7" && errors[2].1.contains("'id' is null, and every record must have it"), "{errors:?}");
+    assert_eq!(first_value(&run_at(&lake, &["sql", "SELECT COUNT(*) || '/' || COUNT(DISTINCT id) FROM events_raw"])), "17/17");
+}
+
 #[test]
 fn events_scored_through_crashes_with_none_lost_and_the_lake_exact() {
     let TestRun { run, events, scores, dir: _dir, lake } = test_run();

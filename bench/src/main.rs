@@ -196,6 +196,7 @@ fn decode(events: usize, features: usize, batch: usize) -> Result<()> {
         sample: 0,
         flatten: None,
         coerce: false,
+        required: Vec::new(),
     }
     .schema_from(&[])?;
     let json_decoder = RecordDecoder::new(schema, None);

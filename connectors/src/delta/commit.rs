@@ -9,7 +9,7 @@ use deltalake_core::DeltaTableError;
 use deltalake_core::kernel::transaction::{CommitBuilder, CommitProperties, TransactionError};
 use deltalake_core::kernel::{Action, Add, MetadataExt, StructType};
 use deltalake_core::operations::create::CreateBuilder;
-use deltalake_core::protocol::{DeltaOperation, SaveMode};
+use deltalake_core::protocol::{DeltaOperation, MergePredicate, SaveMode};
 use futures::TryStreamExt;
 use object_store::path::Path;
 #[allow(deprecated)]
@@ -28,6 +28,20 @@ pub enum WriteMode {
     Append,
     /// The new version holds only the new rows.
     Overwrite,
+    /// The new rows replace the earlier rows with the same key and the others are appended
+    /// (an upsert; see the engine's merge).
+    Merge,
+}
+
+impl WriteMode {
+    /// The mode's name, as job files and lineage write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Append => "append",
+            Self::Overwrite => "overwrite",
+            Self::Merge => "merge",
+        }
+    }
 }
 
 impl std::str::FromStr for WriteMode {
@@ -36,7 +50,8 @@ impl std::str::FromStr for WriteMode {
         match s {
             "append" => Ok(Self::Append),
             "overwrite" => Ok(Self::Overwrite),
-            other => Err(Error::Config(format!("write mode '{other}' is not known; use append or overwrite"))),
+            "merge" => Ok(Self::Merge),
+            other => Err(Error::Config(format!("write mode '{other}' is not known; use append, overwrite or merge"))),
         }
     }
 }
@@ -149,6 +164,93 @@ impl Lake {
         )))
     }
 
+    /// Commits `new` as version `base + 1` of asset `name`, removing the files `removed` (store
+    /// paths of files of version `base`) in the same version: a merge's rewrite; with no `base`,
+    /// as the asset's first version. None when another writer committed after `base` (or created
+    /// the asset): the merge must be planned again on the newer version, whose rows may hold the
+    /// same keys.
+    pub async fn commit_replacing(
+        &self,
+        name: &str,
+        base: Option<u64>,
+        removed: &[String],
+        new: &NewFiles,
+        predicate: &str,
+        lineage: serde_json::Value,
+    ) -> Result<Option<u64>> {
+        let clause = |action: &str| MergePredicate { action_type: action.into(), predicate: None };
+        let operation = DeltaOperation::Merge {
+            predicate: Some(predicate.to_string()),
+            merge_predicate: Some(predicate.to_string()),
+            matched_predicates: vec![clause("update")],
+            not_matched_predicates: vec![clause("insert")],
+            not_matched_by_source_predicates: Vec::new(),
+        };
+        let new_schema = to_delta(&new.schema)?;
+        let table_path = self.store_path(&self.asset_url(name)?)?;
+        let mut actions: Vec<Action> = new
+            .files
+            .iter()
+            .map(|f| add_action(&table_path, f).map(Action::Add))
+            .collect::<Result<Vec<_>>>()?;
+        let Some(base) = base else {
+            let app_metadata = HashMap::from([(LINEAGE_KEY.to_string(), lineage)]);
+            return match self.create(name, &new_schema, new, actions, app_metadata).await {
+                Ok(version) => Ok(Some(version)),
+                Err(e) if is_race(&e) => Ok(None),
+                Err(e) => Err(self.delta_error(name, e)),
+            };
+        };
+        let table = self.load(name, Some(base)).await?.ok_or_else(|| {
+            Error::Asset(format!("asset '{name}' has no version {base} to merge into"))
+        })?;
+        let result = async {
+            let snapshot = table.snapshot()?;
+            let current: Vec<String> = snapshot.metadata().partition_columns().to_vec();
+            if current != new.partition_by {
+                return Err(DeltaTableError::Generic(format!(
+                    "the asset is partitioned by [{}] but this write by [{}]; write with the same partition columns",
+                    current.join(", "),
+                    new.partition_by.join(", ")
+                )));
+            }
+            let schema_error = |e: Error| DeltaTableError::Generic(e.to_string());
+            if let Some(grown) = evolve(name, &snapshot.schema(), &new_schema).map_err(schema_error)? {
+                actions.push(Action::Metadata(snapshot.metadata().clone().with_schema(&grown)?));
+            }
+            let wanted: std::collections::HashSet<&str> = removed.iter().map(String::as_str).collect();
+            let removes: Vec<Action> = table
+                .get_active_add_actions_by_predicate(None)
+                .try_filter(|view| {
+                    let path = table_path.parts().chain(view.object_store_path().parts()).collect::<Path>().to_string();
+                    futures::future::ready(wanted.contains(path.as_str()))
+                })
+                .map_ok(|f| Action::Remove(f.remove_action(true)))
+                .try_collect()
+                .await?;
+            if removes.len() != wanted.len() {
+                return Err(DeltaTableError::Generic(format!(
+                    "{} of the {} files to replace are not in version {base}",
+                    wanted.len() - removes.len(),
+                    wanted.len()
+                )));
+            }
+            actions.extend(removes);
+            let committed = CommitBuilder::from(CommitProperties::default().with_max_retries(0))
+                .with_actions(actions)
+                .with_app_metadata(HashMap::from([(LINEAGE_KEY.to_string(), lineage)]))
+                .build(Some(snapshot), table.log_store(), operation)
+                .await?;
+            Ok(committed.version())
+        }
+        .await;
+        match result {
+            Ok(version) => Ok(Some(version)),
+            Err(e) if is_race(&e) => Ok(None),
+            Err(e) => Err(self.delta_error(name, e)),
+        }
+    }
+
     async fn create(
         &self,
         name: &str,
@@ -205,7 +307,7 @@ impl Lake {
         }
         let operation = DeltaOperation::Write {
             mode: match mode {
-                WriteMode::Append => SaveMode::Append,
+                WriteMode::Append | WriteMode::Merge => SaveMode::Append,
                 WriteMode::Overwrite => SaveMode::Overwrite,
             },
             partition_by: (!new.partition_by.is_empty()).then(|| new.partition_by.clone()),

@@ -170,7 +170,9 @@ pub async fn plan(listing: Listing<'_>, format: Format, partitions: usize, piece
     }
 
     let schema = match &format {
-        Format::Ndjson(options) => super::ndjson::schema(&store, &files, options).await,
+        Format::Ndjson(options) => super::ndjson::schema(&store, &files, options)
+            .await
+            .and_then(|schema| options.decoder(schema.clone()).map(|_| schema)),
         Format::Csv(options) => super::csv::schema(&store, store_url, &files, options).await,
         Format::Binary(_) => Ok(super::binary::schema()),
     }
@@ -286,8 +288,10 @@ pub fn read_partition(
             super::binary::read(plan.clone(), options.clone(), store, pieces, batch_rows, projection.clone()).boxed()
         }
         Format::Ndjson(options) => {
-            let decoder = TextDecoder::Ndjson(RecordDecoder::new(plan.schema(), options.flatten.clone()).coercing(options.coerce));
-            read_text(plan.clone(), decoder, store, pieces, batch_rows).boxed()
+            match options.decoder(plan.schema()) {
+                Ok(decoder) => read_text(plan.clone(), TextDecoder::Ndjson(decoder), store, pieces, batch_rows).boxed(),
+                Err(e) => futures::stream::once(async { Err(e) }).boxed(),
+            }
         }
         Format::Csv(options) => {
             let decoder = TextDecoder::Csv(Box::new(CsvReader::new(options, plan.schema())));

@@ -29,6 +29,9 @@ pub struct RestPlan {
     /// Whether numbers written as strings are parsed (else the records are rejected).
     #[serde(default)]
     pub coerce: bool,
+    /// Columns every record must hold (key and required columns).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub required: Vec<String>,
     /// Parallel readers.
     pub partitions: usize,
     /// Incremental window: records modified after `since` (the previous run's start)...
@@ -142,6 +145,7 @@ pub async fn plan(
         schema: Schema::empty(),
         flatten: options.flatten.clone(),
         coerce: options.coerce,
+        required: options.required.clone(),
         partitions,
         since,
         upto,
@@ -159,7 +163,9 @@ pub async fn plan(
     } else {
         Vec::new()
     };
-    plan.schema = options.schema_from(&sample).map_err(|e| Error::Config(format!("source '{source}': {e}")))?.as_ref().clone();
+    let schema = options.schema_from(&sample).map_err(|e| Error::Config(format!("source '{source}': {e}")))?;
+    options.decoder(schema.clone()).map_err(|e| Error::Config(format!("source '{source}': {e}")))?;
+    plan.schema = schema.as_ref().clone();
     Ok(plan)
 }
 
@@ -227,9 +233,10 @@ impl Bounds {
 /// records (or pages) rejected among them and the number of records read. An incremental
 /// read drops the records outside its window (counted in a warning, not as read).
 pub fn read_partition(plan: RestPlan, partition: usize) -> impl Stream<Item = Result<(Decoded, u64)>> + Send + 'static {
-    let decoder = RecordDecoder::new(plan.schema(), plan.flatten.clone()).coercing(plan.coerce);
+    let decoder = RecordDecoder::new(plan.schema(), plan.flatten.clone()).coercing(plan.coerce).requiring(&plan.required);
     let bounds = Bounds::of(&plan);
     async_stream::try_stream! {
+        let decoder = decoder?;
         let mut outside = 0u64;
         let mut client = Client::new(&plan.source, &plan.connection)?;
         let stride = plan.partitions as u64;

@@ -3,9 +3,11 @@
 //! versions by the executors ([`write`]). [`crate::codec`] carries them across the cluster.
 
 pub mod catalog;
+pub mod merge;
 pub mod table;
 pub mod write;
 
 pub use catalog::register;
+pub use merge::MergeCounts;
 pub use table::AssetTable;
 pub use write::{StagedWrite, WriteOptions, WriteSummary, commit_folder, commit_folder_with, stage_asset, write_asset};

@@ -23,8 +23,13 @@ use crate::error::{Error, Result};
 /// How a write lays out its files.
 #[derive(Debug, Clone)]
 pub struct WriteOptions {
-    /// Append to the asset or replace its rows.
+    /// Append to the asset, replace its rows, or merge into them by `key`.
     pub mode: WriteMode,
+    /// Merge: the columns whose equal values make two rows the same.
+    pub key: Vec<String>,
+    /// Merge: a boolean column of the new rows; true removes the row's key from the asset (the
+    /// column itself is not stored).
+    pub delete_column: Option<String>,
     /// Partition columns: one folder per value (`col=value/`), pruned on reads.
     pub partition_by: Vec<String>,
     /// Sort order of the rows (`col` or `col DESC`), e.g. for tighter statistics.
@@ -43,6 +48,8 @@ impl Default for WriteOptions {
     fn default() -> Self {
         Self {
             mode: WriteMode::Append,
+            key: Vec::new(),
+            delete_column: None,
             partition_by: Vec::new(),
             sort_by: Vec::new(),
             target_file_bytes: None,
@@ -72,21 +79,37 @@ pub struct WriteSummary {
     pub run_id: String,
     /// Seconds from start to commit.
     pub seconds: f64,
+    /// What a merge did to the asset's rows (merges only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub merged: Option<super::merge::MergeCounts>,
 }
 
 /// Files written for a new version, not yet committed (readers do not see them).
 #[derive(Debug)]
 pub struct StagedWrite {
-    name: String,
+    pub(crate) name: String,
     run_id: String,
-    inputs: Vec<String>,
-    new: NewFiles,
+    pub(crate) inputs: Vec<String>,
+    pub(crate) new: NewFiles,
     mode: WriteMode,
-    lineage: serde_json::Value,
-    started: Instant,
+    pub(crate) lineage: serde_json::Value,
+    pub(crate) started: Instant,
+    pub(crate) merge: Option<super::merge::PendingMerge>,
 }
 
 impl StagedWrite {
+    pub(crate) fn new(
+        name: &str,
+        run_id: String,
+        inputs: Vec<String>,
+        new: NewFiles,
+        mode: WriteMode,
+        lineage: serde_json::Value,
+        started: Instant,
+    ) -> Self {
+        Self { name: name.to_string(), run_id, inputs, new, mode, lineage, started, merge: None }
+    }
+
     /// Rows written.
     pub fn rows(&self) -> u64 {
         self.new.rows()
@@ -105,8 +128,15 @@ impl StagedWrite {
     }
 
     /// Commits the files as one new version.
-    pub async fn commit(self, lake: &Lake) -> Result<WriteSummary> {
-        let version = lake.commit(&self.name, self.mode, &self.new, self.lineage).await?;
+    pub async fn commit(mut self, lake: &Lake) -> Result<WriteSummary> {
+        let (version, merged) = match self.merge.take() {
+            Some(pending) => {
+                let (version, staged, counts) = self.commit_merge(lake, pending).await?;
+                self = staged;
+                (version, Some(counts))
+            }
+            None => (lake.commit(&self.name, self.mode, &self.new, self.lineage).await?, None),
+        };
         let summary = WriteSummary {
             asset: self.name,
             version,
@@ -116,6 +146,7 @@ impl StagedWrite {
             inputs: self.inputs,
             run_id: self.run_id,
             seconds: self.started.elapsed().as_secs_f64(),
+            merged,
         };
         tracing::info!(asset = %summary.asset, version, rows = summary.rows, files = summary.files, "committed");
         Ok(summary)
@@ -129,10 +160,39 @@ pub async fn write_asset(lake: &Lake, name: &str, df: DataFrame, options: &Write
 
 /// Writes `df`'s rows into a new folder of asset `name`, ready to be committed as a version.
 pub async fn stage_asset(lake: &Lake, name: &str, df: DataFrame, options: &WriteOptions) -> Result<StagedWrite> {
+    if options.mode == WriteMode::Merge {
+        return super::merge::stage(lake, name, df, options).await;
+    }
+    if !options.key.is_empty() || options.delete_column.is_some() {
+        return Err(Error::Config(format!(
+            "key and delete columns are for mode = \"merge\"; this write's mode is {}",
+            options.mode.as_str()
+        )));
+    }
     let started = Instant::now();
     let run_id = run_id();
-    let prefix = lake.asset_url(name)?.join(&format!("run-{run_id}/")).map_err(|e| Error::Config(e.to_string()))?;
     let inputs = inputs_of(df.logical_plan());
+    let new = write_files(lake, name, df, options, &run_id).await?;
+    let mut lineage = serde_json::json!({
+        "run_id": run_id,
+        "job": options.job,
+        "inputs": inputs,
+        "mode": options.mode.as_str(),
+        "rows": new.rows(),
+        "files": new.files.len(),
+        "bytes": new.bytes(),
+        "engine": concat!("sluice ", env!("CARGO_PKG_VERSION")),
+    });
+    if let Some(map) = lineage.as_object_mut() {
+        map.extend(options.lineage.clone());
+    }
+    Ok(StagedWrite::new(name, run_id, inputs, new, options.mode, lineage, started))
+}
+
+/// Writes `df`'s rows as Parquet files into folder `run-<run_id>/` of asset `name` (not
+/// committed).
+pub(crate) async fn write_files(lake: &Lake, name: &str, df: DataFrame, options: &WriteOptions, run_id: &str) -> Result<NewFiles> {
+    let prefix = lake.asset_url(name)?.join(&format!("run-{run_id}/")).map_err(|e| Error::Config(e.to_string()))?;
 
     let df = delta_ready(df)?;
     let schema: Arc<Schema> = Arc::new(df.schema().as_arrow().clone());
@@ -159,21 +219,7 @@ pub async fn stage_asset(lake: &Lake, name: &str, df: DataFrame, options: &Write
     })?;
 
     let files = lake.collect_written(name, &prefix, &options.partition_by).await?;
-    let new = NewFiles { schema, partition_by: options.partition_by.clone(), files };
-    let mut lineage = serde_json::json!({
-        "run_id": run_id,
-        "job": options.job,
-        "inputs": inputs,
-        "mode": match options.mode { WriteMode::Append => "append", WriteMode::Overwrite => "overwrite" },
-        "rows": new.rows(),
-        "files": new.files.len(),
-        "bytes": new.bytes(),
-        "engine": concat!("sluice ", env!("CARGO_PKG_VERSION")),
-    });
-    if let Some(map) = lineage.as_object_mut() {
-        map.extend(options.lineage.clone());
-    }
-    Ok(StagedWrite { name: name.to_string(), run_id, inputs, new, mode: options.mode, lineage, started })
+    Ok(NewFiles { schema, partition_by: options.partition_by.clone(), files })
 }
 
 /// A fresh, sortable, unique id: UTC time and random bits.
@@ -210,7 +256,7 @@ pub fn inputs_of(plan: &LogicalPlan) -> Vec<String> {
 }
 
 /// Casts the columns Delta cannot store as they are (unsigned integers, nanosecond timestamps).
-fn delta_ready(df: DataFrame) -> Result<DataFrame> {
+pub(crate) fn delta_ready(df: DataFrame) -> Result<DataFrame> {
     let casts = delta_compatible(df.schema().as_arrow())?;
     if casts.iter().all(Option::is_none) {
         return Ok(df);
@@ -322,6 +368,6 @@ pub async fn commit_folder_with(
     let new = NewFiles { schema, partition_by, files };
     let run_id = lineage.get("run_id").and_then(|v| v.as_str()).unwrap_or_default().to_string();
     let inputs = Vec::new();
-    let staged = StagedWrite { name: name.to_string(), run_id, inputs, new, mode: WriteMode::Append, lineage, started };
+    let staged = StagedWrite::new(name, run_id, inputs, new, WriteMode::Append, lineage, started);
     staged.commit(lake).await.map(Some)
 }

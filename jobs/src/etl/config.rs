@@ -197,6 +197,10 @@ pub enum SourceConfig {
         coerce: bool,
         /// De-duplicate records with the same key (and time), keeping one.
         dedup: Option<Dedup>,
+        /// Columns every record must hold, not null; a record without one is quarantined (the
+        /// dedup key and time are always required).
+        #[serde(default)]
+        required: Vec<String>,
     },
     /// A live MQTT subscription (IoT devices), landed in micro-batches until stopped.
     Mqtt {
@@ -219,6 +223,10 @@ pub enum SourceConfig {
         coerce: bool,
         /// Drop events seen before (same key and event time: re-sends, late duplicates).
         dedup: Option<Dedup>,
+        /// Columns every message must hold, not null; a message without one is quarantined (the
+        /// dedup key and time are always required).
+        #[serde(default)]
+        required: Vec<String>,
     },
     /// Files in a datastore or a local directory (read by the executors).
     Files {
@@ -271,10 +279,33 @@ pub enum SourceConfig {
         /// De-duplicate records with the same key and event time (late re-sends, retries),
         /// keeping one.
         dedup: Option<Dedup>,
+        /// NDJSON: columns every record must hold, not null; a record without one is quarantined
+        /// (the dedup key and time are always required).
+        #[serde(default)]
+        required: Vec<String>,
     },
 }
 
 impl SourceConfig {
+    /// The columns every JSON record of the source must hold: its dedup key and time, and its
+    /// `required` columns, each once.
+    pub fn required_columns(&self) -> Vec<String> {
+        let (dedup, required) = match self {
+            SourceConfig::Rest { dedup, required, .. }
+            | SourceConfig::Mqtt { dedup, required, .. }
+            | SourceConfig::Files { dedup, required, .. } => (dedup, required),
+            _ => return Vec::new(),
+        };
+        let mut columns: Vec<String> = Vec::new();
+        let keys = dedup.iter().flat_map(|d| d.key.iter().chain(d.time.iter()));
+        for column in keys.chain(required.iter()) {
+            if !columns.contains(column) {
+                columns.push(column.clone());
+            }
+        }
+        columns
+    }
+
     /// How a files source's records are read by Sluice's own reader (CSV, NDJSON, binary), with
     /// the options checked; None for Parquet files and other sources.
     pub fn files_format(&self) -> Option<std::result::Result<Format, String>> {
@@ -292,6 +323,7 @@ impl SourceConfig {
             flatten,
             coerce,
             max_inline_bytes,
+            required,
             ..
         } = self
         else {
@@ -303,6 +335,7 @@ impl SourceConfig {
         let checked = (|| {
             only(flatten.is_some() && *format != FileFormat::Ndjson, "flatten", "\"ndjson\"")?;
             only(*coerce && *format != FileFormat::Ndjson, "coerce", "\"ndjson\"")?;
+            only(!required.is_empty() && *format != FileFormat::Ndjson, "required", "\"ndjson\"")?;
             only(max_inline_bytes.is_some() && *format != FileFormat::Binary, "max_inline_bytes", "\"binary\"")?;
             let text = matches!(format, FileFormat::Csv | FileFormat::Ndjson);
             only(!text && (schema.is_some() || infer.is_some()), "schema", "\"csv\" or \"ndjson\"")?;
@@ -319,6 +352,7 @@ impl SourceConfig {
                     sample: *sample,
                     flatten: flatten.clone(),
                     coerce: *coerce,
+                    required: self.required_columns(),
                 }),
                 FileFormat::Csv => {
                     let options = CsvOptions {
@@ -407,9 +441,16 @@ pub struct Transform {
 pub struct SinkConfig {
     /// The asset's name.
     pub asset: String,
-    /// `append` (default) or `overwrite`.
+    /// `append` (default), `overwrite`, or `merge` (rows replace the asset's rows of the same
+    /// `key`, the others are appended).
     #[serde(default = "default_mode")]
     pub mode: String,
+    /// Merge: the key columns (`["account_id"]`).
+    #[serde(default)]
+    pub key: Vec<String>,
+    /// Merge: a boolean column of the rows; true removes the key from the asset (the column is
+    /// not stored).
+    pub delete: Option<String>,
     /// Partition columns.
     #[serde(default)]
     pub partition_by: Vec<String>,
@@ -481,7 +522,18 @@ impl JobFile {
             ));
         }
         sluice_connectors::delta::AssetRef::parse(&job.sink.asset).map_err(|e| bad(format!("sink.asset: {e}")))?;
-        job.sink.mode.parse::<sluice_connectors::delta::WriteMode>().map_err(|e| bad(format!("sink.mode: {e}")))?;
+        let mode = job.sink.mode.parse::<sluice_connectors::delta::WriteMode>().map_err(|e| bad(format!("sink.mode: {e}")))?;
+        match (mode, job.sink.key.is_empty()) {
+            (sluice_connectors::delta::WriteMode::Merge, true) => {
+                return Err(bad("sink.mode = \"merge\" needs sink.key = [\"column\", ...]: the columns that make rows the same".into()));
+            }
+            (sluice_connectors::delta::WriteMode::Merge, false) => {}
+            (_, false) => return Err(bad(format!("sink.key is for mode = \"merge\", not \"{}\"", job.sink.mode))),
+            (_, true) if job.sink.delete.is_some() => {
+                return Err(bad(format!("sink.delete is for mode = \"merge\", not \"{}\"", job.sink.mode)));
+            }
+            _ => {}
+        }
         if job.transform.sql.is_none() && job.sources.len() > 1 {
             return Err(bad("several sources need [transform] sql = \"...\" saying how they combine".into()));
         }

@@ -136,6 +136,7 @@ pub async fn run(ctx: &SessionContext, lake: &Lake, job: &JobFile, path: &Path) 
                             sample: *sample,
                             flatten: flatten.clone(),
                             coerce: *coerce,
+                            required: source.required_columns(),
                         };
                         sluice_connectors::rest::plan(name, connection, read, &options, since).await.map(SourcePlan::Rest)
                     }
@@ -200,6 +201,8 @@ pub async fn run(ctx: &SessionContext, lake: &Lake, job: &JobFile, path: &Path) 
     }
     let options = WriteOptions {
         mode: job.sink.mode.parse()?,
+        key: job.sink.key.clone(),
+        delete_column: job.sink.delete.clone(),
         partition_by: job.sink.partition_by.clone(),
         sort_by: job.sink.sort_by.clone(),
         target_file_bytes: None,

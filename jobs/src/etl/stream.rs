@@ -73,11 +73,17 @@ pub async fn run_stream(lake: &Lake, job: &JobFile, on_event: &mut dyn FnMut(&St
         Some((name, source)) if job.sources.len() == 1 => (name.clone(), source),
         _ => return Err(Error::Invalid("an MQTT job reads one source; land other sources in jobs of their own".into())),
     };
-    let SourceConfig::Mqtt { connection, read, schema, infer, sample, flatten, coerce, dedup } = source else {
+    let SourceConfig::Mqtt { connection, read, schema, infer, sample, flatten, coerce, dedup, .. } = source else {
         return Err(Error::Invalid("a stream job needs an mqtt source".into()));
     };
-    let options =
-        JsonOptions { schema: schema.clone(), infer: *infer, sample: *sample, flatten: flatten.clone(), coerce: *coerce };
+    let options = JsonOptions {
+        schema: schema.clone(),
+        infer: *infer,
+        sample: *sample,
+        flatten: flatten.clone(),
+        coerce: *coerce,
+        required: source.required_columns(),
+    };
     let ctx = sluice_engine::session::in_process(&sluice_udfs::functions("mqtt"), Some(lake))?;
 
     let spool = Spool::open(&read.spool_path(&connection.client_id(&name)))?;
@@ -206,7 +212,7 @@ async fn land(
         None => {
             let schema = options.schema_from(&texts[..texts.len().min(options.sample)])
                 .map_err(|e| Error::Invalid(format!("sources.{name}: {e}")))?;
-            let d = RecordDecoder::new(schema, options.flatten.clone()).coercing(options.coerce);
+            let d = options.decoder(schema).map_err(|e| Error::Invalid(format!("sources.{name}: {e}")))?;
             state.decoder = Some(d.clone());
             Some(d)
         }
@@ -244,6 +250,8 @@ async fn land(
     let df = ctx.sql(&job.sql()).await?;
     let options = WriteOptions {
         mode: job.sink.mode.parse()?,
+        key: job.sink.key.clone(),
+        delete_column: job.sink.delete.clone(),
         partition_by: job.sink.partition_by.clone(),
         sort_by: job.sink.sort_by.clone(),
         compression: job.sink.compression.clone(),

@@ -69,6 +69,10 @@ pub struct Input {
     /// false: such events are dead letters).
     #[serde(default)]
     pub coerce: bool,
+    /// Columns every JSON event must hold, not null (e.g. its key); an event without one is a
+    /// dead letter with the column named.
+    #[serde(default)]
+    pub required: Vec<String>,
     /// Avro payloads: the reader schema (the columns) and where writer schemas come from.
     pub avro: Option<AvroInput>,
     /// Events that cannot be decoded or scored go here with the error (default
@@ -311,6 +315,9 @@ impl StreamJob {
             (PayloadFormat::Json, Some(_), Some(_)) => {
                 return bad("[input.avro] is for Avro payloads: set input.format = \"avro\" or remove it");
             }
+            (PayloadFormat::Avro, None, Some(_)) if !job.input.required.is_empty() => {
+                return bad("input.required is for JSON payloads; an Avro reader schema says which fields may be null");
+            }
             (PayloadFormat::Avro, None, Some(_)) if job.input.flatten.is_some() => {
                 return bad("input.flatten is for JSON payloads; Avro records keep nested fields as struct columns");
             }
@@ -352,6 +359,7 @@ impl StreamJob {
             sample: 0,
             flatten: self.input.flatten.clone(),
             coerce: self.input.coerce,
+            required: self.input.required.clone(),
         }
     }
 

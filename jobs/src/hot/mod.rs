@@ -264,7 +264,7 @@ pub async fn run(
         }
         None => {
             let json = job.json();
-            Payloads::Json(RecordDecoder::new(json.schema_from(&[])?, json.flatten.clone()).coercing(json.coerce))
+            Payloads::Json(json.decoder(json.schema_from(&[])?).map_err(|e| Error::Invalid(format!("input.required: {e}")))?)
         }
     };
     let transactional_id = job.transactional_id();
