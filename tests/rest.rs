@@ -46,6 +46,8 @@ struct Crm {
     refused: u32,
     /// The offset page starting here is sent with text after its JSON.
     trailing_at: Option<usize>,
+    /// The offset style also wants this key, as header `X-Api-Key` and query parameter `api_key`.
+    api_key: Option<String>,
 }
 
 type Shared = Arc<Mutex<Crm>>;
@@ -206,6 +208,12 @@ async fn offset(State(crm): State<Shared>, headers: HeaderMap, Query(q): Query<H
     let mut crm = crm.lock().unwrap();
     if !authorized(&mut crm, &headers) {
         return StatusCode::UNAUTHORIZED.into_response();
+    }
+    if let Some(key) = &crm.api_key {
+        let header = headers.get("x-api-key").and_then(|v| v.to_str().ok());
+        if header != Some(key.as_str()) || q.get("api_key") != Some(key) {
+            return (StatusCode::FORBIDDEN, "api key missing").into_response();
+        }
     }
     let offset: usize = q["offset"].parse().unwrap();
     let limit: usize = q["limit"].parse().unwrap();
@@ -402,13 +410,16 @@ fn tokens_that_expire_in_a_retry_after_wait_are_renewed() {
 
 /// An API page is one JSON document: one with text after it is quarantined whole (the pages after
 /// it still land), and records without their de-duplication key, or with a null one, are
-/// quarantined with the column named.
+/// quarantined with the column named. The API key goes as a secret header and query parameter,
+/// and appears in no page label, quarantine location or log.
 #[test]
 fn a_page_with_text_after_its_json_and_records_without_their_key_are_quarantined() {
     let mut accounts: Vec<Value> = (0..20).map(|i| account(i, "2026-01-01T00:00:00Z")).collect();
     accounts[3].as_object_mut().unwrap().remove("Id");
     accounts[4]["Id"] = Value::Null;
-    let crm: Shared = Arc::new(Mutex::new(Crm { accounts, trailing_at: Some(7), ..Default::default() }));
+    const KEY: &str = "k3y-in-the-query";
+    let crm: Shared =
+        Arc::new(Mutex::new(Crm { accounts, trailing_at: Some(7), api_key: Some(KEY.into()), ..Default::default() }));
     let url = serve(crm.clone());
     let dir = tempfile::tempdir().unwrap();
     let lake = dir.path().join("lake");
@@ -417,11 +428,13 @@ fn a_page_with_text_after_its_json_and_records_without_their_key_are_quarantined
         &job,
         "[job]\nname = \"keyed\"\n\n[sources.accounts]\nkind = \"rest\"\nschema = \"Id string, AnnualRevenue double\"\n\
          flatten = \"_\"\ndedup = { key = [\"Id\"] }\n\n[sources.accounts.connection]\nurl = \"${CRM_URL}\"\nmax_retries = 1\n\
-         max_backoff_s = 0.2\n\n[sources.accounts.connection.auth.bearer]\ntoken = { env = \"CRM_BEARER\" }\n\n\
-         [sources.accounts.read]\npath = \"offset\"\npagination = { style = \"offset\", limit = 7 }\n\n[sink]\nasset = \"keyed\"\n",
+         max_backoff_s = 0.2\nheaders = { X-Api-Key = { env = \"CRM_API_KEY\" }, Accept = \"application/json\" }\n\n[sources.accounts.connection.auth.bearer]\ntoken = { env = \"CRM_BEARER\" }\n\n\
+         [sources.accounts.read]\npath = \"offset\"\nquery = { api_key = { env = \"CRM_API_KEY\" } }\npagination = { style = \"offset\", limit = 7 }\n\n[sink]\nasset = \"keyed\"\n",
     )
     .unwrap();
-    let out = sluice(&lake, &url).env("CRM_BEARER", BEARER).arg("run").arg(&job).output().unwrap();
+    let out = sluice(&lake, &url).env("CRM_BEARER", BEARER).env("CRM_API_KEY", KEY).env("SLUICE_LOG", "debug").arg("run").arg(&job).output().unwrap();
+    let everything = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!everything.contains(KEY), "{everything}");
     let stdout = ok(out, "keyed run");
     // Page 1: 7 records, two without their Id; page 2 quarantined whole; page 3: 6 records, one
     // (17) whose revenue is no number.
@@ -432,4 +445,7 @@ fn a_page_with_text_after_its_json_and_records_without_their_key_are_quarantined
     assert!(bad.contains("record 4: 'Id' is missing, and every record must have it"), "{bad}");
     assert!(bad.contains("record 5: 'Id' is null, and every record must have it"), "{bad}");
     assert!(bad.contains("offset=7") && bad.contains("trailing characters"), "{bad}");
+    assert!(bad.contains("api_key=%3Credacted%3E") && !bad.contains(KEY), "{bad}");
+    let raw = sql(&lake, "SELECT raw FROM keyed_quarantine");
+    assert!(!raw.contains(KEY), "{raw}");
 }

@@ -266,3 +266,95 @@ fn models_with_several_outputs_and_vector_features_score() {
     assert!(out.contains("legacy@1: 1000 rows"), "{out}");
     assert_eq!(value(&lake, "SELECT COUNT(*) || '/' || COUNT(DISTINCT run_id) FROM legacy WHERE model = 'linear' OR id = -1"), "1001/2");
 }
+
+/// With the lake in object storage (Azurite) and the scheduler and executors as processes of
+/// their own, each with its own model cache: a registered model reaches the executors through
+/// the lake, not the client's disk. Each executor fetches the pinned version into its cache
+/// (named by the digest, the same bytes as registered) and scores with it, through `sluice score`
+/// and through `predict` in SQL.
+#[test]
+fn executors_fetch_registered_models_from_the_lake_into_their_own_caches() {
+    let dir = tempfile::tempdir().unwrap();
+    let container = format!("models{}", std::process::id());
+    assert!(std::process::Command::new("bash")
+        .arg(root().join("scripts/azurite.sh"))
+        .args(["container", &container])
+        .status()
+        .unwrap()
+        .success());
+    let ws = dir.path().join("azurite.toml");
+    std::fs::write(&ws, format!("[datastores.lake]\nurl = \"az://{container}/lake\"\nemulator = true\n\n[assets]\nlocation = \"lake\"\n"))
+        .unwrap();
+    let cache = |name: &str| dir.path().join(format!("cache-{name}"));
+    let sluice = |cache_name: &str| {
+        let mut cmd = sluice_cmd();
+        cmd.env("SLUICE_WORKSPACE", &ws).env("SLUICE_MODEL_CACHE", cache(cache_name)).env_remove("SLUICE_ASSETS");
+        cmd
+    };
+    let model = dir.path().join("linear.pt");
+    linear_model(&model);
+    const ROWS: i64 = 100_000;
+    let events = EVENTS.replace("range(0, 1000000)", &format!("range(0, {ROWS})"));
+    ok(sluice("client").args(["asset", "write", "events", "--sql", &events, "--target-file-size", "128KB"]).output().unwrap(), "events");
+    ok(
+        sluice("client").args(["model", "register", "lin", model.to_str().unwrap(), "--inputs", "a, b, c", "--alias", "production"]).output().unwrap(),
+        "register",
+    );
+
+    let port = free_port();
+    let spawn = |args: Vec<String>, cache_name: &str| {
+        let log = std::fs::File::create(dir.path().join(format!("{cache_name}.log"))).unwrap();
+        Child(sluice(cache_name).args(&args).env("SLUICE_LOG", "info").stdout(log.try_clone().unwrap()).stderr(log).spawn().unwrap())
+    };
+    let _scheduler = spawn(vec!["scheduler".into(), "--port".into(), port.to_string()], "scheduler");
+    let _executors: Vec<_> = ["ex1", "ex2"]
+        .iter()
+        .map(|id| {
+            let args = ["executor", "--scheduler", &format!("127.0.0.1:{port}"), "--id", id, "--flight-port", "0", "--grpc-port", "0", "--vcores", "1"];
+            spawn(args.iter().map(|s| s.to_string()).collect(), id)
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while registered_executors(port) < 2 {
+        assert!(Instant::now() < deadline, "executors did not register within 60 s");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let cluster = format!("df://127.0.0.1:{port}");
+    let out = sluice("client")
+        .args(["score", "events", "--model", "lin@production", "--key", "id", "--output", "preds", "--chunks", "1", "--cluster", &cluster])
+        .output()
+        .unwrap();
+    let stdout = ok(out, "score on the cluster");
+    assert!(stdout.contains(&format!("predictions  preds@0: {ROWS} rows")), "{stdout}");
+    let value = |sql: &str| first_value(&ok(sluice("client").args(["sql", sql]).output().unwrap(), sql));
+    let wrong = "SELECT COUNT(*) FROM preds p JOIN events e ON p.id = e.id \
+                 WHERE abs(p.prediction - (0.5 * e.a - 2 * e.b + 0.25 * e.c + 1)) > 1e-3";
+    assert_eq!(value(wrong), "0");
+    assert_eq!(value("SELECT COUNT(DISTINCT id) FROM preds"), ROWS.to_string());
+
+    // Each executor holds its own copy, named by the digest, byte for byte the registered file.
+    let registered = std::fs::read(&model).unwrap();
+    for id in ["ex1", "ex2"] {
+        let copies: Vec<_> = walk_files(&cache(id)).into_iter().filter(|p| p.extension().is_some_and(|e| e == "pt")).collect();
+        assert_eq!(copies.len(), 1, "{id}: {copies:?}\n{}", std::fs::read_to_string(dir.path().join(format!("{id}.log"))).unwrap());
+        assert_eq!(std::fs::read(&copies[0]).unwrap(), registered, "{id}");
+        let digest = copies[0].parent().unwrap().file_name().unwrap().to_string_lossy().into_owned();
+        assert!(digest.len() >= 8 && digest.chars().all(|c| c.is_ascii_hexdigit()), "{}", copies[0].display());
+        let log = std::fs::read_to_string(dir.path().join(format!("{id}.log"))).unwrap();
+        assert!(log.contains("fetched model from the lake"), "{id}: {log}");
+    }
+
+    // `predict` in SQL on the cluster takes the same route.
+    let sql = "SELECT ABS(SUM(CAST(predict('lin@production', a, b, c) AS DOUBLE))) AS total FROM events";
+    let table = ok(sluice("client").args(["sql", sql, "--cluster", &cluster]).output().unwrap(), "sql predict");
+    let total = first_value(&table);
+    let expected: f64 = (0..ROWS).map(|v| 0.5 * (v % 100) as f64 / 10.0 - 2.0 * (v % 7) as f64 + 0.25 * ((v * 13) % 1000) as f64 / 100.0 + 1.0).sum();
+    assert!(total.parse::<f64>().is_ok_and(|t| (t - expected.abs()).abs() <= 1e-4 * expected.abs()), "{table} vs {expected}");
+}
+
+fn walk_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    if !dir.exists() {
+        return Vec::new();
+    }
+    walk(dir)
+}

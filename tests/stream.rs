@@ -606,7 +606,7 @@ fn schema_registry(schemas: HashMap<u32, String>) -> (String, std::sync::Arc<std
 
 #[test]
 fn avro_events_of_two_schema_versions_score_and_bad_ones_are_dead_letters() {
-    let TestRun { run, events, scores, dir: _dir, lake } = test_run();
+    let TestRun { run, events, scores, dir, lake } = test_run();
     let v2 = std::fs::read_to_string(root().join("examples/schemas/event.avsc")).unwrap();
     let (registry, asked) = schema_registry(HashMap::from([(2, v2)]));
 
@@ -632,8 +632,18 @@ fn avro_events_of_two_schema_versions_score_and_bad_ones_are_dead_letters() {
     }
     producer.flush(Duration::from_secs(30)).unwrap();
 
-    let env = [("STREAM_STOP_WHEN_IDLE_S", "6"), ("SCHEMA_REGISTRY", registry.as_str()), ("LAND_ASSET", "events_raw")];
-    let out = stream(&lake, "examples/kafka_score_avro.toml", &run, &env).wait_with_output().unwrap();
+    // The registry's URL carries credentials, so the job takes it as a secret reference: it
+    // appears nowhere in the output or the dead letters.
+    let example = std::fs::read_to_string(root().join("examples/kafka_score_avro.toml")).unwrap();
+    let line = "registry = \"${SCHEMA_REGISTRY:-http://127.0.0.1:8081}\"";
+    assert!(example.contains(line), "the example's registry line moved");
+    let job = dir.path().join("avro_secret_registry.toml");
+    std::fs::write(&job, example.replace(line, "registry = { env = \"SCHEMA_REGISTRY_URL\" }")).unwrap();
+    let with_credentials = registry.replacen("http://", "http://reader:reg-s3cret@", 1);
+    let env = [("STREAM_STOP_WHEN_IDLE_S", "6"), ("SCHEMA_REGISTRY_URL", with_credentials.as_str()), ("LAND_ASSET", "events_raw")];
+    let out = stream(&lake, job.to_str().unwrap(), &run, &env).wait_with_output().unwrap();
+    let everything = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!everything.contains("reg-s3cret"), "{everything}");
     let stdout = ok(out, "sluice stream examples/kafka_score_avro.toml");
     assert!(stdout.contains("604 events") && stdout.contains("4 dead letters"), "{stdout}");
 
@@ -670,6 +680,7 @@ fn avro_events_of_two_schema_versions_score_and_bad_ones_are_dead_letters() {
     for (key, payload) in &poison {
         assert_eq!(&payloads[key.to_string().as_bytes()], payload);
     }
+    assert!(reasons.iter().all(|(_, reason)| !reason.contains("reg-s3cret")), "{reasons:?}");
 
     // The registry was asked once for each id the job does not list; the raw events landed with
     // the reader schema's columns.

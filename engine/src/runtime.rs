@@ -19,6 +19,8 @@ pub fn runtime_env(spill_dir: Option<&str>, datastores: &[Datastore]) -> datafus
     for datastore in datastores {
         if let Some((root, store)) = &datastore.store {
             env.register_object_store(root, store.clone());
+            // Registered models in this store are fetched by `predict` itself.
+            sluice_udfs::fetch::register_store(root, store.clone());
         }
     }
     Ok(env)

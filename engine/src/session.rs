@@ -84,6 +84,7 @@ pub fn in_process(functions: &Functions, lake: Option<&Lake>) -> Result<SessionC
     register_functions(&ctx, functions);
     if let Some(lake) = lake {
         ctx.register_object_store(lake.store_url(), lake.store());
+        sluice_udfs::fetch::register_store(lake.store_url(), lake.store());
         crate::assets::register(&ctx, lake)?;
     }
     Ok(ctx)

@@ -576,7 +576,7 @@ async fn new_plan(ctx: &SessionContext, lake: &Lake, spec: &ScoreSpec) -> Result
     } else {
         let registry = Registry::open(lake)?;
         let version = registry.resolve(&ModelRef::parse(&spec.model)?).await?;
-        let path = registry.local_file(&version).await?.display().to_string();
+        let path = registry.scoring_path(&version)?;
         let inputs = version.info.inputs.iter().map(|i| i.name.clone()).collect();
         let outputs = version.info.outputs.clone();
         registered = Some(version.clone());

@@ -6,6 +6,7 @@
 
 pub mod device;
 pub mod error;
+pub mod fetch;
 pub mod model;
 pub mod predict;
 pub mod split_hash;

@@ -93,7 +93,8 @@ impl Model {
     /// Loads `path` on `device`, or returns the already loaded copy.
     pub fn load_on(path: &str, device: Device) -> Result<Arc<Model>> {
         let not_found = |source| Error::ModelNotFound { path: path.to_string(), source };
-        let local = Path::new(path.strip_prefix("file://").unwrap_or(path));
+        let fetched = if crate::fetch::is_remote(path) { Some(crate::fetch::localize(path)?) } else { None };
+        let local = fetched.as_deref().unwrap_or_else(|| Path::new(path.strip_prefix("file://").unwrap_or(path)));
         let canonical = local.canonicalize().map_err(not_found)?;
         let meta = std::fs::metadata(&canonical).map_err(not_found)?;
         if meta.is_dir() {

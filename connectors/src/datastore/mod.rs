@@ -12,7 +12,7 @@ use object_store::azure::MicrosoftAzureBuilder;
 use url::Url;
 
 pub use config::{AssetsConfig, DatastoreConfig, WorkspaceConfig};
-pub use secret::{Secret, SecretRef};
+pub use secret::{Secret, SecretRef, Setting};
 
 use crate::error::{Error, Result};
 

@@ -69,6 +69,48 @@ impl SecretRef {
     }
 }
 
+/// A setting that may be a secret: a plain string (`"application/json"`), or a reference
+/// (`{ env = "API_KEY" }`, `{ file = "/run/secrets/key" }`) whose value is read where it is used
+/// and redacted wherever it could be shown. Travels in plans as written (references, not values).
+#[derive(Clone, Deserialize, serde::Serialize)]
+#[serde(untagged)]
+pub enum Setting {
+    /// Written in the config: not secret.
+    Text(String),
+    /// Read from the environment or a file: secret.
+    Secret(SecretRef),
+}
+
+impl fmt::Debug for Setting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Setting::Text(text) => write!(f, "{text:?}"),
+            Setting::Secret(secret) => secret.fmt(f),
+        }
+    }
+}
+
+impl From<&str> for Setting {
+    fn from(text: &str) -> Self {
+        Setting::Text(text.to_string())
+    }
+}
+
+impl Setting {
+    /// Whether the value is a secret (to be redacted where it could be shown).
+    pub fn is_secret(&self) -> bool {
+        matches!(self, Setting::Secret(_))
+    }
+
+    /// The value; `key` names the setting in errors (which never hold a secret's value).
+    pub fn resolve(&self, key: &str) -> Result<Secret, String> {
+        match self {
+            Setting::Text(text) => Ok(Secret(text.clone())),
+            Setting::Secret(secret) => secret.resolve(key),
+        }
+    }
+}
+
 /// A resolved secret. `Debug` and `Display` print `<redacted>`; only [`Secret::expose`] gives the value.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
@@ -120,5 +162,26 @@ mod tests {
         assert!(!format!("{plain:?}").contains("hunter2"));
         let e = SecretRef::Ref { env: Some("SLUICE_TEST_UNSET_VAR".into()), file: None }.resolve("k").unwrap_err();
         assert!(e.contains("SLUICE_TEST_UNSET_VAR is not set"), "{e}");
+    }
+
+    #[test]
+    fn settings_are_text_or_secret_references_that_travel_as_references() {
+        #[derive(Deserialize)]
+        struct Headers {
+            headers: std::collections::BTreeMap<String, Setting>,
+        }
+        // SAFETY: a variable unique to this test, set before it is read.
+        unsafe { std::env::set_var("SLUICE_TEST_SETTING_KEY", "k3y") };
+        let parsed: Headers =
+            toml::from_str("headers = { Accept = \"application/json\", X-Api-Key = { env = \"SLUICE_TEST_SETTING_KEY\" } }").unwrap();
+        let (accept, key) = (&parsed.headers["Accept"], &parsed.headers["X-Api-Key"]);
+        assert!(!accept.is_secret() && key.is_secret());
+        assert_eq!(accept.resolve("h").unwrap().expose(), "application/json");
+        assert_eq!(key.resolve("h").unwrap().expose(), "k3y");
+        let travelled = serde_json::to_string(&parsed.headers).unwrap();
+        assert_eq!(travelled, r#"{"Accept":"application/json","X-Api-Key":{"env":"SLUICE_TEST_SETTING_KEY"}}"#);
+        assert!(!format!("{:?}", parsed.headers).contains("k3y"));
+        let back: std::collections::BTreeMap<String, Setting> = serde_json::from_str(&travelled).unwrap();
+        assert_eq!(back["X-Api-Key"].resolve("h").unwrap().expose(), "k3y");
     }
 }

@@ -32,6 +32,8 @@ pub struct Client {
     http: reqwest::Client,
     token: Option<Token>,
     max_backoff: Duration,
+    /// `connection.headers`, their secrets read and marked sensitive.
+    headers: reqwest::header::HeaderMap,
 }
 
 /// An OAuth2 access token and when to fetch the next one.
@@ -59,7 +61,19 @@ impl Client {
             .timeout(timeout)
             .build()
             .map_err(|e| Error::Source(format!("source '{source}': HTTP client: {e}")))?;
-        Ok(Self { source: source.to_string(), connection: connection.clone(), base, http, token: None, max_backoff })
+        let mut headers = reqwest::header::HeaderMap::new();
+        for (name, setting) in &connection.headers {
+            let key = key(&format!("headers.{name}"));
+            let header = reqwest::header::HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| Error::Config(format!("{key}: '{name}' is not a valid HTTP header name")))?;
+            let value = setting.resolve(&key).map_err(Error::Config)?;
+            let mut value = reqwest::header::HeaderValue::from_str(value.expose()).map_err(|_| {
+                Error::Config(format!("{key}: the value holds characters an HTTP header cannot carry (line breaks, control characters)"))
+            })?;
+            value.set_sensitive(setting.is_secret());
+            headers.insert(header, value);
+        }
+        Ok(Self { source: source.to_string(), connection: connection.clone(), base, http, token: None, max_backoff, headers })
     }
 
     /// `path` (relative or absolute) against the base URL.
@@ -160,10 +174,7 @@ impl Client {
         let mut last = String::new();
         let mut attempt = 0;
         while attempt <= self.connection.max_retries {
-            let mut request = self.http.get(url.clone());
-            for (name, value) in &self.connection.headers {
-                request = request.header(name, value);
-            }
+            let mut request = self.http.get(url.clone()).headers(self.headers.clone());
             if let Some(token) = self.bearer().await? {
                 request = request.bearer_auth(token);
             }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::datastore::SecretRef;
+use crate::datastore::{SecretRef, Setting};
 
 /// How to reach the API.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -16,9 +16,10 @@ pub struct RestConnection {
     /// Authentication (default: none).
     #[serde(default)]
     pub auth: Option<RestAuth>,
-    /// Extra request headers (not secrets: those go in `auth`).
+    /// Extra request headers: text, or secret references (`X-Api-Key = { env = "CRM_KEY" }`),
+    /// sent as sensitive headers and never shown.
     #[serde(default)]
-    pub headers: BTreeMap<String, String>,
+    pub headers: BTreeMap<String, Setting>,
     /// Seconds one request may take before it is retried (default 30).
     #[serde(default = "default_timeout")]
     pub timeout_s: f64,
@@ -60,9 +61,10 @@ pub enum RestAuth {
 pub struct RestRead {
     /// Path of the first page, relative to the base URL.
     pub path: String,
-    /// Query parameters of every request.
+    /// Query parameters of every request: text, or secret references (`api_key = { env =
+    /// "CRM_KEY" }`), whose values are redacted in page labels, quarantine locations and logs.
     #[serde(default)]
-    pub query: BTreeMap<String, String>,
+    pub query: BTreeMap<String, Setting>,
     /// Where the records are in a page, as a dotted path (`records`, `data.items`); empty when
     /// the page is the array.
     #[serde(default)]
@@ -161,7 +163,8 @@ fn default_initial_watermark() -> String {
 impl RestRead {
     /// Whether the path or a query value takes the watermark.
     pub fn templated(&self) -> bool {
-        self.path.contains(WATERMARK) || self.query.values().any(|v| v.contains(WATERMARK))
+        self.path.contains(WATERMARK)
+            || self.query.values().any(|v| matches!(v, Setting::Text(text) if text.contains(WATERMARK)))
     }
 }
 

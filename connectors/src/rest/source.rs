@@ -10,6 +10,7 @@ use url::Url;
 
 use super::client::{Client, Fetched};
 use super::config::{Pagination, RUN_START, RestConnection, RestRead, WATERMARK};
+use crate::datastore::Setting;
 use crate::error::{Error, Result};
 use crate::json::{Decoded, JsonOptions, RecordDecoder, Reject};
 
@@ -69,13 +70,38 @@ impl RestPlan {
         text.replace(WATERMARK, since).replace(RUN_START, upto)
     }
 
+    /// `url`'s path and query as page labels show them: the values of secret query parameters
+    /// are `<redacted>` (also where the API echoes them in next-page links).
+    pub fn shown(&self, url: &Url) -> String {
+        let secret: Vec<&str> = self.read.query.iter().filter(|(_, v)| v.is_secret()).map(|(k, _)| k.as_str()).collect();
+        let query = match url.query() {
+            None => String::new(),
+            Some(_) if secret.is_empty() => format!("?{}", url.query().unwrap_or_default()),
+            Some(_) => {
+                let mut shown = url::form_urlencoded::Serializer::new(String::new());
+                for (name, value) in url.query_pairs() {
+                    let value = if secret.contains(&name.as_ref()) { "<redacted>".into() } else { value };
+                    shown.append_pair(&name, &value);
+                }
+                format!("?{}", shown.finish())
+            }
+        };
+        format!("{}{query}", url.path())
+    }
+
     /// The URL of page `k` (0-based) of offset or page pagination, or of the first page.
     fn page_url(&self, client: &Client, k: u64) -> Result<Url> {
         let mut url = client.url(&self.fill(&self.read.path))?;
         {
             let mut query = url.query_pairs_mut();
             for (name, value) in &self.read.query {
-                query.append_pair(name, &self.fill(value));
+                match value {
+                    Setting::Text(text) => query.append_pair(name, &self.fill(text)),
+                    Setting::Secret(_) => {
+                        let key = format!("sources.{}.read.query.{name}", self.source);
+                        query.append_pair(name, value.resolve(&key).map_err(Error::Config)?.expose())
+                    }
+                };
             }
             if let (Some(inc), Some(since)) = (&self.read.incremental, &self.since)
                 && let Some(param) = &inc.param
@@ -244,7 +270,7 @@ pub fn read_partition(plan: RestPlan, partition: usize) -> impl Stream<Item = Re
         let mut url = plan.page_url(&client, k)?;
         let mut number = 1u64;
         loop {
-            let page = format!("page {} ({}{})", if stride > 1 { k + 1 } else { number }, url.path(), url.query().map(|q| format!("?{q}")).unwrap_or_default());
+            let page = format!("page {} ({})", if stride > 1 { k + 1 } else { number }, plan.shown(&url));
             let json = match client.get(&url, &page).await? {
                 Fetched::Json(json) => json,
                 Fetched::Malformed { body, reason } => {

@@ -111,8 +111,9 @@ pub struct AvroInput {
     /// Writer schemas by registry id (`{ 1 = "event-v1.avsc" }`, files or JSON).
     #[serde(default)]
     pub writer_schemas: std::collections::BTreeMap<String, String>,
-    /// A Confluent-compatible schema registry (`http://host:8081`) asked for ids not listed.
-    pub registry: Option<String>,
+    /// A Confluent-compatible schema registry (`http://host:8081`) asked for ids not listed; a
+    /// URL holding credentials goes in a secret reference (`{ env = "REGISTRY_URL" }`).
+    pub registry: Option<sluice_connectors::datastore::Setting>,
 }
 
 impl AvroInput {
@@ -125,7 +126,8 @@ impl AvroInput {
             let id: u32 = id.parse().map_err(|_| Error::Invalid(format!("{key}: the key must be a schema id (a number)")))?;
             writers.insert(id, schema_text(schema, &key)?);
         }
-        sluice_connectors::avro::AvroDecoder::new(&reader, &writers, self.registry.as_deref(), batch_size)
+        let registry = self.registry.as_ref().map(|r| r.resolve("input.avro.registry")).transpose().map_err(Error::Invalid)?;
+        sluice_connectors::avro::AvroDecoder::new(&reader, &writers, registry.as_ref().map(|r| r.expose()), batch_size)
             .map_err(|e| Error::Invalid(format!("input.avro: {e}")))
     }
 }

@@ -173,7 +173,8 @@ pub struct Registry {
     root: Path,
     /// The registry's folder on this machine when the lake is local.
     local: Option<PathBuf>,
-    cache: PathBuf,
+    /// `scheme://authority` of the lake's store.
+    store_url: url::Url,
 }
 
 fn storage(e: object_store::Error, what: &str) -> Error {
@@ -186,12 +187,7 @@ impl Registry {
         let root_url = lake.root().join("_models/").map_err(|e| Error::Invalid(format!("model registry: {e}")))?;
         let root = lake.store_path(&root_url)?;
         let local = (lake.store_url().scheme() == "file").then(|| PathBuf::from(format!("/{root}")));
-        let cache = std::env::var_os("SLUICE_CACHE")
-            .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/sluice")))
-            .unwrap_or_else(std::env::temp_dir)
-            .join("models");
-        Ok(Self { store: lake.store(), root, local, cache })
+        Ok(Self { store: lake.store(), root, local, store_url: lake.store_url().clone() })
     }
 
     fn path(&self, parts: &[&str]) -> Path {
@@ -439,31 +435,17 @@ impl Registry {
         Ok(())
     }
 
-    /// A local path of the version's file: in the lake when it is on this machine, else a copy
-    /// in the cache (fetched once; versions never change).
-    pub async fn local_file(&self, version: &ModelVersion) -> Result<PathBuf> {
+    /// What `predict` is given for the version: its path in a local lake, else its lake URI with
+    /// its digest, which every executor fetches into its own cache (see `sluice_udfs::fetch`).
+    pub fn scoring_path(&self, version: &ModelVersion) -> Result<String> {
         let parts = [version.name.as_str(), "versions", &version.version.to_string(), version.file.as_str()];
         if let Some(local) = &self.local {
-            return Ok(parts.iter().fold(local.clone(), |p, part| p.join(part)));
+            return Ok(parts.iter().fold(local.clone(), |p, part| p.join(part)).display().to_string());
         }
-        let cached = self.cache.join(&version.name).join(version.version.to_string()).join(&version.file);
-        if !cached.exists() {
-            let bytes = self
-                .store
-                .get(&self.path(&parts))
-                .await
-                .map_err(|e| storage(e, &format!("fetching {}@{}", version.name, version.version)))?
-                .bytes()
-                .await
-                .map_err(|e| storage(e, &format!("fetching {}@{}", version.name, version.version)))?;
-            if let Some(dir) = cached.parent() {
-                std::fs::create_dir_all(dir).map_err(Error::io(format!("creating {}", dir.display())))?;
-            }
-            let partial = cached.with_extension("partial");
-            std::fs::write(&partial, &bytes).map_err(Error::io(format!("writing {}", partial.display())))?;
-            std::fs::rename(&partial, &cached).map_err(Error::io(format!("writing {}", cached.display())))?;
-        }
-        Ok(cached)
+        let digest = version.id.rsplit_once('@').map(|(_, d)| d).filter(|d| d.len() >= 8).ok_or_else(|| {
+            Error::Invalid(format!("model {}@{}: its id '{}' holds no digest", version.name, version.version, version.id))
+        })?;
+        Ok(sluice_udfs::fetch::model_uri(&self.store_url, self.path(&parts).as_ref(), digest))
     }
 }
 

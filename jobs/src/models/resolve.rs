@@ -80,13 +80,13 @@ pub async fn resolve_sql(lake: &Lake, sql: &str) -> Result<(String, Vec<ModelUse
     let mut uses = Vec::new();
     for reference in &references {
         let version = registry.resolve(&ModelRef::parse(reference)?).await?;
-        let path = registry.local_file(&version).await?;
+        let path = registry.scoring_path(&version)?;
         uses.push(ModelUse {
             reference: reference.clone(),
             name: version.name.clone(),
             version: version.version,
             id: version.id.clone(),
-            path: path.display().to_string(),
+            path,
         });
     }
     let _ = visit_expressions_mut(&mut statements, |expr| {
