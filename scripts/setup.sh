@@ -5,6 +5,9 @@
 #  - .cargo/config.toml pointing tch at it, giving binaries an rpath to it, and keeping the
 #    target dir in the same cache so a warm build is quick.
 # Usage: scripts/setup.sh            (quiet when everything is there already)
+#        scripts/setup.sh --cuda     also the CUDA libraries libtorch_cuda.so needs on a GPU
+#                                    node (cuBLAS, cuDNN, NCCL, cuSPARSE(Lt), cuFFT, cuRAND,
+#                                    cuFile, NVRTC, ...: about 3.5 GB more, once)
 # Env:   SLUICE_CACHE (default $HOME/.cache/sluice)
 set -euo pipefail
 
@@ -13,6 +16,22 @@ cache="${SLUICE_CACHE:-$HOME/.cache/sluice}"
 venv="$cache/torch-venv"
 torch_version="2.13.0"
 say() { printf '[setup] %s\n' "$*" >&2; }
+cuda=false
+for arg in "$@"; do
+  case "$arg" in
+    --cuda) cuda=true ;;
+    *) say "unknown option $arg (use --cuda for a GPU node)"; exit 2 ;;
+  esac
+done
+# What torch 2.13.0 requires on Linux (its METADATA: cuda-toolkit[...]==13.0.3, cudnn, cusparselt,
+# nccl, nvshmem), resolved by pip and pinned here so every GPU node gets the same set.
+cuda_wheels=(
+  nvidia-cublas==13.1.1.3 nvidia-cuda-cupti==13.0.85 nvidia-cuda-nvrtc==13.0.88
+  nvidia-cuda-runtime==13.0.96 nvidia-cufft==12.0.0.61 nvidia-cufile==1.15.1.6
+  nvidia-curand==10.4.0.35 nvidia-cusolver==12.0.4.66 nvidia-cusparse==12.6.3.3
+  nvidia-nvtx==13.0.85 nvidia-nvjitlink==13.5.37 nvidia-cudnn-cu13==9.20.0.48
+  nvidia-cusparselt-cu13==0.8.1 nvidia-nccl-cu13==2.29.7 nvidia-nvshmem-cu13==3.4.5
+)
 
 mkdir -p "$cache"
 
@@ -48,6 +67,20 @@ if [ ! -f "$stamp" ] || [ ! -f "$torch_dir/lib/libtorch_cpu.so" ]; then
   say "installed libtorch at $torch_dir"
 else
   say "libtorch $torch_version already installed at $torch_dir"
+fi
+
+if $cuda; then
+  cuda_stamp="$venv/.sluice-cuda-$torch_version"
+  if [ ! -f "$cuda_stamp" ]; then
+    say "installing the CUDA libraries of torch $torch_version from PyPI into $venv (about 3.5 GB, once)"
+    # Next to torch in the same site-packages: libtorch_cuda.so finds them through its RPATH
+    # ($ORIGIN/../../nvidia/*/lib), with no LD_LIBRARY_PATH.
+    "$venv/bin/pip" install --quiet --disable-pip-version-check --no-deps "${cuda_wheels[@]}"
+    touch "$cuda_stamp"
+    say "installed the CUDA libraries; executors on a GPU use it with --device auto or cuda"
+  else
+    say "CUDA libraries for torch $torch_version already installed"
+  fi
 fi
 
 # mold links the large test and CLI binaries in a fraction of GNU ld's time (bench/RESULTS.md).

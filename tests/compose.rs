@@ -46,6 +46,11 @@ fn compose_has_the_promised_services_and_valid_sluice_commands() {
     assert_eq!(strings(gpu.get("profiles")), ["gpu"], "the GPU executor is optional (profile gpu)");
     let gpu_command = strings(gpu.get("command")).join(" ");
     assert!(gpu_command.contains("--device cuda"), "{gpu_command}");
+    assert_eq!(gpu.get("image").and_then(|i| i.as_str()), Some("sluice:cuda"), "the GPU executor has the CUDA libraries");
+    let build = serde_yaml::to_string(gpu.get("build").unwrap()).unwrap();
+    assert!(build.contains("SLUICE_CUDA") && build.contains("true"), "{build}");
+    let dockerfile = std::fs::read_to_string(root().join("Dockerfile")).unwrap();
+    assert!(dockerfile.contains("setup.sh --cuda"), "the image installs the CUDA libraries when asked");
     let reservation = serde_yaml::to_string(gpu.get("deploy").unwrap()).unwrap();
     assert!(reservation.contains("nvidia") && reservation.contains("gpu"), "{reservation}");
     assert_eq!(services["demo"].get("restart").and_then(Value::as_str), Some("no"), "the demo runs once");
@@ -59,7 +64,8 @@ fn compose_has_the_promised_services_and_valid_sluice_commands() {
         if command.first().map(String::as_str) != Some("sluice") {
             continue;
         }
-        assert_eq!(image(name), "sluice:dev", "{name} runs sluice from another image");
+        let expected = if name == "executor-gpu" { "sluice:cuda" } else { "sluice:dev" };
+        assert_eq!(image(name), expected, "{name} runs sluice from another image");
         // Files a command names come from the repository (examples/, mounted read-only) or are
         // written by a service of this file: none may be left for the user to make.
         for path in command.iter().filter(|a| a.starts_with('/')) {

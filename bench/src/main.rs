@@ -134,6 +134,19 @@ enum Bench {
         #[arg(long, default_value_t = 5000)]
         batch: usize,
     },
+    /// The CUDA path against the CPU path on the same model and rows: largest difference
+    /// (fails above 1e-5 relative) and rows per second of each (scripts/cuda-check.sh).
+    CudaCheck {
+        /// TorchScript model (default: the 16-input fixture the UDF tests use).
+        #[arg(long, default_value = "udfs/tests/fixtures/scorer_16.pt")]
+        model: String,
+        /// Rows scored on each device.
+        #[arg(long, default_value_t = 2_000_000)]
+        rows: usize,
+        /// Rows per forward pass.
+        #[arg(long, default_value_t = 65_536)]
+        batch: usize,
+    },
     /// librdkafka's own Kafka-protocol broker (its mock cluster), on a loopback port, until
     /// killed: prints its bootstrap servers. A second broker for the hot path's latency bench.
     KafkaMock {
@@ -170,7 +183,52 @@ async fn main() -> Result<()> {
         Bench::KafkaMock { topics } => kafka::mock_broker(&topics).await,
         Bench::Sketch { rows } => sketch(rows),
         Bench::Decode { events, features, batch } => decode(events, features, batch),
+        Bench::CudaCheck { model, rows, batch } => cuda_check(&model, rows, batch),
     }
+}
+
+/// Scores the same rows on the CPU and on CUDA and compares them; prints throughput of each.
+fn cuda_check(path: &str, rows: usize, batch: usize) -> Result<()> {
+    use sluice_udfs::model::{Model, Output};
+    let gpu = sluice_udfs::device::parse_device("cuda").map_err(|e| anyhow::anyhow!(e))?;
+    let cpu_model = Model::load_on(path, tch::Device::Cpu)?;
+    let gpu_model = Model::load_on(path, gpu)?;
+    let inputs = cpu_model.declared_inputs().unwrap_or(16);
+    let shape = cpu_model.probe(inputs)?;
+    anyhow::ensure!(gpu_model.probe(inputs)? == shape, "the model's shape differs between the devices");
+    let batch = batch.clamp(1, rows.max(1));
+    // Deterministic features in [-2, 2).
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    let features: Vec<f32> = (0..batch * inputs)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 40) as f32 / (1u64 << 24) as f32 * 4.0 - 2.0
+        })
+        .collect();
+    let values = |out: Output| -> Vec<f64> {
+        match out {
+            Output::F32(v) => v.into_iter().map(f64::from).collect(),
+            Output::F64(v) => v,
+        }
+    };
+    let cpu = values(cpu_model.forward_columns(&features, batch, shape)?);
+    let cuda = values(gpu_model.forward_columns(&features, batch, shape)?);
+    let worst = cpu.iter().zip(&cuda).map(|(a, b)| (a - b).abs() / a.abs().max(1.0)).fold(0.0f64, f64::max);
+    println!("model        {} ({} inputs, {} outputs)", cpu_model.id(), shape.inputs, shape.outputs);
+    println!("difference   {worst:.2e} at most (relative, {} values), limit 1e-5", cpu.len());
+    let passes = rows.div_ceil(batch);
+    for (name, model) in [("cpu", &cpu_model), (sluice_udfs::device::device_name(gpu).as_str(), &gpu_model)] {
+        let started = std::time::Instant::now();
+        for _ in 0..passes {
+            model.forward_columns(&features, batch, shape)?;
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        println!("{name:<12} {:.0} rows/s ({} rows in {seconds:.2} s, batches of {batch})", (passes * batch) as f64 / seconds, passes * batch);
+    }
+    anyhow::ensure!(worst <= 1e-5, "CUDA and CPU differ by {worst:.2e}, more than 1e-5");
+    Ok(())
 }
 
 /// Times `Profile::add` over `rows` rows of 16 bell-shaped float32 columns, batches of 8,192,

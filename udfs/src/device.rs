@@ -19,6 +19,7 @@ pub fn load_cuda_backend() -> bool {
             candidates.push(format!("{dir}/libtorch_cuda.so"));
         }
         candidates.push("libtorch_cuda.so".to_string());
+        let mut why = None;
         for lib in &candidates {
             // SAFETY: loading libtorch's own CUDA library runs its static initialisers, which
             // register the CUDA dispatch keys; it has no other side effect on this process.
@@ -29,11 +30,33 @@ pub fn load_cuda_backend() -> bool {
                     tracing::debug!(library = %lib, "loaded libtorch CUDA backend");
                     break;
                 }
-                Err(e) => tracing::debug!(library = %lib, error = %e, "libtorch CUDA backend not loaded"),
+                Err(e) => {
+                    tracing::debug!(library = %lib, error = %e, "libtorch CUDA backend not loaded");
+                    why.get_or_insert_with(|| e.to_string());
+                }
             }
         }
-        tch::Cuda::is_available()
+        let available = tch::Cuda::is_available();
+        if !available && gpu_present() {
+            // A GPU machine scoring on the CPU is a setup problem, not a choice: say what is missing.
+            let why = why.unwrap_or_else(|| "libtorch's CUDA backend loaded, but it sees no device (driver?)".into());
+            tracing::warn!(
+                missing = %why,
+                "this machine has an NVIDIA GPU but models will run on the CPU; install the CUDA libraries with \
+                 scripts/setup.sh --cuda"
+            );
+            let _ = LOAD_ERROR.set(why);
+        }
+        available
     })
+}
+
+/// Why the CUDA backend did not load on a GPU machine, for error messages.
+static LOAD_ERROR: OnceLock<String> = OnceLock::new();
+
+/// Whether an NVIDIA GPU and its driver are on this machine.
+fn gpu_present() -> bool {
+    std::path::Path::new("/proc/driver/nvidia/version").exists() || std::path::Path::new("/dev/nvidia0").exists()
 }
 
 /// Parses a device name (`auto`, `cpu`, `cuda`, `cuda:N`).
@@ -52,10 +75,16 @@ pub fn parse_device(name: &str) -> Result<Device, String> {
 
 fn cuda(n: usize) -> Result<Device, String> {
     if !load_cuda_backend() {
-        return Err(format!(
-            "device cuda:{n} was asked for but CUDA is not available on this machine \
-             (no GPU, or libtorch_cuda.so and its CUDA libraries are not installed); use cpu or auto"
-        ));
+        return Err(match LOAD_ERROR.get() {
+            Some(why) => format!(
+                "device cuda:{n} was asked for but libtorch's CUDA backend cannot load ({why}); install the CUDA \
+                 libraries with scripts/setup.sh --cuda, or use cpu or auto"
+            ),
+            None => format!(
+                "device cuda:{n} was asked for but CUDA is not available on this machine (no NVIDIA GPU or \
+                 driver); use cpu or auto"
+            ),
+        });
     }
     let count = usize::try_from(tch::Cuda::device_count()).unwrap_or(0);
     if n >= count {
