@@ -21,3 +21,4 @@ mod secrets;
 mod sources;
 mod split;
 mod stream;
+mod tls;

@@ -16,6 +16,7 @@ pub mod postgres;
 pub mod quarantine;
 pub mod relational;
 pub mod rest;
+pub mod tls;
 
 pub use error::{Error, Result};
 

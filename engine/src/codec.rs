@@ -279,6 +279,10 @@ mod tests {
                 password: None,
                 database: "d".into(),
                 connect_timeout_s: 1,
+                tls: Some(sluice_connectors::tls::TlsOptions {
+                    mode: sluice_connectors::tls::TlsMode::VerifyCa,
+                    ca: Some("/etc/ca.pem".into()),
+                }),
             },
             from: "\"t\"".into(),
             label: "t".into(),

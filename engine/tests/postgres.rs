@@ -30,6 +30,7 @@ fn connection() -> PostgresConnection {
         password: None,
         database: "test".into(),
         connect_timeout_s: 10,
+        tls: None,
     }
 }
 

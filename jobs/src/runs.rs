@@ -136,14 +136,9 @@ impl Catalog {
     /// Opens the catalog at `location`: a `postgres://` URL, or a SQLite file path.
     pub async fn open(location: &str) -> Result<Self> {
         if location.starts_with("postgres://") || location.starts_with("postgresql://") {
-            let (client, connection) = tokio_postgres::connect(location, tokio_postgres::NoTls).await.map_err(|e| {
-                Error::Invalid(format!("run catalog: cannot connect to PostgreSQL: {e}"))
-            })?;
-            tokio::spawn(async move {
-                if let Err(e) = connection.await {
-                    tracing::warn!(error = %e, "run catalog connection ended");
-                }
-            });
+            let client = sluice_connectors::postgres::connect_url("run catalog", location)
+                .await
+                .map_err(|e| Error::Invalid(e.to_string()))?;
             client
                 .batch_execute(
                     "CREATE TABLE IF NOT EXISTS sluice_runs (id TEXT PRIMARY KEY, kind TEXT NOT NULL, name TEXT NOT NULL, \

@@ -24,6 +24,10 @@ pub struct MqttConnection {
     /// Password (`{ env = "NAME" }` or `{ file = "PATH" }`).
     #[serde(default)]
     pub password: Option<SecretRef>,
+    /// TLS: `{ mode = "verify-full", ca = "/path/ca.pem" }` (default: plain TCP; brokers
+    /// usually listen for TLS on 8883).
+    #[serde(default)]
+    pub tls: Option<crate::tls::TlsOptions>,
 }
 
 /// What to subscribe to and how to cut micro-batches.

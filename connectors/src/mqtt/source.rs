@@ -95,6 +95,10 @@ impl Subscription {
             };
             options.set_credentials(user.clone(), password);
         }
+        let tls_key = format!("sources.{source}.connection.tls");
+        if let Some(tls) = connection.tls.as_ref().map(|t| t.client_config(&tls_key)).transpose()?.flatten() {
+            options.set_transport(rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(tls)));
+        }
         let (client, mut events) = AsyncClient::new(options, GROUP);
         for topic in &read.topics {
             client

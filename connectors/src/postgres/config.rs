@@ -25,6 +25,9 @@ pub struct PostgresConnection {
     /// Seconds to wait for a connection.
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout_s: u64,
+    /// TLS: `{ mode = "verify-full", ca = "/path/ca.pem" }` (default: plain TCP).
+    #[serde(default)]
+    pub tls: Option<crate::tls::TlsOptions>,
 }
 
 fn default_host() -> String {

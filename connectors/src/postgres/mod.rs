@@ -11,5 +11,5 @@ mod types;
 
 pub use config::PostgresConnection;
 pub use sink::{ServingTable, Upserter};
-pub use source::{PgColumn, PostgresPlan, Watermark, connect, plan, read_partition};
+pub use source::{PgColumn, PostgresPlan, Watermark, connect, connect_url, plan, read_partition};
 pub use types::PgKind;

@@ -128,18 +128,74 @@ pub(crate) async fn connect_to(what: &str, password_key: &str, conn: &PostgresCo
         let secret = password.resolve(password_key).map_err(Error::Config)?;
         config.password(secret.expose());
     }
-    let (client, connection) = config.connect(NoTls).await.map_err(|e| {
-        Error::Source(format!(
-            "{what}: cannot connect to PostgreSQL at {}:{} database '{}' as '{}': {e}",
-            conn.host, conn.port, conn.database, conn.user
-        ))
-    })?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::debug!(error = %e, "postgres connection closed");
+    let tls_key = format!("{}.tls", password_key.rsplit_once('.').map_or(password_key, |(prefix, _)| prefix));
+    let tls = conn.tls.as_ref().map(|t| t.client_config(&tls_key)).transpose()?.flatten();
+    let at = format!("PostgreSQL at {}:{} database '{}' as '{}'", conn.host, conn.port, conn.database, conn.user);
+    connect_config(what, &at, config, tls).await
+}
+
+/// Opens a connection from a `postgres://` URL for `what` (e.g. the run catalog). Besides what
+/// tokio-postgres reads, it takes libpq's `sslmode` (`disable`, `prefer`, `require`, `verify-ca`,
+/// `verify-full`) and `sslrootcert` (a CA PEM file) parameters; errors never show the URL.
+pub async fn connect_url(what: &str, url: &str) -> Result<Client> {
+    let bad = |why: String| Error::Config(format!("{what}: {why}"));
+    let mut parsed = url::Url::parse(url).map_err(|e| bad(format!("not a postgres:// URL ({e})")))?;
+    let mut tls = crate::tls::TlsOptions { mode: crate::tls::TlsMode::Disable, ca: None };
+    let mut kept = Vec::new();
+    for (key, value) in parsed.query_pairs() {
+        match key.as_ref() {
+            "sslmode" => {
+                tls.mode = match value.as_ref() {
+                    // "prefer" falls back to plain TCP silently in libpq; here it means "encrypt".
+                    "prefer" => crate::tls::TlsMode::Require,
+                    other => other.parse().map_err(|e: Error| bad(format!("sslmode: {e}")))?,
+                }
+            }
+            "sslrootcert" => tls.ca = Some(value.into_owned().into()),
+            _ => kept.push((key.into_owned(), value.into_owned())),
         }
-    });
-    Ok(client)
+    }
+    parsed.set_query(None);
+    if !kept.is_empty() {
+        parsed.query_pairs_mut().extend_pairs(kept);
+    }
+    let config: tokio_postgres::Config =
+        parsed.as_str().parse().map_err(|e| bad(format!("the PostgreSQL URL does not parse: {e}")))?;
+    let key = format!("{what} (sslmode/sslrootcert)");
+    let tls = tls.client_config(&key)?;
+    let host = parsed.host_str().unwrap_or("localhost");
+    let at = format!("PostgreSQL at {host}:{} database '{}'", parsed.port().unwrap_or(5432), parsed.path().trim_start_matches('/'));
+    connect_config(what, &at, config, tls).await
+}
+
+/// Connects with `config`, over TLS when `tls` is set; `at` says where in errors.
+async fn connect_config(
+    what: &str,
+    at: &str,
+    mut config: tokio_postgres::Config,
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+) -> Result<Client> {
+    let failed = |e: tokio_postgres::Error| {
+        let how = if tls.is_some() { " over TLS" } else { "" };
+        // The server's own reason (e.g. pg_hba's "no encryption") is in the error's source.
+        let detail = std::error::Error::source(&e).map(|s| format!(" ({s})")).unwrap_or_default();
+        Error::Source(format!("{what}: cannot connect to {at}{how}: {e}{detail}"))
+    };
+    let closed = |e: tokio_postgres::Error| tracing::debug!(error = %e, "postgres connection closed");
+    match &tls {
+        None => {
+            let (client, connection) = config.connect(NoTls).await.map_err(failed)?;
+            tokio::spawn(async move { connection.await.unwrap_or_else(closed) });
+            Ok(client)
+        }
+        Some(tls) => {
+            config.ssl_mode(tokio_postgres::config::SslMode::Require);
+            let connector = tokio_postgres_rustls::MakeRustlsConnect::new(tls.as_ref().clone());
+            let (client, connection) = config.connect(connector).await.map_err(failed)?;
+            tokio::spawn(async move { connection.await.unwrap_or_else(closed) });
+            Ok(client)
+        }
+    }
 }
 
 /// `"a"."b"` from `a.b`.
