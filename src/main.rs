@@ -771,14 +771,8 @@ async fn run(cli: Cli) -> Result<()> {
                 };
                 let batches = sluice_jobs::etl::run_stream(&lake, &spec, &mut print).await?;
                 let sum = |f: fn(&sluice_jobs::etl::stream::BatchSummary) -> u64| batches.iter().map(f).sum::<u64>();
-                println!(
-                    "stopped      {} batches: {} read = {} landed + {} quarantined + {} duplicates",
-                    batches.len(),
-                    sum(|b| b.read),
-                    sum(|b| b.landed),
-                    sum(|b| b.quarantined),
-                    sum(|b| b.duplicates)
-                );
+                let parts = [(sum(|b| b.landed), "landed"), (sum(|b| b.quarantined), "quarantined"), (sum(|b| b.duplicates), "duplicates")];
+                println!("stopped      {} batches: {}", batches.len(), accounted(sum(|b| b.read), &parts, "filtered by the transform"));
                 return Ok(());
             }
             let (ctx, _cluster) = session(&cluster).await?;
@@ -812,14 +806,9 @@ async fn run(cli: Cli) -> Result<()> {
             // A merge rewrites rows of other keys too: what landed are the new rows.
             let landed = w.merged.map_or(w.rows, |m| m.rows);
             if let Some(c) = &s.records {
-                let dropped = c.read.saturating_sub(c.rejected).saturating_sub(landed);
-                println!(
-                    "records      {} read = {} landed + {} quarantined{}",
-                    c.read,
-                    landed.min(c.read - c.rejected),
-                    c.rejected,
-                    if dropped > 0 { format!(" + {dropped} dropped (duplicates, transform filters)") } else { String::new() }
-                );
+                // Read (by the readers), quarantined (by the quarantine) and landed (the written
+                // files' footers) are counted apart; what is left is what the transform dropped.
+                println!("records      {}", accounted(c.read, &[(landed, "landed"), (c.rejected, "quarantined")], "dropped (duplicates, transform filters)"));
             }
             if let Some(q) = &s.quarantine {
                 println!("quarantined  {}@{}: {} records with location, raw text and reason", q.asset, q.version, q.rows);
@@ -1689,6 +1678,18 @@ async fn asset(command: AssetCommand) -> Result<()> {
 }
 
 /// `128MB`, `1GiB`, `500k`, `1048576` as bytes.
+/// `N read = A landed + B quarantined [+ R rest]` from counts taken apart; when the parts add up
+/// to more than was read (a transform that makes rows), it says so instead of an equation.
+fn accounted(read: u64, parts: &[(u64, &str)], rest: &str) -> String {
+    let total: u64 = parts.iter().map(|(n, _)| n).sum();
+    let listed = parts.iter().map(|(n, what)| format!("{n} {what}")).collect::<Vec<_>>();
+    match read.checked_sub(total) {
+        Some(0) => format!("{read} read = {}", listed.join(" + ")),
+        Some(left) => format!("{read} read = {} + {left} {rest}", listed.join(" + ")),
+        None => format!("{read} read; {} ({} more than read: the transform makes rows)", listed.join(", "), total - read),
+    }
+}
+
 fn parse_size(text: &str) -> Result<u64> {
     let t = text.trim().to_ascii_lowercase();
     let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
@@ -1763,5 +1764,19 @@ fn main() -> ExitCode {
             eprintln!("error: {message}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn summary_lines_add_up_only_when_the_counts_do() {
+        let parts = [(3, "landed"), (2, "quarantined")];
+        assert_eq!(super::accounted(5, &parts, "dropped"), "5 read = 3 landed + 2 quarantined");
+        assert_eq!(super::accounted(9, &parts, "dropped"), "9 read = 3 landed + 2 quarantined + 4 dropped");
+        assert_eq!(
+            super::accounted(4, &parts, "dropped"),
+            "4 read; 3 landed, 2 quarantined (1 more than read: the transform makes rows)"
+        );
     }
 }

@@ -398,6 +398,15 @@ fn ndjson_numbers_written_as_strings_are_quarantined_unless_coerced() {
     let coerced = ok(sluice_at(&lake).arg("run").arg(job(true, "coerced")).output().unwrap(), "coerced run");
     assert!(coerced.contains("records      5 read = 5 landed + 0 quarantined"), "{coerced}");
     assert_eq!(count(&lake, "SELECT SUM(seq) FROM coerced"), "15");
+
+    // The counts are taken apart: a transform that makes two rows of each shows as such, not as
+    // an equation that holds by construction.
+    let doubled = dir.path().join("doubled.toml");
+    let text = std::fs::read_to_string(job(true, "doubled")).unwrap()
+        + "\n[transform]\nsql = \"SELECT e.*, k FROM events e CROSS JOIN (SELECT unnest([1, 2]) AS k) AS twice\"\n";
+    std::fs::write(&doubled, text).unwrap();
+    let out = ok(sluice_at(&lake).arg("run").arg(&doubled).output().unwrap(), "doubled run");
+    assert!(out.contains("records      5 read; 10 landed, 0 quarantined (5 more than read: the transform makes rows)"), "{out}");
 }
 
 /// One NDJSON line is exactly one JSON value, and a record without its de-duplication key or

@@ -1,4 +1,4 @@
-//! TLS to PostgreSQL (source and run catalog) and to an MQTT broker, against servers of the
+//! TLS to PostgreSQL (source and run catalog), MariaDB and an MQTT broker, against servers of the
 //! test's own on loopback that accept TLS only, with a CA and a server certificate made here:
 //! `verify-full` lands the rows, plain TCP is refused by the server, `verify-full` under a name
 //! the certificate does not hold and a CA that did not sign it are refused by Sluice, and
@@ -274,4 +274,109 @@ fn an_mqtt_source_reads_a_tls_listener_and_checks_its_certificate() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && stderr.contains("cannot connect to the MQTT broker"), "{stderr}");
     let _ = std::fs::remove_dir_all(&shared);
+}
+
+/// A MariaDB server of its own (Debian's binaries, as `mysql`) on a free port, with
+/// `require_secure_transport`; user `sluice` (password `tls-pw`) from anywhere; stopped on drop.
+struct TlsMariadb {
+    dir: PathBuf,
+    port: u16,
+    _server: Child,
+}
+
+impl TlsMariadb {
+    fn start(certs: &Path) -> Self {
+        assert!(Command::new("bash").arg(root().join("scripts/mariadb.sh")).status().unwrap().success());
+        let dir = std::env::temp_dir().join(format!("sluice-mariadb-tls-{}-{}", std::process::id(), free_port()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for file in ["ca.pem", "server.pem", "server.key"] {
+            std::fs::copy(certs.join(file), dir.join(file)).unwrap();
+        }
+        let data = dir.join("data");
+        assert!(Command::new("chown").args(["-R", "mysql:mysql"]).arg(&dir).status().unwrap().success());
+        let out = Command::new("mariadb-install-db")
+            .arg(format!("--datadir={}", data.display()))
+            .args(["--user=mysql", "--auth-root-authentication-method=normal", "--skip-test-db"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "mariadb-install-db: {}", String::from_utf8_lossy(&out.stderr));
+        let port = free_port();
+        let log = std::fs::File::create(dir.join("server.log")).unwrap();
+        let arg = |name: &str, file: &str| format!("--{name}={}", dir.join(file).display());
+        let server = Child(
+            Command::new("/usr/sbin/mariadbd")
+                .args(["--no-defaults", "--user=mysql", "--bind-address=127.0.0.1", "--require-secure-transport=ON"])
+                .arg(format!("--datadir={}", data.display()))
+                .arg(format!("--port={port}"))
+                .args([arg("socket", "sock"), arg("pid-file", "pid"), arg("ssl-ca", "ca.pem"), arg("ssl-cert", "server.pem")])
+                .arg(arg("ssl-key", "server.key"))
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        );
+        wait_for_port(port, "the TLS MariaDB");
+        let db = Self { dir, port, _server: server };
+        db.sql(
+            "DELETE FROM mysql.global_priv WHERE User = ''; FLUSH PRIVILEGES; \
+             CREATE USER 'sluice'@'localhost' IDENTIFIED BY 'tls-pw'; CREATE USER 'sluice'@'127.0.0.1' IDENTIFIED BY 'tls-pw'; \
+             GRANT ALL ON *.* TO 'sluice'@'localhost'; GRANT ALL ON *.* TO 'sluice'@'127.0.0.1'; CREATE DATABASE tlsdb; \
+             USE tlsdb; CREATE TABLE readings (id INT PRIMARY KEY, name VARCHAR(20)); \
+             INSERT INTO readings SELECT seq, CONCAT('r', seq) FROM seq_1_to_250",
+        );
+        db
+    }
+
+    fn sql(&self, sql: &str) {
+        let socket = format!("--socket={}", self.dir.join("sock").display());
+        let out = Command::new("mysql").args([socket.as_str(), "-u", "root", "-e", sql]).output().unwrap();
+        assert!(out.status.success(), "{sql}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+impl Drop for TlsMariadb {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn mysql_sources_speak_tls_as_their_mode_says() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = certificates(&dir.path().join("certs"), &["db.internal", "127.0.0.1"]);
+    let db = TlsMariadb::start(&certs);
+    let lake = dir.path().join("lake");
+    let job = |name: &str, host: &str, tls: &str| {
+        let path = dir.path().join(format!("{name}.toml"));
+        std::fs::write(
+            &path,
+            format!(
+                "[job]\nname = \"{name}\"\n\n[sources.readings]\nkind = \"mysql\"\n\n[sources.readings.connection]\n\
+                 host = \"{host}\"\nport = {}\nuser = \"sluice\"\npassword = {{ env = \"TLS_DB_PASSWORD\" }}\n\
+                 database = \"tlsdb\"\n{tls}\n\n[sources.readings.read]\ntable = \"readings\"\n\n[sink]\nasset = \"{name}\"\n",
+                db.port
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let run = |path: &Path| sluice_at(&lake).env("TLS_DB_PASSWORD", "tls-pw").arg("run").arg(path).output().unwrap();
+    let ca = certs.join("ca.pem");
+    let full = job("full", "127.0.0.1", &format!("tls = {{ mode = \"verify-full\", ca = \"{}\" }}", ca.display()));
+    assert!(ok(run(&full), "verify-full").contains("full@0: 250 rows"));
+    let out = run(&job("plain", "127.0.0.1", ""));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // The same user and password over plain TCP: refused by the server (which requires TLS).
+    assert!(!out.status.success() && (stderr.contains("insecure transport") || stderr.contains("Access denied")), "{stderr}");
+    let out = run(&job("wrong_name", "localhost", &format!("tls = {{ ca = \"{}\" }}", ca.display())));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("over TLS"), "{stderr}");
+    let out = run(&job("chain_only", "localhost", &format!("tls = {{ mode = \"verify-ca\", ca = \"{}\" }}", ca.display())));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("verify-ca\" is not available for MySQL"), "{stderr}");
+    let other = certs.join("other-ca.pem");
+    let out = run(&job("stranger", "127.0.0.1", &format!("tls = {{ ca = \"{}\" }}", other.display())));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("over TLS"), "{stderr}");
+    assert!(ok(run(&job("encrypted", "localhost", "tls = { mode = \"require\" }")), "require").contains("encrypted@0: 250 rows"));
 }

@@ -176,3 +176,30 @@ impl ServerCertVerifier for Relaxed {
         self.algorithms.supported_schemes()
     }
 }
+
+/// The same settings for mysql_async (which builds its own rustls client): roots from `ca`
+/// (else the webpki roots), nothing checked with `require`. `verify-ca` is refused: mysql_async
+/// 0.36 recognises a wrong host name only by an error text rustls 0.23 no longer writes, so it
+/// would check the name anyway. None for plain TCP.
+pub fn mysql_ssl(options: &TlsOptions, key: &str) -> Result<Option<mysql_async::SslOpts>> {
+    // mysql_async asks rustls for the process's default provider: make it ring, as everywhere.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let ssl = match options.mode {
+        TlsMode::Disable => return Ok(None),
+        TlsMode::Require => mysql_async::SslOpts::default().with_danger_accept_invalid_certs(true),
+        TlsMode::VerifyCa => {
+            return Err(Error::Config(format!(
+                "{key}: mode = \"verify-ca\" is not available for MySQL/MariaDB (the driver checks the host name \
+                 whenever it checks the certificate); use verify-full with a host name the certificate holds, or require"
+            )));
+        }
+        TlsMode::VerifyFull => mysql_async::SslOpts::default(),
+    };
+    Ok(Some(match &options.ca {
+        Some(path) => {
+            options.roots(key)?;
+            ssl.with_root_certs(vec![path.clone().into()])
+        }
+        None => ssl,
+    }))
+}

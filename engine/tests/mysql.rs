@@ -36,6 +36,7 @@ impl Db {
             user: "root".into(),
             password: None,
             database: "test".into(),
+            tls: None,
         };
         let mut c = connect("setup", &conn).await.unwrap();
         c.query_drop(format!("DROP DATABASE IF EXISTS {name}")).await.unwrap();

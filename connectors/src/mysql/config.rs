@@ -23,6 +23,9 @@ pub struct MysqlConnection {
     pub password: Option<SecretRef>,
     /// Database name.
     pub database: String,
+    /// TLS: `{ mode = "verify-full", ca = "/path/ca.pem" }` (default: plain TCP).
+    #[serde(default)]
+    pub tls: Option<crate::tls::TlsOptions>,
 }
 
 fn default_host() -> String {

@@ -122,9 +122,12 @@ pub async fn connect(source: &str, conn: &MysqlConnection) -> Result<Conn> {
         let secret = password.resolve(&format!("sources.{source}.password")).map_err(Error::Config)?;
         opts = opts.pass(Some(secret.expose().to_string()));
     }
+    let tls = conn.tls.as_ref().map(|t| crate::tls::mysql_ssl(t, &format!("sources.{source}.connection.tls"))).transpose()?.flatten();
+    let how = if tls.is_some() { " over TLS" } else { "" };
+    opts = opts.ssl_opts(tls);
     let mut c = Conn::new(opts).await.map_err(|e| {
         Error::Source(format!(
-            "source '{source}': cannot connect to MySQL at {}:{} database '{}' as '{}': {e}",
+            "source '{source}': cannot connect to MySQL at {}:{} database '{}' as '{}'{how}: {e}",
             conn.host, conn.port, conn.database, conn.user
         ))
     })?;
