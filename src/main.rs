@@ -1,5 +1,5 @@
 //! `sluice`: the command line. Parses arguments, starts or connects to a cluster, and hands the
-//! work to `sluice-jobs`; nothing else lives here.
+//! work to the capability crates under jobs/; nothing else lives here.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -11,7 +11,7 @@ use sluice_engine::{
     AssetRef, Datastore, EmbeddedCluster, EmbeddedOptions, ExecutorOptions, Lake, SchedulerOptions, SessionContext,
     WorkspaceConfig,
 };
-use sluice_jobs::demo::{self, DemoOptions};
+use sluice_demo::{self as demo, DemoOptions};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser, Debug)]
@@ -657,7 +657,7 @@ async fn cluster_session(args: &ClusterArgs) -> Result<(SessionContext, Option<E
 
 fn init_tracing() {
     let filter = EnvFilter::try_from_env("SLUICE_LOG")
-        .unwrap_or_else(|_| EnvFilter::new("warn,sluice=info,sluice_engine=info,sluice_jobs=info,sluice_udfs=warn"));
+        .unwrap_or_else(|_| EnvFilter::new("warn,sluice=info,sluice_engine=info,sluice_catalog=info,sluice_monitor=info,sluice_datasets=info,sluice_score=info,sluice_stream=info,sluice_ingest=info,sluice_server=info,sluice_demo=info,sluice_udfs=warn"));
     use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -700,16 +700,16 @@ async fn run(cli: Cli) -> Result<()> {
                     .with_context(|| format!("--table {name}: cannot register Parquet at {path}"))?;
             }
             let ctx = ctx.enable_url_table();
-            let (sql, models) = sluice_jobs::models::resolve::resolve_sql(&cluster.workspace.lake()?, &sql).await?;
+            let (sql, models) = sluice_catalog::models::resolve::resolve_sql(&cluster.workspace.lake()?, &sql).await?;
             for m in &models {
                 eprintln!("model        {} = {} version {} ({})", m.reference, m.name, m.version, m.id);
             }
-            let batches = sluice_jobs::sql::run(&ctx, &sql).await?;
-            print!("{}", sluice_jobs::sql::format_table(&batches, max_rows)?);
+            let batches = sluice_catalog::sql::run(&ctx, &sql).await?;
+            print!("{}", sluice_catalog::sql::format_table(&batches, max_rows)?);
         }
         Command::Asset { command } => asset(command).await?,
         Command::Stream { job, metrics, workspace } => {
-            let spec = sluice_jobs::hot::StreamJob::load(&job)?;
+            let spec = sluice_stream::StreamJob::load(&job)?;
             let lake = workspace.lake()?;
             println!(
                 "stream       {} reading {} as group {} (Ctrl-C or SIGTERM stop after the batch in hand)",
@@ -717,7 +717,7 @@ async fn run(cli: Cli) -> Result<()> {
                 spec.input.topics.join(", "),
                 spec.group()
             );
-            let latest = std::sync::Arc::new(std::sync::Mutex::new(sluice_jobs::hot::StreamStatus::default()));
+            let latest = std::sync::Arc::new(std::sync::Mutex::new(sluice_stream::StreamStatus::default()));
             if let Some(address) = metrics {
                 let listener = tokio::net::TcpListener::bind(&address)
                     .await
@@ -730,18 +730,18 @@ async fn run(cli: Cli) -> Result<()> {
                 };
                 tokio::spawn(sluice_engine::metrics::serve(listener, std::sync::Arc::new(text)));
             }
-            let mut print = |status: &sluice_jobs::hot::StreamStatus| {
+            let mut print = |status: &sluice_stream::StreamStatus| {
                 eprintln!("status       {status}");
                 if let Ok(mut latest) = latest.lock() {
                     *latest = status.clone();
                 }
             };
-            let total = sluice_jobs::hot::run(&spec, Some(&lake), stopped(), &mut print).await?;
+            let total = sluice_stream::run(&spec, Some(&lake), stopped(), &mut print).await?;
             println!("stopped      {total}; {:.1} s in all, {:.1} s busy", total.seconds, total.busy_seconds);
         }
         Command::Run { job, run_id, resume, cluster } => {
             // Validated before anything starts.
-            let spec = sluice_jobs::etl::JobFile::load(&job)?;
+            let spec = sluice_ingest::JobFile::load(&job)?;
             let lake = cluster.workspace.lake()?;
             if let Some(config) = &spec.score {
                 return score(config.spec(&spec.sink.asset, resume)?, &cluster, run_id, &spec.job.name).await;
@@ -749,16 +749,16 @@ async fn run(cli: Cli) -> Result<()> {
             if let Some(config) = &spec.quality {
                 return quality(config, Some(&spec.sink.asset), &cluster, run_id, &spec.job.name).await;
             }
-            if sluice_jobs::etl::is_stream(&spec) {
+            if sluice_ingest::is_stream(&spec) {
                 // A live subscription lands in micro-batches in this process, until stopped.
-                let mut print = |event: &sluice_jobs::etl::StreamEvent| match event {
-                    sluice_jobs::etl::StreamEvent::Resumed { messages, spool } => {
+                let mut print = |event: &sluice_ingest::StreamEvent| match event {
+                    sluice_ingest::StreamEvent::Resumed { messages, spool } => {
                         println!("resumed      {messages} messages an earlier run received but did not land ({spool})")
                     }
-                    sluice_jobs::etl::StreamEvent::Subscribed { topics } => {
+                    sluice_ingest::StreamEvent::Subscribed { topics } => {
                         println!("subscribed   {} (Ctrl-C stops after the batch in hand)", topics.join(", "))
                     }
-                    sluice_jobs::etl::StreamEvent::Batch(b) => println!(
+                    sluice_ingest::StreamEvent::Batch(b) => println!(
                         "batch {:<6} {} read = {} landed{} + {} quarantined + {} duplicates in {:.2} s",
                         b.number,
                         b.read,
@@ -769,15 +769,15 @@ async fn run(cli: Cli) -> Result<()> {
                         b.seconds
                     ),
                 };
-                let batches = sluice_jobs::etl::run_stream(&lake, &spec, &mut print).await?;
-                let sum = |f: fn(&sluice_jobs::etl::stream::BatchSummary) -> u64| batches.iter().map(f).sum::<u64>();
+                let batches = sluice_ingest::run_stream(&lake, &spec, &mut print).await?;
+                let sum = |f: fn(&sluice_ingest::stream::BatchSummary) -> u64| batches.iter().map(f).sum::<u64>();
                 let parts = [(sum(|b| b.landed), "landed"), (sum(|b| b.quarantined), "quarantined"), (sum(|b| b.duplicates), "duplicates")];
                 println!("stopped      {} batches: {}", batches.len(), accounted(sum(|b| b.read), &parts, "filtered by the transform"));
                 return Ok(());
             }
             let (ctx, _cluster) = session(&cluster).await?;
             let ctx = ctx.enable_url_table();
-            let work = sluice_jobs::etl::run(&ctx, &lake, &spec, &job);
+            let work = sluice_ingest::run(&ctx, &lake, &spec, &job);
             let s = recorded(&lake, "run", &spec.job.name, run_id, work, |s| {
                 (Some(s.write.rows), Some(format!("{}@{}", s.write.asset, s.write.version)), None)
             })
@@ -796,7 +796,7 @@ async fn run(cli: Cli) -> Result<()> {
                 w.version,
                 w.rows,
                 w.files,
-                sluice_jobs::assets::bytes(w.bytes),
+                sluice_datasets::assets::bytes(w.bytes),
                 w.seconds,
                 w.rows as f64 / w.seconds.max(1e-9)
             );
@@ -850,7 +850,7 @@ async fn run(cli: Cli) -> Result<()> {
         } => {
             let lake = cluster.workspace.lake()?;
             let name = AssetRef::parse(&input)?.name;
-            let spec = sluice_jobs::split::SplitSpec {
+            let spec = sluice_datasets::split::SplitSpec {
                 output: output.unwrap_or_else(|| format!("{name}_split")),
                 input,
                 method: method.parse()?,
@@ -859,12 +859,12 @@ async fn run(cli: Cli) -> Result<()> {
                 group,
                 time,
                 cuts: cuts.map(|c| [c[0].clone(), c[1].clone()]),
-                ratios: sluice_jobs::split::parse_ratios(&ratios)?,
+                ratios: sluice_datasets::split::parse_ratios(&ratios)?,
                 seed,
                 layout: layout.parse()?,
             };
             let (ctx, _cluster) = session(&cluster).await?;
-            let work = sluice_jobs::split::run(&ctx, &lake, &spec);
+            let work = sluice_datasets::split::run(&ctx, &lake, &spec);
             let r = recorded(&lake, "split", &spec.input, None, work, |r| {
                 let outputs = r.outputs.iter().map(|w| format!("{}@{}", w.asset, w.version)).collect::<Vec<_>>();
                 (Some(r.rows.iter().sum()), Some(outputs.join(", ")), None)
@@ -875,7 +875,7 @@ async fn run(cli: Cli) -> Result<()> {
             if let Some([t1, t2]) = &r.cuts {
                 println!("cuts         validate from {t1}, test from {t2}");
             }
-            for (i, part) in sluice_jobs::split::SPLITS.iter().enumerate() {
+            for (i, part) in sluice_datasets::split::SPLITS.iter().enumerate() {
                 let labels = r
                     .labels
                     .iter()
@@ -922,12 +922,12 @@ async fn run(cli: Cli) -> Result<()> {
                 other => anyhow::bail!("--model {other}: use mlp or linear"),
             };
             let stem = register.clone().unwrap_or_else(|| input.replace('@', "_"));
-            let spec = sluice_jobs::train::job::TrainSpec {
+            let spec = sluice_score::train::job::TrainSpec {
                 input,
                 label,
                 features,
                 task: task.as_deref().map(str::parse).transpose()?,
-                options: sluice_jobs::train::TrainOptions {
+                options: sluice_score::train::TrainOptions {
                     hidden,
                     max_epochs: epochs,
                     patience,
@@ -941,8 +941,8 @@ async fn run(cli: Cli) -> Result<()> {
                 alias,
             };
             let (ctx, _cluster) = session(&cluster).await?;
-            let bar = sluice_jobs::progress::bar(epochs as u64, "training", "epochs");
-            let work = sluice_jobs::train::job::run(&ctx, &lake, &spec, |epoch, loss| {
+            let bar = sluice_catalog::progress::bar(epochs as u64, "training", "epochs");
+            let work = sluice_score::train::job::run(&ctx, &lake, &spec, |epoch, loss| {
                 bar.set_position(epoch as u64);
                 bar.set_message(format!("validation loss {loss:.4}"));
             });
@@ -984,13 +984,13 @@ async fn run(cli: Cli) -> Result<()> {
             no_monitor,
             cluster,
         } => {
-            let thresholds = sluice_jobs::monitor::compare::Thresholds {
+            let thresholds = sluice_monitor::compare::Thresholds {
                 distance: drift_threshold,
                 columns: column_thresholds.into_iter().collect(),
                 ..Default::default()
             };
-            let monitor = sluice_jobs::score::MonitorOptions { enabled: !no_monitor, reference, thresholds, webhook };
-            let spec = sluice_jobs::score::ScoreSpec {
+            let monitor = sluice_score::score::MonitorOptions { enabled: !no_monitor, reference, thresholds, webhook };
+            let spec = sluice_score::score::ScoreSpec {
                 monitor,
                 output: output.unwrap_or_else(|| format!("{}_predictions", input.split('@').next().unwrap_or(&input))),
                 input,
@@ -1012,9 +1012,9 @@ async fn run(cli: Cli) -> Result<()> {
                 anyhow::bail!("name the columns to compare: --columns a,b (numbers) and/or --categorical c");
             }
             let (ctx, _cluster) = session(&cluster).await?;
-            let thresholds = sluice_jobs::monitor::compare::Thresholds { distance: threshold, ..Default::default() };
-            let report = sluice_jobs::monitor::compare::compare(&ctx, &reference, &current, &columns, &categorical, &thresholds).await?;
-            print!("{}", sluice_jobs::monitor::compare::table(&report));
+            let thresholds = sluice_monitor::compare::Thresholds { distance: threshold, ..Default::default() };
+            let report = sluice_monitor::compare::compare(&ctx, &reference, &current, &columns, &categorical, &thresholds).await?;
+            print!("{}", sluice_monitor::compare::table(&report));
             if let Some(asset) = save {
                 let lake = cluster.workspace.lake()?;
                 let pinned = |r: &str| {
@@ -1027,7 +1027,7 @@ async fn run(cli: Cli) -> Result<()> {
                 };
                 let labels = [("reference", pinned(&reference).await?), ("current", pinned(&current).await?)];
                 let written =
-                    sluice_jobs::monitor::compare::write_report(&lake, &asset, "sluice monitor drift", &labels, &report).await?;
+                    sluice_monitor::compare::write_report(&lake, &asset, "sluice monitor drift", &labels, &report).await?;
                 println!("report       {}@{}: {} rows", written.asset, written.version, written.rows);
             }
         }
@@ -1035,7 +1035,7 @@ async fn run(cli: Cli) -> Result<()> {
             command:
                 MonitorCommand::Quality { predictions, labels, key, label, prediction, window, time_column, filter, model, report, cluster },
         } => {
-            let spec = sluice_jobs::monitor::quality::QualitySpec {
+            let spec = sluice_monitor::quality::QualitySpec {
                 predictions: predictions.clone(),
                 labels,
                 key,
@@ -1050,10 +1050,10 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Runs { command } => runs(command).await?,
         Command::Submit { job, cluster } => {
-            let spec = sluice_jobs::etl::JobFile::load(&job)?;
+            let spec = sluice_ingest::JobFile::load(&job)?;
             let lake = cluster.workspace.lake()?;
-            let catalog = sluice_jobs::runs::Catalog::open(&sluice_jobs::runs::default_location(lake.root())).await?;
-            let id = sluice_jobs::runs::new_id();
+            let catalog = sluice_catalog::runs::Catalog::open(&sluice_catalog::runs::default_location(lake.root())).await?;
+            let id = sluice_catalog::runs::new_id();
             let (child, log) = spawn_run(&job, &id, &cluster)?;
             catalog.start("run", &spec.job.name, Some(id.clone()), Some(child.id())).await?;
             println!("{id}");
@@ -1065,17 +1065,17 @@ async fn run(cli: Cli) -> Result<()> {
             }
             let mut scheduled = Vec::new();
             for path in &jobs {
-                let spec = sluice_jobs::etl::JobFile::load(path)?;
+                let spec = sluice_ingest::JobFile::load(path)?;
                 let schedule = spec
                     .job
                     .schedule()?
                     .with_context(|| format!("{}: no job.schedule to serve it on", path.display()))?;
                 println!("serving      {} ({}: '{}' in {})", spec.job.name, path.display(), schedule.expression, schedule.timezone);
-                scheduled.push(sluice_jobs::schedule::Scheduled { path: path.clone(), name: spec.job.name, schedule });
+                scheduled.push(sluice_ingest::schedule::Scheduled { path: path.clone(), name: spec.job.name, schedule });
             }
             let lake = cluster.workspace.lake()?;
-            let catalog = sluice_jobs::runs::Catalog::open(&sluice_jobs::runs::default_location(lake.root())).await?;
-            let tls = tls_cert.zip(tls_key).map(|(cert, key)| sluice_jobs::server::Tls { cert, key });
+            let catalog = sluice_catalog::runs::Catalog::open(&sluice_catalog::runs::default_location(lake.root())).await?;
+            let tls = tls_cert.zip(tls_key).map(|(cert, key)| sluice_server::Tls { cert, key });
             // One cluster session (and one set of users and sessions) for Flight and the console.
             let shared = match flight.is_some() || http.is_some() {
                 true => Some((serve_access(access.as_deref())?, session(&cluster).await?)),
@@ -1096,11 +1096,11 @@ async fn run(cli: Cli) -> Result<()> {
                         .await
                         .with_context(|| format!("binding the console to {address}"))?;
                     println!("console      http://{}/ (web console and /metrics; {users})", listener.local_addr()?);
-                    let console = sluice_jobs::console::Console {
+                    let console = sluice_server::console::Console {
                         lake: lake.clone(),
                         ctx: ctx.clone(),
                         local: local_session(&lake)?,
-                        runs: std::sync::Arc::new(sluice_jobs::runs::Catalog::open(&sluice_jobs::runs::default_location(lake.root())).await?),
+                        runs: std::sync::Arc::new(sluice_catalog::runs::Catalog::open(&sluice_catalog::runs::default_location(lake.root())).await?),
                         access: rules.clone(),
                         scheduler: scheduler_url,
                         executors: embedded.as_ref().map(|e| e.executors().to_vec()).unwrap_or_default(),
@@ -1110,8 +1110,8 @@ async fn run(cli: Cli) -> Result<()> {
                 }
                 _ => None,
             };
-            let launch = |job: &sluice_jobs::schedule::Scheduled, id: &str| {
-                spawn_run(&job.path, id, &cluster).map(|(child, _)| child).map_err(|e| sluice_jobs::Error::Invalid(format!("{e:#}")))
+            let launch = |job: &sluice_ingest::schedule::Scheduled, id: &str| {
+                spawn_run(&job.path, id, &cluster).map(|(child, _)| child).map_err(|e| sluice_catalog::Error::Invalid(format!("{e:#}")))
             };
             let stop_after = stop_after.map(std::time::Duration::from_secs_f64);
             let stop = move || async move {
@@ -1124,8 +1124,8 @@ async fn run(cli: Cli) -> Result<()> {
                 if scheduled.is_empty() {
                     return Ok(());
                 }
-                sluice_jobs::schedule::serve(scheduled, &catalog, launch, stop_after, |event| {
-                    use sluice_jobs::schedule::ServeEvent;
+                sluice_ingest::schedule::serve(scheduled, &catalog, launch, stop_after, |event| {
+                    use sluice_ingest::schedule::ServeEvent;
                     match event {
                         ServeEvent::Next { job, at } => println!("next         {job} at {at}"),
                         ServeEvent::Started { job, run, catch_up } => {
@@ -1139,13 +1139,13 @@ async fn run(cli: Cli) -> Result<()> {
             };
             let flight = async {
                 match flight {
-                    Some((listener, server)) => sluice_jobs::server::serve_flight(listener, tls.as_ref(), server, stop()).await,
+                    Some((listener, server)) => sluice_server::serve_flight(listener, tls.as_ref(), server, stop()).await,
                     None => Ok(()),
                 }
             };
             let console = async {
                 match console {
-                    Some((listener, console)) => sluice_jobs::console::serve(listener, console, stop()).await,
+                    Some((listener, console)) => sluice_server::console::serve(listener, console, stop()).await,
                     None => Ok(()),
                 }
             };
@@ -1212,7 +1212,7 @@ async fn run(cli: Cli) -> Result<()> {
 /// Runs a quality check (from `sluice monitor quality` or a job file's `[quality]`), recorded in
 /// the run catalog as `name`; prints the table and appends it to `report` when given.
 async fn quality(
-    spec: &sluice_jobs::monitor::quality::QualitySpec,
+    spec: &sluice_monitor::quality::QualitySpec,
     report: Option<&str>,
     cluster: &ClusterArgs,
     run_id: Option<String>,
@@ -1221,12 +1221,12 @@ async fn quality(
     let lake = cluster.workspace.lake()?;
     let (ctx, _cluster) = session(cluster).await?;
     let work = async {
-        let measured = sluice_jobs::monitor::quality::quality(&ctx, &lake, spec).await?;
+        let measured = sluice_monitor::quality::quality(&ctx, &lake, spec).await?;
         let written = match report {
-            Some(asset) => Some(sluice_jobs::monitor::quality::write_report(&lake, asset, &measured).await?),
+            Some(asset) => Some(sluice_monitor::quality::write_report(&lake, asset, &measured).await?),
             None => None,
         };
-        Ok::<_, sluice_jobs::Error>((measured, written))
+        Ok::<_, sluice_catalog::Error>((measured, written))
     };
     let (measured, written) = recorded(&lake, "quality", name, run_id, work, |(m, w)| {
         (Some(m.overall.rows), w.as_ref().map(|w| format!("{}@{}", w.asset, w.version)), None)
@@ -1234,7 +1234,7 @@ async fn quality(
     .await?;
     println!("predictions  {}{}", measured.predictions, measured.model.as_ref().map(|m| format!(" (model {m})")).unwrap_or_default());
     println!("labels       {} joined on {} ({})", measured.labels, spec.key.join(", "), measured.task);
-    print!("{}", sluice_jobs::monitor::quality::table(&measured));
+    print!("{}", sluice_monitor::quality::table(&measured));
     if let Some(w) = written {
         println!("report       {}@{}: {} rows", w.asset, w.version, w.rows);
     }
@@ -1258,17 +1258,17 @@ fn parse_column_threshold(text: &str) -> std::result::Result<(String, f64), Stri
 
 /// Runs a scoring job (from `sluice score` or a job file's `[score]`), recorded in the run
 /// catalog as `name`, and prints its summary.
-async fn score(spec: sluice_jobs::score::ScoreSpec, cluster: &ClusterArgs, run_id: Option<String>, name: &str) -> Result<()> {
+async fn score(spec: sluice_score::score::ScoreSpec, cluster: &ClusterArgs, run_id: Option<String>, name: &str) -> Result<()> {
     let lake = cluster.workspace.lake()?;
     let (ctx, _cluster) = session(cluster).await?;
-    let bar = sluice_jobs::progress::bar(spec.chunks as u64, "scoring", "chunks");
-    let work = sluice_jobs::score::run(&ctx, &lake, &spec, |done, total| {
+    let bar = sluice_catalog::progress::bar(spec.chunks as u64, "scoring", "chunks");
+    let work = sluice_score::score::run(&ctx, &lake, &spec, |done, total| {
         bar.set_length(total as u64);
         bar.set_position(done as u64);
     });
     let r = recorded_with(&lake, "score", name, run_id, Some(bar.clone()), work, |r| {
         let p = r.predictions.as_ref();
-        let drift = r.drift.as_ref().ok().map(|d| sluice_jobs::monitor::compare::drifted_columns(&d.columns));
+        let drift = r.drift.as_ref().ok().map(|d| sluice_monitor::compare::drifted_columns(&d.columns));
         (p.map(|p| p.rows), p.map(|p| format!("{}@{}", p.asset, p.version)), drift)
     })
     .await;
@@ -1295,7 +1295,7 @@ async fn score(spec: sluice_jobs::score::ScoreSpec, cluster: &ClusterArgs, run_i
     match &r.drift {
         Ok(d) => {
             println!("reference    {} ({} rows profiled in the scoring pass)", d.reference, d.rows);
-            print!("{}", sluice_jobs::monitor::compare::table(&d.columns));
+            print!("{}", sluice_monitor::compare::table(&d.columns));
             println!("report       {}@{}", d.report.asset, d.report.version);
             if let Some(answer) = &d.webhook {
                 println!("webhook      {answer}");
@@ -1307,12 +1307,12 @@ async fn score(spec: sluice_jobs::score::ScoreSpec, cluster: &ClusterArgs, run_i
 }
 
 /// The users and roles of `sluice serve` (`--access FILE`), and a line describing them.
-fn serve_access(access: Option<&std::path::Path>) -> Result<(sluice_jobs::server::Access, String)> {
+fn serve_access(access: Option<&std::path::Path>) -> Result<(sluice_server::Access, String)> {
     let access = access.context(
         "--flight and --http need --access FILE: the users and their roles (anonymous access only where that file allows it)",
     )?;
-    let config = sluice_jobs::server::AccessConfig::load(access)?;
-    let rules = sluice_jobs::server::Access::new(&config).with_context(|| format!("access file {}", access.display()))?;
+    let config = sluice_server::AccessConfig::load(access)?;
+    let rules = sluice_server::Access::new(&config).with_context(|| format!("access file {}", access.display()))?;
     let anonymous = config.anonymous.map_or("refused".to_string(), |r| format!("allowed as {}", r.name()));
     Ok((rules, format!("{} users, anonymous {anonymous}", config.users.len())))
 }
@@ -1326,21 +1326,21 @@ fn local_session(lake: &Lake) -> Result<SessionContext> {
 /// session `ctx`, assets read and written here.
 async fn flight_server(
     address: &str,
-    (rules, users): &(sluice_jobs::server::Access, String),
+    (rules, users): &(sluice_server::Access, String),
     tls: bool,
     cluster: &ClusterArgs,
     lake: &Lake,
     ctx: SessionContext,
-) -> Result<(tokio::net::TcpListener, sluice_jobs::server::FlightServer)> {
+) -> Result<(tokio::net::TcpListener, sluice_server::FlightServer)> {
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .with_context(|| format!("binding the Flight endpoint to {address}"))?;
-    let runs = sluice_jobs::runs::Catalog::open(&sluice_jobs::runs::default_location(lake.root())).await?;
+    let runs = sluice_catalog::runs::Catalog::open(&sluice_catalog::runs::default_location(lake.root())).await?;
     let args = cluster.clone();
-    let launch: sluice_jobs::server::Launch = std::sync::Arc::new(move |job: &std::path::Path, id: &str| {
-        spawn_run(job, id, &args).map(|(child, _)| child).map_err(|e| sluice_jobs::Error::Invalid(format!("{e:#}")))
+    let launch: sluice_server::Launch = std::sync::Arc::new(move |job: &std::path::Path, id: &str| {
+        spawn_run(job, id, &args).map(|(child, _)| child).map_err(|e| sluice_catalog::Error::Invalid(format!("{e:#}")))
     });
-    let server = sluice_jobs::server::FlightServer::new(
+    let server = sluice_server::FlightServer::new(
         ctx,
         local_session(lake)?,
         lake.clone(),
@@ -1403,14 +1403,14 @@ async fn recorded_with<T, E>(
     kind: &str,
     name: &str,
     id: Option<String>,
-    bar: Option<sluice_jobs::progress::ProgressBar>,
+    bar: Option<sluice_catalog::progress::ProgressBar>,
     work: impl std::future::Future<Output = std::result::Result<T, E>>,
     summary: impl Fn(&T) -> (Option<u64>, Option<String>, Option<String>),
 ) -> std::result::Result<T, E>
 where
     E: std::fmt::Display,
 {
-    use sluice_jobs::runs::{Catalog, Status, default_location};
+    use sluice_catalog::runs::{Catalog, Status, default_location};
     let catalog = match Catalog::open(&default_location(lake.root())).await {
         Ok(catalog) => Some(catalog),
         Err(e) => {
@@ -1434,7 +1434,7 @@ where
                 tokio::select! {
                     result = &mut work => break result,
                     _ = tick.tick() => {
-                        let now = sluice_jobs::progress::describe(&bar);
+                        let now = sluice_catalog::progress::describe(&bar);
                         if now != said && catalog.set_progress(id, &now).await.is_ok() {
                             said = now;
                         }
@@ -1464,7 +1464,7 @@ where
 }
 
 async fn runs(command: RunsCommand) -> Result<()> {
-    use sluice_jobs::runs::{Catalog, default_location};
+    use sluice_catalog::runs::{Catalog, default_location};
     let open = |w: &WorkspaceArg| {
         let lake = w.lake();
         async move { anyhow::Ok(Catalog::open(&default_location(lake?.root())).await?) }
@@ -1502,7 +1502,7 @@ async fn runs(command: RunsCommand) -> Result<()> {
 }
 
 async fn model(command: ModelCommand) -> Result<()> {
-    use sluice_jobs::models::{ModelAt, ModelInfo, ModelRef, Registry, parse_inputs};
+    use sluice_catalog::models::{ModelAt, ModelInfo, ModelRef, Registry, parse_inputs};
     let registry = |w: &WorkspaceArg| -> Result<Registry> { Ok(Registry::open(&w.lake()?)?) };
     match command {
         ModelCommand::Register { name, file, inputs, outputs, task, metrics, description, alias, workspace } => {
@@ -1600,7 +1600,7 @@ async fn model(command: ModelCommand) -> Result<()> {
             println!("distance     {}", settings.distance.map_or("default (0.1)".into(), |d| d.to_string()));
             println!("p-value      {}", settings.p_value.map_or("default (0.05)".into(), |p| p.to_string()));
             println!("columns      {}", if columns.is_empty() { "-".into() } else { columns.join(", ") });
-            let host = settings.webhook.as_deref().map(sluice_jobs::monitor::webhook_host);
+            let host = settings.webhook.as_deref().map(sluice_monitor::webhook_host);
             println!("webhook      {}", host.map_or("-".into(), |h| format!("set ({h})")));
         }
     }
@@ -1608,7 +1608,7 @@ async fn model(command: ModelCommand) -> Result<()> {
 }
 
 async fn asset(command: AssetCommand) -> Result<()> {
-    use sluice_jobs::assets as jobs;
+    use sluice_datasets::assets as jobs;
     match command {
         AssetCommand::List { workspace } => print!("{}", jobs::list_table(&workspace.lake()?.list().await?)),
         AssetCommand::Show { asset, workspace } => {
@@ -1645,7 +1645,7 @@ async fn asset(command: AssetCommand) -> Result<()> {
                 job: "sluice asset write".into(),
                 lineage: Default::default(),
             };
-            let (s, models) = sluice_jobs::assets::write(&ctx, &lake, &name, &sql, &options).await?;
+            let (s, models) = sluice_datasets::assets::write(&ctx, &lake, &name, &sql, &options).await?;
             for m in &models {
                 println!("model        {} = {} version {} ({})", m.reference, m.name, m.version, m.id);
             }
@@ -1665,7 +1665,7 @@ async fn asset(command: AssetCommand) -> Result<()> {
         }
         AssetCommand::Import { name, dir, workspace } => {
             let lake = workspace.lake()?;
-            let s = sluice_jobs::assets::import(&lake, &name, &dir).await?;
+            let s = sluice_datasets::assets::import(&lake, &name, &dir).await?;
             println!("{}@{}: {} rows in {} files ({}) imported from {}", s.asset, s.version, s.rows, s.files, jobs::bytes(s.bytes), dir.display());
         }
         AssetCommand::Vacuum { name, retain_hours, dry_run, workspace } => {

@@ -11,7 +11,7 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 use serde::{Deserialize, Serialize};
 
-use super::plan::{FilesPlan, Piece};
+use super::piece::{Piece, shown};
 use crate::error::{Error, Result};
 use crate::json::Decoded;
 
@@ -49,7 +49,8 @@ const BATCH_BYTES: u64 = 64 << 20;
 /// Rows of the files `pieces` (each a whole file), with the columns in `projection`; bytes are
 /// read only when `content` is among them.
 pub(crate) fn read(
-    plan: FilesPlan,
+    source: String,
+    store_url: String,
     options: BinaryOptions,
     store: Arc<dyn ObjectStore>,
     pieces: Vec<Piece>,
@@ -60,15 +61,15 @@ pub(crate) fn read(
     async_stream::try_stream! {
         let mut rows = Rows::default();
         for piece in pieces {
-            let shown = plan.shown(&piece.path);
+            let shown = shown(&store_url, &piece.path);
             let content = if wants_content && piece.size <= options.max_inline_bytes {
                 let bytes = store
                     .get(&Path::from(piece.path.as_str()))
                     .await
-                    .map_err(|e| Error::Source(format!("source '{}': {shown}: {e}", plan.source)))?
+                    .map_err(|e| Error::Source(format!("source '{}': {shown}: {e}", source)))?
                     .bytes()
                     .await
-                    .map_err(|e| Error::Source(format!("source '{}': {shown}: {e}", plan.source)))?;
+                    .map_err(|e| Error::Source(format!("source '{}': {shown}: {e}", source)))?;
                 Some(bytes)
             } else {
                 None

@@ -13,7 +13,7 @@ use object_store::ObjectStore;
 use serde::{Deserialize, Serialize};
 
 use super::lines::{Line, LineBuffer};
-use super::plan::{Listed, Piece, head_bytes, shown};
+use super::piece::{Listed, Piece, head_bytes, shown};
 use crate::error::{Error, Result};
 use crate::json::{Decoded, Reject, parse_columns};
 

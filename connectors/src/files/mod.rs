@@ -7,6 +7,7 @@ pub mod binary;
 pub mod csv;
 mod lines;
 mod ndjson;
+mod piece;
 mod plan;
 
 pub use binary::BinaryOptions;

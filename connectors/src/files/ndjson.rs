@@ -6,7 +6,7 @@ use arrow::datatypes::SchemaRef;
 use object_store::ObjectStore;
 
 use super::lines::{Line, LineBuffer};
-use super::plan::{Listed, head_bytes};
+use super::piece::{Listed, head_bytes};
 use crate::error::Result;
 use crate::json::{Decoded, JsonOptions, RecordDecoder, Reject};
 

@@ -13,6 +13,8 @@ use serde::{Deserialize, Serialize};
 use super::binary::BinaryOptions;
 use super::csv::{CsvOptions, CsvReader};
 use super::lines::{Line, LineBuffer};
+pub use super::piece::Piece;
+use super::piece::{Listed, shown};
 use crate::error::{Error, Result};
 use crate::json::{Decoded, JsonOptions, RecordDecoder, Reject};
 
@@ -54,23 +56,6 @@ pub struct FilesPlan {
     pub partitions: Vec<Vec<Piece>>,
 }
 
-/// A byte range of one file (a whole file when compressed, binary or read as a whole).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Piece {
-    /// Object path in the store.
-    pub path: String,
-    /// First byte (lines starting before it belong to the previous piece).
-    pub start: u64,
-    /// End (exclusive) of the bytes whose lines this piece reads.
-    pub end: u64,
-    /// Whether the file is gzip compressed (then it is one piece).
-    pub gzip: bool,
-    /// The file's size in bytes.
-    pub size: u64,
-    /// When the file was last modified, in microseconds since the epoch.
-    pub modified: i64,
-}
-
 impl FilesPlan {
     /// The records' schema.
     pub fn schema(&self) -> SchemaRef {
@@ -95,14 +80,6 @@ impl FilesPlan {
     }
 }
 
-pub(crate) fn shown(store_url: &str, path: &str) -> String {
-    if store_url.starts_with("file:") {
-        format!("/{path}")
-    } else {
-        format!("{}/{path}", store_url.trim_end_matches('/'))
-    }
-}
-
 /// Where the files are: the source, the URL as given, its store and the prefix in it, and the
 /// ending of the names to read (all files when None; `x.gz` matches too).
 pub struct Listing<'a> {
@@ -118,13 +95,6 @@ pub struct Listing<'a> {
     pub prefix: &'a Path,
     /// Names must end in this (or this plus `.gz`).
     pub extension: Option<&'a str>,
-}
-
-/// A listed file.
-pub(crate) struct Listed {
-    pub path: Path,
-    pub size: u64,
-    pub modified: i64,
 }
 
 /// Plans reading the files of `listing` as `format`: pieces of about `piece_bytes` spread over at
@@ -241,37 +211,6 @@ fn spread(pieces: Vec<Piece>, partitions: usize) -> Vec<Vec<Piece>> {
         .collect()
 }
 
-/// The first bytes (at most 4 MiB, decompressed) of each file, until `enough` says so; with
-/// whether they are the whole file.
-pub(crate) async fn head_bytes(
-    store: &Arc<dyn ObjectStore>,
-    files: &[Listed],
-    mut enough: impl FnMut(&Path, &[u8], bool) -> bool,
-) -> Result<()> {
-    const SAMPLE_BYTES: u64 = 4 << 20;
-    for file in files {
-        let gzip = file.path.as_ref().ends_with(".gz");
-        let range = 0..if gzip { file.size } else { file.size.min(SAMPLE_BYTES) };
-        if range.is_empty() {
-            continue;
-        }
-        let bytes =
-            store.get_range(&file.path, range).await.map_err(|e| Error::Source(format!("reading {}: {e}", file.path)))?;
-        let (text, whole) = if gzip {
-            let mut text = Vec::new();
-            let _ = flate2::read::MultiGzDecoder::new(&bytes[..]).take(SAMPLE_BYTES).read_to_end(&mut text);
-            let whole = (text.len() as u64) < SAMPLE_BYTES;
-            (text, whole)
-        } else {
-            (bytes.to_vec(), file.size <= SAMPLE_BYTES)
-        };
-        if enough(&file.path, &text, whole) {
-            break;
-        }
-    }
-    Ok(())
-}
-
 /// Reads partition `partition` of `plan` from `store`: batches of up to `batch_rows` records,
 /// with the columns in `projection` (all when None), and the records rejected among them;
 /// `Decoded` per batch, with the records read.
@@ -285,7 +224,8 @@ pub fn read_partition(
     let pieces = plan.partitions.get(partition).cloned().unwrap_or_default();
     let records: Records = match &plan.format {
         Format::Binary(options) => {
-            super::binary::read(plan.clone(), options.clone(), store, pieces, batch_rows, projection.clone()).boxed()
+            let (source, store_url) = (plan.source.clone(), plan.store_url.clone());
+            super::binary::read(source, store_url, options.clone(), store, pieces, batch_rows, projection.clone()).boxed()
         }
         Format::Ndjson(options) => {
             match options.decoder(plan.schema()) {

@@ -9,7 +9,6 @@
 //! aside, so concurrent writers never leave two rows of one key.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use arrow::array::AsArray;
 use arrow::datatypes::{DataType, Int64Type};
@@ -20,8 +19,8 @@ use datafusion::prelude::{ParquetReadOptions, SessionContext};
 use serde::Serialize;
 use sluice_connectors::delta::{AssetRef, AssetVersion, Lake, NewFiles};
 
+use super::files::{WriteOptions, delta_ready, inputs_of, run_id, write_files};
 use super::table::AssetTable;
-use super::write::{StagedWrite, WriteOptions, delta_ready, run_id, write_files};
 use crate::error::{Error, Result};
 
 /// A merge that lost the race to commit is planned again this many times.
@@ -50,6 +49,13 @@ impl std::fmt::Display for MergeCounts {
             self.rows, self.inserted, self.updated, self.deleted, self.rewritten
         )
     }
+}
+
+/// The files a merge wrote for the version it planned, not yet committed.
+pub(crate) struct Written {
+    pub(crate) run_id: String,
+    pub(crate) new: NewFiles,
+    pub(crate) lineage: serde_json::Value,
 }
 
 /// A merge planned on one version, ready to commit (or to plan again).
@@ -97,9 +103,14 @@ fn right(i: usize) -> String {
     format!("__sluice_merge_key_{i}")
 }
 
-/// Writes the new rows of `df` aside and plans merging them into asset `name`.
-pub(crate) async fn stage(lake: &Lake, name: &str, df: DataFrame, options: &WriteOptions) -> Result<StagedWrite> {
-    let started = Instant::now();
+/// Writes the new rows of `df` aside, plans merging them into asset `name` and writes the
+/// planned version's files; returns the plan, the files and the query's inputs.
+pub(crate) async fn stage(
+    lake: &Lake,
+    name: &str,
+    df: DataFrame,
+    options: &WriteOptions,
+) -> Result<(PendingMerge, Written, Vec<String>)> {
     let key = &options.key;
     if key.is_empty() {
         return Err(Error::Config(
@@ -132,7 +143,7 @@ pub(crate) async fn stage(lake: &Lake, name: &str, df: DataFrame, options: &Writ
             }
         }
     }
-    let inputs = super::write::inputs_of(df.logical_plan());
+    let inputs = inputs_of(df.logical_plan());
     let (state, _) = df.clone().into_parts();
     let ctx = SessionContext::new_with_state(state);
     // The query runs once: its rows go aside, inside the asset's folder (invisible to readers;
@@ -147,10 +158,8 @@ pub(crate) async fn stage(lake: &Lake, name: &str, df: DataFrame, options: &Writ
     let source = ctx.read_parquet(aside.as_str(), ParquetReadOptions::default()).await?;
     check_keys(&source, key, name).await?;
     let pending = plan(lake, name, ctx, source, options.clone()).await?;
-    let mut staged = write_merge(lake, name, &pending, started).await?;
-    staged.inputs = inputs;
-    staged.merge = Some(pending);
-    Ok(staged)
+    let written = write_merge(lake, name, &pending).await?;
+    Ok((pending, written, inputs))
 }
 
 /// New rows with a NULL key, or two new rows of one key, cannot merge: which replaces which?
@@ -299,7 +308,7 @@ async fn files_with_keys(ctx: &SessionContext, version: &AssetVersion, source: &
 
 /// Writes the planned version's new files: the kept rows of the replaced files and the new rows
 /// that are not deletes.
-async fn write_merge(lake: &Lake, name: &str, pending: &PendingMerge, started: Instant) -> Result<StagedWrite> {
+async fn write_merge(lake: &Lake, name: &str, pending: &PendingMerge) -> Result<Written> {
     let options = &pending.options;
     let key = &options.key;
     let mut rows = pending.source.clone();
@@ -324,38 +333,39 @@ async fn write_merge(lake: &Lake, name: &str, pending: &PendingMerge, started: I
         "bytes": new.bytes(),
         "engine": concat!("sluice ", env!("CARGO_PKG_VERSION")),
     });
-    let mut staged = StagedWrite::new(name, run_id, Vec::new(), new, options.mode, lineage, started);
-    if let Some(map) = staged.lineage.as_object_mut() {
+    let mut lineage = lineage;
+    if let Some(map) = lineage.as_object_mut() {
         map.extend(options.lineage.clone());
     }
-    Ok(staged)
+    Ok(Written { run_id, new, lineage })
 }
 
-impl StagedWrite {
-    /// Commits a merge, planning it again on the newer version each time another writer wins.
-    pub(crate) async fn commit_merge(mut self, lake: &Lake, mut pending: PendingMerge) -> Result<(u64, Self, MergeCounts)> {
-        let predicate = pending.options.key.iter().map(|k| format!("target.{k} = source.{k}")).collect::<Vec<_>>().join(" AND ");
-        for attempt in 0..MAX_ATTEMPTS {
-            if attempt > 0 {
-                tracing::info!(asset = %self.name, attempt, "another writer committed first; merging again on the newer version");
-                pending = plan(lake, &self.name, pending.ctx, pending.source, pending.options).await?;
-                let inputs = std::mem::take(&mut self.inputs);
-                self = write_merge(lake, &self.name, &pending, self.started).await?;
-                self.inputs = inputs;
-            }
-            let removed = pending.removed();
-            let committed =
-                lake.commit_replacing(&self.name, pending.base(), &removed, &self.new, &predicate, self.lineage.clone()).await?;
-            if let Some(version) = committed {
-                return Ok((version, self, pending.counts));
-            }
+/// Commits a merge, planning it again on the newer version each time another writer wins;
+/// returns the version, the files it holds and what the merge did.
+pub(crate) async fn commit(
+    lake: &Lake,
+    name: &str,
+    mut pending: PendingMerge,
+    mut written: Written,
+) -> Result<(u64, Written, MergeCounts)> {
+    let predicate = pending.options.key.iter().map(|k| format!("target.{k} = source.{k}")).collect::<Vec<_>>().join(" AND ");
+    for attempt in 0..MAX_ATTEMPTS {
+        if attempt > 0 {
+            tracing::info!(asset = %name, attempt, "another writer committed first; merging again on the newer version");
+            pending = plan(lake, name, pending.ctx, pending.source, pending.options).await?;
+            written = write_merge(lake, name, &pending).await?;
         }
-        Err(Error::Write(format!(
-            "asset '{}': gave up merging after {MAX_ATTEMPTS} attempts lost races with other writers; nothing was \
-             committed (`sluice asset vacuum {}` removes the files written)",
-            self.name, self.name
-        )))
+        let removed = pending.removed();
+        let committed =
+            lake.commit_replacing(name, pending.base(), &removed, &written.new, &predicate, written.lineage.clone()).await?;
+        if let Some(version) = committed {
+            return Ok((version, written, pending.counts));
+        }
     }
+    Err(Error::Write(format!(
+        "asset '{name}': gave up merging after {MAX_ATTEMPTS} attempts lost races with other writers; nothing was \
+         committed (`sluice asset vacuum {name}` removes the files written)"
+    )))
 }
 
 fn names(schema: &arrow::datatypes::Schema) -> String {

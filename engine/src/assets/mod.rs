@@ -3,6 +3,7 @@
 //! versions by the executors ([`write`]). [`crate::codec`] carries them across the cluster.
 
 pub mod catalog;
+pub mod files;
 pub mod merge;
 pub mod table;
 pub mod write;

@@ -1,0 +1,51 @@
+//! Errors of Sluice's jobs.
+
+/// Result with the jobs' [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What can go wrong while a job runs.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An option is invalid; the message names it and what is allowed.
+    #[error("{0}")]
+    Invalid(String),
+    /// The engine failed (cluster start-up or connection).
+    #[error(transparent)]
+    Engine(#[from] sluice_engine::Error),
+    /// A query failed.
+    #[error(transparent)]
+    DataFusion(#[from] datafusion::error::DataFusionError),
+    /// Landing data failed.
+    #[error(transparent)]
+    Connector(#[from] sluice_connectors::Error),
+    /// A model could not be loaded or probed.
+    #[error(transparent)]
+    Model(#[from] sluice_udfs::Error),
+    /// libtorch failed while training or saving a model (its message, without the C++ stack).
+    #[error("training: {0}")]
+    Torch(String),
+    /// Arrow failed while building or reading batches.
+    #[error(transparent)]
+    Arrow(#[from] arrow::error::ArrowError),
+    /// A local file operation failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    pub fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
+        let context = context.into();
+        move |source| Error::Io { context, source }
+    }
+}
+
+impl From<tch::TchError> for Error {
+    fn from(e: tch::TchError) -> Self {
+        Error::Torch(sluice_udfs::model::first_line(&e.to_string()))
+    }
+}

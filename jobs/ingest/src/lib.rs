@@ -1,0 +1,13 @@
+//! ETL jobs: `sluice run jobs/NAME.toml` reads sources, transforms with SQL and lands the rows
+//! as a new version of a data asset.
+
+pub mod config;
+pub mod run;
+pub mod stream;
+pub mod schedule;
+
+pub use sluice_catalog::{Error, Result, error};
+
+pub use config::{ErrorThreshold, JobFile};
+pub use run::{JobSummary, run};
+pub use stream::{StreamEvent, is_stream, run_stream};
