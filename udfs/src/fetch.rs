@@ -101,7 +101,10 @@ pub fn localize(uri: &str) -> Result<PathBuf> {
     }
     let dir = cached.parent().unwrap_or(&cached);
     std::fs::create_dir_all(dir).map_err(|e| bad(format!("cannot create the model cache {}: {e}", dir.display())))?;
-    let partial = dir.join(format!(".{file}.{}.partial", std::process::id()));
+    // Unique per fetch: two tasks of one executor may fetch the same model at once.
+    static FETCHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = FETCHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let partial = dir.join(format!(".{file}.{}-{n}.partial", std::process::id()));
     std::fs::write(&partial, &bytes).map_err(|e| bad(format!("cannot write {}: {e}", partial.display())))?;
     std::fs::rename(&partial, &cached).map_err(|e| bad(format!("cannot write {}: {e}", cached.display())))?;
     tracing::info!(model = %uri, cache = %cached.display(), bytes = bytes.len(), "fetched model from the lake");

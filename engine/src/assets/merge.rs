@@ -157,8 +157,8 @@ pub(crate) async fn stage(
     })?;
     let source = ctx.read_parquet(aside.as_str(), ParquetReadOptions::default()).await?;
     check_keys(&source, key, name).await?;
-    let pending = plan(lake, name, ctx, source, options.clone()).await?;
-    let written = write_merge(lake, name, &pending).await?;
+    let mut pending = plan(lake, name, ctx, source, options.clone()).await?;
+    let written = write_merge(lake, name, &mut pending).await?;
     Ok((pending, written, inputs))
 }
 
@@ -240,7 +240,6 @@ async fn plan(lake: &Lake, name: &str, ctx: SessionContext, source: DataFrame, o
             None => 0,
         };
         counts.updated = matched_total - counts.deleted;
-        counts.rewritten = kept(&ctx, &current, &affected, &source, key)?.count().await? as u64;
     }
     counts.inserted = total - deletes - counts.updated;
     Ok(PendingMerge { ctx, source, options, current: Some(current), affected, counts })
@@ -307,8 +306,9 @@ async fn files_with_keys(ctx: &SessionContext, version: &AssetVersion, source: &
 }
 
 /// Writes the planned version's new files: the kept rows of the replaced files and the new rows
-/// that are not deletes.
-async fn write_merge(lake: &Lake, name: &str, pending: &PendingMerge) -> Result<Written> {
+/// that are not deletes (so the rows of other keys rewritten are what the files hold beyond
+/// the inserts and updates).
+async fn write_merge(lake: &Lake, name: &str, pending: &mut PendingMerge) -> Result<Written> {
     let options = &pending.options;
     let key = &options.key;
     let mut rows = pending.source.clone();
@@ -323,6 +323,9 @@ async fn write_merge(lake: &Lake, name: &str, pending: &PendingMerge) -> Result<
     }
     let run_id = run_id();
     let new: NewFiles = write_files(lake, name, rows, options, &run_id).await?;
+    pending.counts.rewritten = new.rows().saturating_sub(pending.counts.inserted + pending.counts.updated);
+    let options = &pending.options;
+    let key = &options.key;
     let lineage = serde_json::json!({
         "run_id": run_id,
         "job": options.job,
@@ -353,7 +356,7 @@ pub(crate) async fn commit(
         if attempt > 0 {
             tracing::info!(asset = %name, attempt, "another writer committed first; merging again on the newer version");
             pending = plan(lake, name, pending.ctx, pending.source, pending.options).await?;
-            written = write_merge(lake, name, &pending).await?;
+            written = write_merge(lake, name, &mut pending).await?;
         }
         let removed = pending.removed();
         let committed =

@@ -226,9 +226,28 @@ pub enum SourceConfig {
 }
 
 impl SourceConfig {
+    /// How a JSON source's records become columns (REST, MQTT, files; None for the others):
+    /// its declared columns, inference, flattening, coercion and required columns.
+    pub fn json_options(&self) -> Option<JsonOptions> {
+        let (schema, infer, sample, flatten, coerce) = match self {
+            SourceConfig::Rest { schema, infer, sample, flatten, coerce, .. }
+            | SourceConfig::Mqtt { schema, infer, sample, flatten, coerce, .. }
+            | SourceConfig::Files { schema, infer, sample, flatten, coerce, .. } => (schema, infer, sample, flatten, coerce),
+            _ => return None,
+        };
+        Some(JsonOptions {
+            schema: schema.clone(),
+            infer: *infer,
+            sample: *sample,
+            flatten: flatten.clone(),
+            coerce: *coerce,
+            required: self.required_columns(),
+        })
+    }
+
     /// The columns every JSON record of the source must hold: its dedup key and time, and its
     /// `required` columns, each once.
-    pub fn required_columns(&self) -> Vec<String> {
+    fn required_columns(&self) -> Vec<String> {
         let (dedup, required) = match self {
             SourceConfig::Rest { dedup, required, .. }
             | SourceConfig::Mqtt { dedup, required, .. }
@@ -285,14 +304,10 @@ impl SourceConfig {
             }
             Ok(Some(match format {
                 FileFormat::Parquet => return Ok(None),
-                FileFormat::Ndjson => Format::Ndjson(JsonOptions {
-                    schema: schema.clone(),
-                    infer: *infer,
-                    sample: *sample,
-                    flatten: flatten.clone(),
-                    coerce: *coerce,
-                    required: self.required_columns(),
-                }),
+                FileFormat::Ndjson => match self.json_options() {
+                    Some(options) => Format::Ndjson(options),
+                    None => return Ok(None),
+                },
                 FileFormat::Csv => {
                     let options = CsvOptions {
                         header: *header,

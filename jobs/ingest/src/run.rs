@@ -8,7 +8,6 @@ use datafusion::logical_expr::col;
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
 use serde::Serialize;
 use sluice_connectors::delta::Lake;
-use sluice_connectors::json::JsonOptions;
 use sluice_connectors::quarantine::{self, Counts, QuarantineTarget};
 use sluice_engine::assets::{WriteOptions, WriteSummary, commit_folder, stage_asset};
 use sluice_engine::sources::SourcePlan;
@@ -129,15 +128,8 @@ pub async fn run(ctx: &SessionContext, lake: &Lake, job: &JobFile, path: &Path) 
                     SourceConfig::Mysql { connection, read } => {
                         sluice_connectors::mysql::plan(name, connection, read, since).await.map(SourcePlan::Mysql)
                     }
-                    SourceConfig::Rest { connection, read, schema, infer, sample, flatten, coerce, .. } => {
-                        let options = JsonOptions {
-                            schema: schema.clone(),
-                            infer: *infer,
-                            sample: *sample,
-                            flatten: flatten.clone(),
-                            coerce: *coerce,
-                            required: source.required_columns(),
-                        };
+                    SourceConfig::Rest { connection, read, .. } => {
+                        let options = source.json_options().unwrap_or_default();
                         sluice_connectors::rest::plan(name, connection, read, &options, since).await.map(SourcePlan::Rest)
                     }
                     SourceConfig::Files { .. } | SourceConfig::Mqtt { .. } => unreachable_files(),

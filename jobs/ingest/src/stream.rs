@@ -73,17 +73,10 @@ pub async fn run_stream(lake: &Lake, job: &JobFile, on_event: &mut dyn FnMut(&St
         Some((name, source)) if job.sources.len() == 1 => (name.clone(), source),
         _ => return Err(Error::Invalid("an MQTT job reads one source; land other sources in jobs of their own".into())),
     };
-    let SourceConfig::Mqtt { connection, read, schema, infer, sample, flatten, coerce, dedup, .. } = source else {
+    let SourceConfig::Mqtt { connection, read, dedup, .. } = source else {
         return Err(Error::Invalid("a stream job needs an mqtt source".into()));
     };
-    let options = JsonOptions {
-        schema: schema.clone(),
-        infer: *infer,
-        sample: *sample,
-        flatten: flatten.clone(),
-        coerce: *coerce,
-        required: source.required_columns(),
-    };
+    let options = source.json_options().unwrap_or_default();
     let ctx = sluice_engine::session::in_process(&sluice_udfs::functions("mqtt"), Some(lake))?;
 
     let spool = Spool::open(&read.spool_path(&connection.client_id(&name)))?;
