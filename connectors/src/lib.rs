@@ -22,7 +22,7 @@ pub use error::{Error, Result};
 
 /// `value` seconds from setting `key` as a duration: negative, NaN or endless values are errors
 /// that name the setting (`Duration::from_secs_f64` would panic on them).
-pub(crate) fn seconds(key: &str, value: f64) -> Result<std::time::Duration> {
+pub fn seconds(key: &str, value: f64) -> Result<std::time::Duration> {
     std::time::Duration::try_from_secs_f64(value)
         .ok()
         .filter(|d| d.as_secs() < 10 * 365 * 24 * 3600)

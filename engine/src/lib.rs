@@ -2,9 +2,11 @@
 //!
 //! [`cluster`] starts schedulers and executors (separately or embedded), [`session`] builds the
 //! client session that plans with the same functions, [`runtime`] holds the object stores every
-//! site shares.
+//! site shares, [`cli`] the arguments every command takes (workspace, cluster) and the cluster
+//! commands.
 
 pub mod assets;
+pub mod cli;
 pub mod cluster;
 pub mod codec;
 pub mod error;

@@ -35,6 +35,32 @@ pub enum Error {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// Something failed while doing what `context` says.
+    #[error("{context}: {source}")]
+    Context {
+        /// What was being done.
+        context: String,
+        /// What failed.
+        source: Box<Error>,
+    },
+}
+
+/// Adds what was being done to an error, like `anyhow::Context`, keeping the crate's type.
+pub trait Context<T> {
+    /// The error of `self`, if any, as "`context`: error".
+    fn context(self, context: impl Into<String>) -> Result<T>;
+    /// [`Context::context`] with the text made only when there is an error.
+    fn with_context<S: Into<String>>(self, context: impl FnOnce() -> S) -> Result<T>;
+}
+
+impl<T, E: Into<Error>> Context<T> for std::result::Result<T, E> {
+    fn context(self, context: impl Into<String>) -> Result<T> {
+        self.map_err(|e| Error::Context { context: context.into(), source: Box::new(e.into()) })
+    }
+
+    fn with_context<S: Into<String>>(self, context: impl FnOnce() -> S) -> Result<T> {
+        self.map_err(|e| Error::Context { context: context().into(), source: Box::new(e.into()) })
+    }
 }
 
 impl Error {

@@ -3,8 +3,10 @@
 //! Lands CRM accounts, SQL orders and IoT device events as Parquet in a local lake, builds
 //! features with SQL on the cluster, splits train/validate/test by a stable hash of the account
 //! id, trains a small MLP with libtorch, saves it as TorchScript, scores the test split with
-//! `predict` on the cluster's executors and writes the predictions as Parquet.
+//! `predict` on the cluster's executors and writes the predictions as Parquet. The command's
+//! arguments are in [`cli`].
 
+pub mod cli;
 pub mod data;
 
 pub use sluice_catalog::{Error, Result, error};

@@ -1,6 +1,8 @@
 //! ETL jobs: `sluice run jobs/NAME.toml` reads sources, transforms with SQL and lands the rows
-//! as a new version of a data asset.
+//! as a new version of a data asset; `sluice submit` runs one in the background and `sluice serve`
+//! on its cron schedule ([`schedule`]). The commands' arguments are in [`cli`].
 
+pub mod cli;
 pub mod config;
 pub mod run;
 pub mod stream;

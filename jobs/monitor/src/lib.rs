@@ -1,7 +1,9 @@
 //! Model monitoring: how far current inputs and predictions have drifted from the data a model
 //! was trained on: the metrics ([`drift`]), profiles of data sets ([`profile`]) and their
-//! comparison ([`compare`]); and prediction quality once labels arrive ([`quality`]).
+//! comparison ([`compare`]); and prediction quality once labels arrive ([`quality`]); the
+//! `monitor` command ([`cli`]).
 
+pub mod cli;
 pub mod compare;
 pub mod drift;
 pub mod profile;
@@ -27,7 +29,4 @@ pub async fn notify(url: &str, payload: &serde_json::Value) -> String {
     answer
 }
 
-/// The host of a webhook URL, the only part of it ever shown.
-pub fn webhook_host(url: &str) -> String {
-    url::Url::parse(url).ok().and_then(|u| u.host_str().map(str::to_string)).unwrap_or_else(|| "the webhook".into())
-}
+pub use sluice_catalog::models::webhook_host;

@@ -1,7 +1,9 @@
 //! The network surfaces of `sluice serve`: Arrow Flight SQL and the Flight data plane
-//! ([`flight`]), behind users and roles ([`auth`]), optionally over TLS.
+//! ([`flight`]), behind users and roles ([`auth`]), optionally over TLS, and the web console
+//! ([`console`]); the command's arguments are in [`cli`].
 
 pub mod auth;
+pub mod cli;
 pub mod flight;
 pub mod console;
 

@@ -4,7 +4,9 @@
 //! asset (the cold path). Offsets are committed only after every output of them was acknowledged
 //! (and landed), so a crash repeats results, each naming its source offset, but loses none.
 //! Events that cannot be decoded or scored go to a dead-letter topic and the stream goes on.
+//! The command's arguments are in [`cli`].
 
+pub mod cli;
 pub mod config;
 pub mod drift;
 mod land;

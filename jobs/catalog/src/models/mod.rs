@@ -95,6 +95,11 @@ pub struct ModelMonitor {
     pub webhook: Option<String>,
 }
 
+/// The host of a webhook URL, the only part of it ever shown.
+pub fn webhook_host(url: &str) -> String {
+    url::Url::parse(url).ok().and_then(|u| u.host_str().map(str::to_string)).unwrap_or_else(|| "the webhook".into())
+}
+
 /// Which version: `churn` (the latest not archived), `churn@3`, `churn@production`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModelRef {
