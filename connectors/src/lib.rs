@@ -3,9 +3,6 @@
 //! [`registry`] lists them by name; the engine wires them into DataFusion and Ballista.
 
 pub mod avro;
-pub mod datastore;
-pub mod delta;
-pub mod error;
 pub mod files;
 pub mod json;
 pub mod kafka;
@@ -18,7 +15,8 @@ pub mod relational;
 pub mod rest;
 pub mod tls;
 
-pub use error::{Error, Result};
+// The connectors and the lake report data errors with one type.
+pub use sluice_lake::{Error, Result, error};
 
 /// `value` seconds from setting `key` as a duration: negative, NaN or endless values are errors
 /// that name the setting (`Duration::from_secs_f64` would panic on them).

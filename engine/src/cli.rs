@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use clap::Args;
 use datafusion::prelude::SessionContext;
-use sluice_connectors::datastore::{Datastore, WorkspaceConfig};
-use sluice_connectors::delta::Lake;
+use sluice_lake::datastore::{Datastore, WorkspaceConfig};
+use sluice_lake::delta::Lake;
 
 use crate::cluster::{DEFAULT_EXECUTOR_TIMEOUT_SECONDS, DEFAULT_HEARTBEAT_SECONDS};
 use crate::{EmbeddedCluster, EmbeddedOptions, Error, ExecutorOptions, Result, SchedulerOptions};

@@ -22,7 +22,7 @@ use ballista_scheduler::scheduler_process::{create_scheduler, start_grpc_service
 use ballista_scheduler::scheduler_server::SchedulerServer;
 use datafusion::prelude::SessionContext;
 use datafusion_proto::protobuf::{LogicalPlanNode, PhysicalPlanNode};
-use sluice_connectors::datastore::Datastore;
+use sluice_lake::datastore::Datastore;
 use sluice_udfs::{Functions, PredictStats, functions};
 use tonic::transport::server::TcpIncoming;
 

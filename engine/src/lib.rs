@@ -21,8 +21,8 @@ pub use error::{Error, Result};
 pub use session::connect;
 
 pub use datafusion::prelude::SessionContext;
-pub use sluice_connectors::datastore::{Datastore, WorkspaceConfig};
-pub use sluice_connectors::delta::{AssetRef, At, Lake, WriteMode};
+pub use sluice_lake::datastore::{Datastore, WorkspaceConfig};
+pub use sluice_lake::delta::{AssetRef, At, Lake, WriteMode};
 pub use sluice_udfs::Functions;
 
 /// Sluice's functions as the client registers them (its `predict` counters stay at zero unless

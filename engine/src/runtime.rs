@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
-use sluice_connectors::datastore::Datastore;
+use sluice_lake::datastore::Datastore;
 
 /// A runtime environment with the datastores' object stores; `spill_dir` holds temporary files.
 pub fn runtime_env(spill_dir: Option<&str>, datastores: &[Datastore]) -> datafusion::error::Result<Arc<RuntimeEnv>> {

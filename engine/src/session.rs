@@ -6,8 +6,8 @@ use ballista::prelude::{SessionConfigExt, SessionContextExt};
 use datafusion::execution::SessionState;
 use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::prelude::{SessionConfig, SessionContext};
-use sluice_connectors::datastore::Datastore;
-use sluice_connectors::delta::Lake;
+use sluice_lake::datastore::Datastore;
+use sluice_lake::delta::Lake;
 use sluice_udfs::Functions;
 
 use crate::error::{Error, Result};

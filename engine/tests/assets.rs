@@ -150,7 +150,7 @@ async fn versions_tags_time_travel_and_evolution_on_every_backend() {
 }
 
 /// One small Parquet file with ids `from..to`, put at `path` in the lake's store.
-async fn put_ids(lake: &Lake, path: &str, from: i64, to: i64) -> sluice_connectors::delta::DataFile {
+async fn put_ids(lake: &Lake, path: &str, from: i64, to: i64) -> sluice_lake::delta::DataFile {
     use std::sync::Arc;
     let schema = Arc::new(arrow::datatypes::Schema::new(vec![arrow::datatypes::Field::new(
         "id",
@@ -169,7 +169,7 @@ async fn put_ids(lake: &Lake, path: &str, from: i64, to: i64) -> sluice_connecto
     let size = bytes.len() as u64;
     let location = object_store::path::Path::from(path);
     object_store::ObjectStoreExt::put(&lake.store(), &location, bytes.into()).await.unwrap();
-    sluice_connectors::delta::DataFile {
+    sluice_lake::delta::DataFile {
         path: location.to_string(),
         size,
         partition_values: Default::default(),
@@ -179,7 +179,7 @@ async fn put_ids(lake: &Lake, path: &str, from: i64, to: i64) -> sluice_connecto
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn racing_commits_are_all_kept_on_every_backend() {
-    use sluice_connectors::delta::NewFiles;
+    use sluice_lake::delta::NewFiles;
     for (backend, location, datastores, _keep) in backends() {
         let lake = Lake::open(&location, &datastores).unwrap();
         let table = lake.store_path(&lake.asset_url("race").unwrap()).unwrap();

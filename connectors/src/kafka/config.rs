@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use rdkafka::ClientConfig;
 use serde::{Deserialize, Serialize};
 
-use crate::datastore::SecretRef;
+use sluice_lake::datastore::SecretRef;
 use crate::error::{Error, Result};
 
 /// How to reach the cluster.

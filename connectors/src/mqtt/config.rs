@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::datastore::SecretRef;
+use sluice_lake::datastore::SecretRef;
 
 /// How to reach the broker.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::datastore::SecretRef;
+use sluice_lake::datastore::SecretRef;
 
 /// How to reach the database. The password is a secret reference, resolved where the
 /// connection is opened (the client to plan, each executor to read).

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::datastore::{SecretRef, Setting};
+use sluice_lake::datastore::{SecretRef, Setting};
 
 /// How to reach the API.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -10,7 +10,7 @@ use url::Url;
 
 use super::client::{Client, Fetched};
 use super::config::{Pagination, RUN_START, RestConnection, RestRead, WATERMARK};
-use crate::datastore::Setting;
+use sluice_lake::datastore::Setting;
 use crate::error::{Error, Result};
 use crate::json::{Decoded, JsonOptions, RecordDecoder, Reject};
 

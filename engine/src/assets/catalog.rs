@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use datafusion::catalog::{SchemaProvider, TableProvider};
 use datafusion::common::DataFusionError;
 use datafusion::prelude::SessionContext;
-use sluice_connectors::delta::{AssetRef, Lake};
+use sluice_lake::delta::{AssetRef, Lake};
 
 use super::table::AssetTable;
 
@@ -32,7 +32,7 @@ impl SchemaProvider for AssetSchema {
             return Ok(Some(table));
         }
         let Ok(asset) = AssetRef::parse(name) else { return Ok(None) };
-        let latest = AssetRef { name: asset.name.clone(), at: sluice_connectors::delta::At::Latest };
+        let latest = AssetRef { name: asset.name.clone(), at: sluice_lake::delta::At::Latest };
         // A plain name that is no asset is just an unknown table; a pinned one is an error.
         if asset == latest && !self.lake.exists(&asset.name).await.map_err(external)? {
             return Ok(None);

@@ -12,7 +12,7 @@ use datafusion::datasource::listing::ListingTable;
 use datafusion::datasource::source_as_provider;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::logical_expr::{LogicalPlan, SortExpr, cast, col};
-use sluice_connectors::delta::{Lake, NewFiles, WriteMode, delta_compatible};
+use sluice_lake::delta::{Lake, NewFiles, WriteMode, delta_compatible};
 
 use super::table::AssetTable;
 use crate::error::{Error, Result};

@@ -17,7 +17,7 @@ use datafusion::dataframe::{DataFrame, DataFrameWriteOptions};
 use datafusion::logical_expr::{Expr, col, lit};
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
 use serde::Serialize;
-use sluice_connectors::delta::{AssetRef, AssetVersion, Lake, NewFiles};
+use sluice_lake::delta::{AssetRef, AssetVersion, Lake, NewFiles};
 
 use super::files::{WriteOptions, delta_ready, inputs_of, run_id, write_files};
 use super::table::AssetTable;

@@ -22,7 +22,7 @@ use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
 use serde::{Deserialize, Serialize};
-use sluice_connectors::delta::{AssetVersion, DataFile};
+use sluice_lake::delta::{AssetVersion, DataFile};
 
 use crate::profile::{ProfileExec, ProfileSpec};
 

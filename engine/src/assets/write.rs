@@ -9,7 +9,7 @@ use std::time::Instant;
 use arrow::datatypes::Schema;
 use datafusion::dataframe::DataFrame;
 use serde::Serialize;
-use sluice_connectors::delta::{Lake, NewFiles, WriteMode};
+use sluice_lake::delta::{Lake, NewFiles, WriteMode};
 
 pub use super::files::{WriteOptions, inputs_of, run_id};
 use super::files::write_files;

@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 
 use datafusion::prelude::SessionContext;
-use sluice_connectors::delta::{AssetSummary, AssetVersion, Lake, VacuumReport, VersionInfo};
+use sluice_lake::delta::{AssetSummary, AssetVersion, Lake, VacuumReport, VersionInfo};
 use sluice_engine::assets::{WriteOptions, WriteSummary, write_asset};
 
 use sluice_catalog::error::Result;

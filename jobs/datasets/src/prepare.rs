@@ -15,7 +15,7 @@ use datafusion::prelude::{ParquetReadOptions, SessionContext};
 use futures::TryStreamExt;
 use object_store::ObjectStoreExt;
 use serde::{Deserialize, Serialize};
-use sluice_connectors::delta::Lake;
+use sluice_lake::delta::Lake;
 
 use sluice_catalog::error::{Error, Result};
 use sluice_catalog::sql::ident;

@@ -17,7 +17,7 @@ use arrow::datatypes::{DataType, Int64Type, Schema};
 use arrow::util::display::array_value_to_string;
 use datafusion::prelude::SessionContext;
 use serde::Serialize;
-use sluice_connectors::delta::{AssetRef, Lake, WriteMode};
+use sluice_lake::delta::{AssetRef, Lake, WriteMode};
 use sluice_engine::assets::{WriteOptions, WriteSummary, stage_asset};
 
 use sluice_catalog::error::{Error, Result};

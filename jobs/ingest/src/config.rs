@@ -475,13 +475,13 @@ impl JobFile {
                     .into(),
             ));
         }
-        sluice_connectors::delta::AssetRef::parse(&job.sink.asset).map_err(|e| bad(format!("sink.asset: {e}")))?;
-        let mode = job.sink.mode.parse::<sluice_connectors::delta::WriteMode>().map_err(|e| bad(format!("sink.mode: {e}")))?;
+        sluice_lake::delta::AssetRef::parse(&job.sink.asset).map_err(|e| bad(format!("sink.asset: {e}")))?;
+        let mode = job.sink.mode.parse::<sluice_lake::delta::WriteMode>().map_err(|e| bad(format!("sink.mode: {e}")))?;
         match (mode, job.sink.key.is_empty()) {
-            (sluice_connectors::delta::WriteMode::Merge, true) => {
+            (sluice_lake::delta::WriteMode::Merge, true) => {
                 return Err(bad("sink.mode = \"merge\" needs sink.key = [\"column\", ...]: the columns that make rows the same".into()));
             }
-            (sluice_connectors::delta::WriteMode::Merge, false) => {}
+            (sluice_lake::delta::WriteMode::Merge, false) => {}
             (_, false) => return Err(bad(format!("sink.key is for mode = \"merge\", not \"{}\"", job.sink.mode))),
             (_, true) if job.sink.delete.is_some() => {
                 return Err(bad(format!("sink.delete is for mode = \"merge\", not \"{}\"", job.sink.mode)));
@@ -509,7 +509,7 @@ impl JobFile {
             }
         }
         if let Some(asset) = &job.quarantine.asset {
-            sluice_connectors::delta::AssetRef::parse(asset).map_err(|e| bad(format!("quarantine.asset: {e}")))?;
+            sluice_lake::delta::AssetRef::parse(asset).map_err(|e| bad(format!("quarantine.asset: {e}")))?;
         }
         if job.job.schedule.is_none() && (job.job.timezone.is_some() || job.job.catch_up.is_some()) {
             return Err(bad("job.timezone and job.catch_up go with job.schedule".into()));
@@ -518,7 +518,7 @@ impl JobFile {
         if let Some(prepare) = &job.prepare {
             prepare.check().map_err(|e| bad(e.to_string()))?;
             if let Some(asset) = &prepare.violations {
-                sluice_connectors::delta::AssetRef::parse(asset).map_err(|e| bad(format!("prepare.violations: {e}")))?;
+                sluice_lake::delta::AssetRef::parse(asset).map_err(|e| bad(format!("prepare.violations: {e}")))?;
             }
         }
         Ok(job)

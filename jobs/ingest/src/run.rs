@@ -7,7 +7,7 @@ use std::sync::Arc;
 use datafusion::logical_expr::col;
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
 use serde::Serialize;
-use sluice_connectors::delta::Lake;
+use sluice_lake::delta::Lake;
 use sluice_connectors::quarantine::{self, Counts, QuarantineTarget};
 use sluice_engine::assets::{WriteOptions, WriteSummary, commit_folder, stage_asset};
 use sluice_engine::sources::SourcePlan;

@@ -12,7 +12,7 @@ use arrow::row::{RowConverter, SortField};
 use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
 use serde::Serialize;
-use sluice_connectors::delta::Lake;
+use sluice_lake::delta::Lake;
 use sluice_connectors::json::{JsonOptions, RecordDecoder};
 use sluice_connectors::json::Reject;
 use sluice_connectors::mqtt::{Batch, Record, Spool, Subscription};

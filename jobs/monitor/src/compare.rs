@@ -285,7 +285,7 @@ pub async fn compare(
 /// time of the check and the `labels` (what was compared: pinned versions, run, model) as
 /// columns of every row; `job` names the writer in the lineage.
 pub async fn write_report(
-    lake: &sluice_connectors::delta::Lake,
+    lake: &sluice_lake::delta::Lake,
     name: &str,
     job: &str,
     labels: &[(&str, String)],

@@ -13,7 +13,7 @@ use datafusion::prelude::SessionContext;
 use futures::TryStreamExt;
 use object_store::{ObjectStoreExt, PutPayload};
 use sha2::Digest;
-use sluice_connectors::delta::{AssetRef, AssetVersion, At, Lake};
+use sluice_lake::delta::{AssetRef, AssetVersion, At, Lake};
 use sluice_engine::profile::{Binning, ColumnSpec, Profile};
 
 use sluice_catalog::error::{Error, Result};

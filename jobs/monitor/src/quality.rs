@@ -9,7 +9,7 @@ use arrow::array::AsArray;
 use arrow::datatypes::DataType;
 use datafusion::prelude::SessionContext;
 use serde::{Deserialize, Serialize};
-use sluice_connectors::delta::{AssetRef, Lake};
+use sluice_lake::delta::{AssetRef, Lake};
 
 use sluice_catalog::error::{Error, Result};
 use sluice_catalog::models::{ModelRef, Registry};
@@ -108,11 +108,11 @@ pub struct QualityReport {
     pub unlabelled: u64,
 }
 
-fn pinned_or_table(version: Option<sluice_connectors::delta::AssetVersion>, text: &str) -> String {
+fn pinned_or_table(version: Option<sluice_lake::delta::AssetVersion>, text: &str) -> String {
     version.map_or_else(|| text.to_string(), |v| format!("{}@{}", v.name, v.version))
 }
 
-async fn resolve(lake: &Lake, text: &str) -> Result<Option<sluice_connectors::delta::AssetVersion>> {
+async fn resolve(lake: &Lake, text: &str) -> Result<Option<sluice_lake::delta::AssetVersion>> {
     let asset = AssetRef::parse(text)?;
     if lake.exists(&asset.name).await? { Ok(Some(lake.resolve(&asset).await?)) } else { Ok(None) }
 }

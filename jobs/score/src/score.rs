@@ -17,7 +17,7 @@ use datafusion::prelude::SessionContext;
 use futures::TryStreamExt;
 use object_store::{ObjectStoreExt, PutPayload};
 use serde::{Deserialize, Serialize};
-use sluice_connectors::delta::{AssetRef, AssetVersion, Lake, WriteMode};
+use sluice_lake::delta::{AssetRef, AssetVersion, Lake, WriteMode};
 use sluice_engine::assets::{AssetTable, WriteOptions, WriteSummary, commit_folder_with, stage_asset};
 
 use sluice_catalog::error::{Error, Result};

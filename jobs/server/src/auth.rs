@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
-use sluice_connectors::datastore::SecretRef;
+use sluice_lake::datastore::SecretRef;
 
 use sluice_catalog::error::{Error, Result};
 

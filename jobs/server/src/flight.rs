@@ -40,7 +40,7 @@ use datafusion::physical_plan::streaming::PartitionStream;
 use datafusion::prelude::{DataFrame, SQLOptions, SessionContext};
 use futures::{Stream, StreamExt, TryStreamExt};
 use prost::Message;
-use sluice_connectors::delta::{AssetRef, Lake, WriteMode};
+use sluice_lake::delta::{AssetRef, Lake, WriteMode};
 use sluice_engine::assets::{WriteOptions, write_asset};
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status, Streaming};
@@ -170,7 +170,7 @@ impl FlightServer {
     /// version; returns the rows written.
     async fn append(&self, name: &str, data: PeekableFlightDataStream, replace: bool, user: &str) -> Result<i64, Status> {
         let asset = AssetRef::parse(name).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        if asset.at != sluice_connectors::delta::At::Latest {
+        if asset.at != sluice_lake::delta::At::Latest {
             return Err(Status::invalid_argument(format!("put: '{name}': name the asset without a version or tag")));
         }
         let mut batches = FlightRecordBatchStream::new_from_flight_data(data.map_err(FlightError::from));
@@ -516,7 +516,7 @@ impl FlightSqlService for FlightServer {
         let assets = self.lake.list().await.map_err(internal)?;
         for asset in assets {
             let schema = if include_schema {
-                let at = AssetRef { name: asset.name.clone(), at: sluice_connectors::delta::At::Latest };
+                let at = AssetRef { name: asset.name.clone(), at: sluice_lake::delta::At::Latest };
                 self.lake.resolve(&at).await.map_err(internal)?.schema
             } else {
                 Arc::new(Schema::empty())

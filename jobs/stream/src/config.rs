@@ -113,7 +113,7 @@ pub struct AvroInput {
     pub writer_schemas: std::collections::BTreeMap<String, String>,
     /// A Confluent-compatible schema registry (`http://host:8081`) asked for ids not listed; a
     /// URL holding credentials goes in a secret reference (`{ env = "REGISTRY_URL" }`).
-    pub registry: Option<sluice_connectors::datastore::Setting>,
+    pub registry: Option<sluice_lake::datastore::Setting>,
 }
 
 impl AvroInput {
@@ -292,7 +292,7 @@ impl StreamJob {
         // Seconds that become durations: a negative, NaN or endless value would stop the job
         // with a panic where it is used.
         let seconds = |key: &str, value: f64, zero_ok: bool| -> Result<()> {
-            let fine = value.is_finite() && value >= 0.0 && value < 10.0 * 365.0 * 86400.0 && (zero_ok || value > 0.0);
+            let fine = sluice_connectors::seconds(key, value).is_ok_and(|d| zero_ok || !d.is_zero());
             if fine {
                 return Ok(());
             }

@@ -7,7 +7,7 @@
 use arrow::record_batch::RecordBatch;
 use datafusion::prelude::SessionContext;
 use serde::Deserialize;
-use sluice_connectors::delta::{AssetRef, Lake};
+use sluice_lake::delta::{AssetRef, Lake};
 use sluice_engine::profile::{ColumnSpec, Profile};
 
 use sluice_catalog::error::{Error, Result};

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use arrow::array::{AsArray, BooleanArray, RecordBatch};
 use arrow::datatypes::{Int32Type, Int64Type};
 use datafusion::prelude::SessionContext;
-use sluice_connectors::delta::Lake;
+use sluice_lake::delta::Lake;
 use sluice_engine::assets::{WriteOptions, WriteSummary, write_asset};
 
 use super::config::Land;

@@ -23,7 +23,7 @@ use datafusion::common::Column;
 use datafusion::logical_expr::{Expr, LogicalPlan, Projection};
 use datafusion::prelude::{DataFrame, SessionContext};
 use serde::Serialize;
-use sluice_connectors::delta::Lake;
+use sluice_lake::delta::Lake;
 use sluice_connectors::json::{Decoded, RecordDecoder};
 use sluice_connectors::kafka::{Consumer, Message, Offsets, Producer, Record};
 use sluice_connectors::postgres::Upserter;

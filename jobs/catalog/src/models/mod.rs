@@ -17,7 +17,7 @@ use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use serde::{Deserialize, Serialize};
-use sluice_connectors::delta::Lake;
+use sluice_lake::delta::Lake;
 
 use crate::error::{Error, Result};
 

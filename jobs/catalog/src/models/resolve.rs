@@ -11,7 +11,7 @@ use datafusion::sql::sqlparser::ast::{
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 use serde::Serialize;
-use sluice_connectors::delta::Lake;
+use sluice_lake::delta::Lake;
 
 use super::{ModelRef, Registry};
 use crate::error::{Error, Result};

@@ -8,7 +8,7 @@ use arrow::array::AsArray;
 use arrow::datatypes::{DataType, Float32Type, Float64Type, Schema};
 use datafusion::prelude::SessionContext;
 use serde::Serialize;
-use sluice_connectors::delta::{AssetRef, Lake};
+use sluice_lake::delta::{AssetRef, Lake};
 use tch::{CModule, Tensor};
 
 use super::{Dataset, Task, TrainOptions, Trained, train_model};
@@ -110,7 +110,7 @@ struct Splits {
 
 async fn splits(lake: &Lake, input: &str) -> Result<Splits> {
     let asset = AssetRef::parse(input)?;
-    let split_lineage = |history: Vec<sluice_connectors::delta::VersionInfo>, version: u64| {
+    let split_lineage = |history: Vec<sluice_lake::delta::VersionInfo>, version: u64| {
         history.into_iter().find(|v| v.version == version).and_then(|v| v.lineage?.get("split").cloned())
     };
     if lake.exists(&asset.name).await? {

@@ -19,7 +19,7 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use base64::Engine;
 use datafusion::prelude::SessionContext;
-use sluice_connectors::delta::Lake;
+use sluice_lake::delta::Lake;
 
 use sluice_catalog::error::Result;
 use sluice_catalog::runs::Catalog;

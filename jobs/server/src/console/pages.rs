@@ -5,7 +5,7 @@ use std::fmt::Write;
 
 use arrow::array::Array;
 use arrow::record_batch::RecordBatch;
-use sluice_connectors::delta::AssetRef;
+use sluice_lake::delta::AssetRef;
 use sluice_engine::profile::{Binning, ColumnProfile};
 
 use super::html::{badge, bytes, escape, segment, table, time_ms};

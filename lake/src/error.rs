@@ -1,8 +1,8 @@
-//! Errors of Sluice's connectors.
+//! Errors of reading and writing data: the lake's and the connectors'.
 
 use std::path::PathBuf;
 
-/// Result with the connectors' [`Error`].
+/// Result with the data [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// What can go wrong while reading from a source or writing to a sink.
