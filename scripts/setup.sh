@@ -2,6 +2,8 @@
 # Installs what Sluice needs to build and run, idempotently, and says what it installs.
 #  - libtorch 2.13.0 (the version tch 0.26 links against) from PyPI's torch wheel, into a venv
 #    in a cache outside the clone;
+#  - ONNX Runtime 1.31.1 (the version the ort crate's API level 31 needs) from PyPI's onnxruntime
+#    wheel, into its own venv in the same cache (the library is loaded at run time);
 #  - .cargo/config.toml pointing tch at it, giving binaries an rpath to it, and keeping the
 #    target dir in the same cache so a warm build is quick.
 # Usage: scripts/setup.sh            (quiet when everything is there already)
@@ -15,6 +17,8 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cache="${SLUICE_CACHE:-$HOME/.cache/sluice}"
 venv="$cache/torch-venv"
 torch_version="2.13.0"
+ort_venv="$cache/onnxruntime-venv"
+ort_version="1.31.1"
 say() { printf '[setup] %s\n' "$*" >&2; }
 cuda=false
 for arg in "$@"; do
@@ -83,6 +87,38 @@ if $cuda; then
   fi
 fi
 
+# ONNX Runtime for .onnx models: only its shared library is used (loaded by the ort crate at run
+# time), so the wheel goes in with --no-deps (23.8 MB). Its own venv: the GPU wheel
+# (onnxruntime-gpu) installs the same package folder and must not meet the CPU one.
+if [ ! -x "$ort_venv/bin/python" ]; then
+  say "creating venv for ONNX Runtime at $ort_venv"
+  "$python" -m venv "$ort_venv"
+fi
+ort_dir="$("$ort_venv/bin/python" - <<'PY'
+import sysconfig, pathlib
+print(pathlib.Path(sysconfig.get_paths()["purelib"]) / "onnxruntime" / "capi")
+PY
+)"
+ort_package="onnxruntime"
+# The GPU wheel, once installed, also serves CPU-only runs: a plain run keeps it.
+if $cuda || [ -f "$ort_venv/.sluice-onnxruntime-gpu-$ort_version" ]; then ort_package="onnxruntime-gpu"; fi
+ort_stamp="$ort_venv/.sluice-$ort_package-$ort_version"
+ort_lib="$ort_dir/libonnxruntime.so.$ort_version"
+if [ ! -f "$ort_stamp" ] || [ ! -f "$ort_lib" ]; then
+  if $cuda; then
+    say "installing $ort_package==$ort_version from PyPI into $ort_venv (about 255 MB, once): CUDA execution provider"
+    "$ort_venv/bin/pip" uninstall --quiet --yes onnxruntime >/dev/null 2>&1 || true
+  else
+    say "installing $ort_package==$ort_version (ONNX Runtime for .onnx models) from PyPI into $ort_venv (24 MB, once)"
+  fi
+  "$ort_venv/bin/pip" install --quiet --disable-pip-version-check --no-deps "$ort_package==$ort_version"
+  rm -f "$ort_venv"/.sluice-onnxruntime*-"$ort_version"
+  touch "$ort_stamp"
+  say "installed ONNX Runtime at $ort_lib"
+else
+  say "ONNX Runtime $ort_version already installed at $ort_lib"
+fi
+
 # mold links the large test and CLI binaries in a fraction of GNU ld's time (bench/RESULTS.md).
 linker_flags=""
 if ! command -v mold >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
@@ -104,6 +140,7 @@ want="$(cat <<TOML
 LIBTORCH = "$torch_dir"
 LIBTORCH_LIB = "$torch_dir"
 SLUICE_LIBTORCH_LIB = "$torch_dir/lib"
+SLUICE_ONNXRUNTIME_LIB = "$ort_lib"
 
 [build]
 target-dir = "$target_dir"

@@ -31,6 +31,28 @@ pub enum Error {
         /// libtorch's message.
         message: String,
     },
+    /// The file looks like an ONNX model but ONNX Runtime cannot load it.
+    #[error(
+        "predict: '{path}' is not a loadable ONNX model ({message}). Export it with torch.onnx.export, \
+         skl2onnx.convert_sklearn or onnxmltools (convert_lightgbm, convert_xgboost), zipmap off for classifiers"
+    )]
+    OnnxLoad {
+        /// Path as given to `predict`.
+        path: String,
+        /// ONNX Runtime's message.
+        message: String,
+    },
+    /// The ONNX Runtime library is missing or unusable.
+    #[error("predict: {0}")]
+    OnnxRuntime(String),
+    /// ONNX Runtime failed while running a model that loaded and probed fine.
+    #[error("predict: model '{model}' failed in ONNX Runtime: {message}")]
+    Onnx {
+        /// Model id.
+        model: String,
+        /// What went wrong.
+        message: String,
+    },
     /// The call does not fit the model: argument count or types.
     #[error("{0}")]
     BadCall(String),

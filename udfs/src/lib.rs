@@ -1,5 +1,5 @@
-//! Sluice's scalar functions for DataFusion and Ballista: scoring with TorchScript models
-//! (`predict`) and stable hashing for reproducible splits (`split_hash`).
+//! Sluice's scalar functions for DataFusion and Ballista: scoring with TorchScript and ONNX
+//! models (`predict`) and stable hashing for reproducible splits (`split_hash`).
 //!
 //! [`functions`] is the registry: the engine registers its result on the client, the scheduler
 //! and every executor, which is where Ballista needs a UDF to be known.
@@ -8,6 +8,7 @@ pub mod device;
 pub mod error;
 pub mod fetch;
 pub mod model;
+pub mod onnx;
 pub mod predict;
 pub mod split_hash;
 

@@ -1,6 +1,8 @@
-//! TorchScript models: loaded once per process, shared by every task, run on column batches.
+//! Models: TorchScript (libtorch) or ONNX (ONNX Runtime, see [`crate::onnx`]), loaded once per
+//! process, shared by every task, run on column batches.
 //!
-//! A model is keyed by its path, size and modification time, so a replaced file is loaded anew
+//! The runtime follows the file: `.onnx` runs through ONNX Runtime, `.pt` through libtorch, and
+//! any other name by its content (TorchScript files are zip archives). A model is keyed by its path, size and modification time, so a replaced file is loaded anew
 //! while unchanged files are never read twice. `CModule` is `Send + Sync` and `forward` takes
 //! `&self`, so one loaded model serves all threads; tensors stay local to the calling thread.
 
@@ -44,12 +46,44 @@ pub struct Shape {
     pub kind: OutputKind,
 }
 
-/// A loaded TorchScript model.
+/// The format of a model file, and the runtime that scores it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// A TorchScript module, scored by libtorch.
+    TorchScript,
+    /// An ONNX graph, scored by ONNX Runtime.
+    Onnx,
+}
+
+impl Format {
+    /// `torchscript` or `onnx`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::TorchScript => "torchscript",
+            Self::Onnx => "onnx",
+        }
+    }
+
+    /// The file extension models of this format are stored with.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Self::TorchScript => "pt",
+            Self::Onnx => "onnx",
+        }
+    }
+}
+
+enum Runtime {
+    Torch(CModule),
+    Onnx(crate::onnx::OnnxModel),
+}
+
+/// A loaded model.
 pub struct Model {
     path: String,
     id: String,
     device: Device,
-    module: CModule,
+    runtime: Runtime,
     /// Input width taken from the first 2-D weight, when the model has one (an MLP's first layer).
     declared_inputs: Option<usize>,
     probes: Mutex<HashMap<usize, std::result::Result<Shape, String>>>,
@@ -111,20 +145,35 @@ impl Model {
         let hex: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
         let stem = canonical.file_stem().and_then(|s| s.to_str()).unwrap_or("model");
         let id = format!("{stem}@{hex}");
-        let mut module = CModule::load_data_on_device(&mut Cursor::new(bytes), device)
-            .map_err(|e| Error::ModelLoad { path: path.to_string(), message: first_line(&e.to_string()) })?;
-        module.set_eval();
-        let declared_inputs = module
-            .named_parameters()
-            .ok()
-            .and_then(|params| params.iter().find(|(_, t)| t.dim() == 2).map(|(_, t)| t.size()[1] as usize));
+        let (runtime, declared_inputs) = if crate::onnx::looks_like_onnx(&canonical, &bytes) {
+            let cuda = match device {
+                Device::Cuda(n) => Some(n),
+                _ => None,
+            };
+            let model = crate::onnx::OnnxModel::load(path, bytes, cuda)?;
+            let declared = model.declared_inputs();
+            (Runtime::Onnx(model), declared)
+        } else {
+            let mut module = CModule::load_data_on_device(&mut Cursor::new(bytes), device)
+                .map_err(|e| Error::ModelLoad { path: path.to_string(), message: first_line(&e.to_string()) })?;
+            module.set_eval();
+            let declared = module
+                .named_parameters()
+                .ok()
+                .and_then(|params| params.iter().find(|(_, t)| t.dim() == 2).map(|(_, t)| t.size()[1] as usize));
+            (Runtime::Torch(module), declared)
+        };
         LOADS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        tracing::info!(model = %id, path = %path, device = %device_name(device), "loaded TorchScript model");
+        let format = match runtime {
+            Runtime::Torch(_) => Format::TorchScript,
+            Runtime::Onnx(_) => Format::Onnx,
+        };
+        tracing::info!(model = %id, path = %path, device = %device_name(device), format = format.name(), "loaded model");
         let model = Arc::new(Model {
             path: path.to_string(),
             id,
             device,
-            module,
+            runtime,
             declared_inputs,
             probes: Mutex::new(HashMap::new()),
         });
@@ -147,6 +196,31 @@ impl Model {
         self.device
     }
 
+    /// The model's format (which runtime scores it).
+    pub fn format(&self) -> Format {
+        match self.runtime {
+            Runtime::Torch(_) => Format::TorchScript,
+            Runtime::Onnx(_) => Format::Onnx,
+        }
+    }
+
+    /// Names of the values per row, where the model itself names them (an ONNX model's outputs,
+    /// once probed); None for TorchScript, whose outputs are unnamed.
+    pub fn output_names(&self) -> Option<Vec<String>> {
+        match &self.runtime {
+            Runtime::Torch(_) => None,
+            Runtime::Onnx(model) => model.output_names(),
+        }
+    }
+
+    /// The ONNX model inside, for its metadata and session counts.
+    pub fn onnx(&self) -> Option<&crate::onnx::OnnxModel> {
+        match &self.runtime {
+            Runtime::Onnx(model) => Some(model),
+            Runtime::Torch(_) => None,
+        }
+    }
+
     /// The input width the model's first layer declares, if it has a 2-D weight.
     pub fn declared_inputs(&self) -> Option<usize> {
         self.declared_inputs
@@ -161,6 +235,10 @@ impl Model {
     }
 
     fn run_probe(&self, inputs: usize) -> std::result::Result<Shape, String> {
+        let module = match &self.runtime {
+            Runtime::Torch(module) => module,
+            Runtime::Onnx(model) => return model.probe(&self.id, inputs),
+        };
         let expected = match self.declared_inputs {
             Some(n) => format!("{n} numeric feature columns (its first layer's width)"),
             None => "numeric feature columns".to_string(),
@@ -175,7 +253,7 @@ impl Model {
             ));
         }
         let x = Tensor::zeros([2, inputs as i64], (Kind::Float, self.device));
-        let out = tch::no_grad(|| self.module.forward_ts(&[x])).map_err(|e| {
+        let out = tch::no_grad(|| module.forward_ts(&[x])).map_err(|e| {
             format!(
                 "predict: model '{}' ({}) rejected {inputs} float32 feature column(s): {}. \
                  It expects {expected}",
@@ -216,6 +294,13 @@ impl Model {
     /// which GEMM takes as it is: no row-major copy.
     pub fn forward_columns(&self, features: &[f32], rows: usize, shape: Shape) -> Result<Output> {
         debug_assert_eq!(features.len(), rows * shape.inputs);
+        let module = match &self.runtime {
+            Runtime::Torch(module) => module,
+            Runtime::Onnx(model) => {
+                let columns: Vec<&[f32]> = features.chunks(rows.max(1)).collect();
+                return model.forward(&self.id, &columns, 0, rows, shape);
+            }
+        };
         let torch_err = |e: tch::TchError| Error::Torch { model: self.id.clone(), message: first_line(&e.to_string()) };
         // SAFETY: `features` outlives the tensor `view`, which is dropped before returning; the
         // size and strides address exactly `rows * inputs` f32 values inside the slice.
@@ -231,7 +316,7 @@ impl Model {
         .map_err(torch_err)?;
         let out = tch::no_grad(|| -> std::result::Result<Tensor, tch::TchError> {
             let input = if self.device == Device::Cpu { view.shallow_clone() } else { view.f_to_device(self.device)? };
-            let out = self.module.forward_ts(&[input])?;
+            let out = module.forward_ts(&[input])?;
             out.f_to_device(Device::Cpu)?.f_contiguous()
         })
         .map_err(torch_err)?;
@@ -260,6 +345,29 @@ impl Model {
                 Ok(Output::F64(values))
             }
         }
+    }
+}
+
+impl Model {
+    /// Scores rows `start..start + n` of `columns` (one f32 slice per feature). TorchScript gets
+    /// them as one column-major buffer (`scratch`, reused across calls), ONNX Runtime as its
+    /// inputs need them (see [`crate::onnx`]).
+    pub fn forward(
+        &self,
+        columns: &[&[f32]],
+        start: usize,
+        n: usize,
+        shape: Shape,
+        scratch: &mut Vec<f32>,
+    ) -> Result<Output> {
+        if let Runtime::Onnx(model) = &self.runtime {
+            return model.forward(&self.id, columns, start, n, shape);
+        }
+        scratch.resize(n * columns.len(), 0.0);
+        for (c, col) in columns.iter().enumerate() {
+            scratch[c * n..(c + 1) * n].copy_from_slice(&col[start..start + n]);
+        }
+        self.forward_columns(scratch, n, shape)
     }
 }
 

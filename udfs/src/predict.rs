@@ -362,17 +362,13 @@ fn score(model: &Model, shape: Shape, columns: &[ArrayRef], fields: &[FieldRef],
     let values: Vec<&[f32]> = f32_columns.iter().map(|c| &c.as_primitive::<Float32Type>().values()[..]).collect();
 
     let chunk = chunk_rows.min(rows.max(1));
-    let mut buffer = vec![0f32; chunk * shape.inputs];
+    let mut scratch = Vec::with_capacity(chunk * shape.inputs);
     let mut out32 = Vec::new();
     let mut out64 = Vec::new();
     let mut start = 0;
     while start < rows {
         let n = chunk.min(rows - start);
-        let buf = &mut buffer[..n * shape.inputs];
-        for (c, col) in values.iter().enumerate() {
-            buf[c * n..(c + 1) * n].copy_from_slice(&col[start..start + n]);
-        }
-        match model.forward_columns(buf, n, shape)? {
+        match model.forward(&values, start, n, shape, &mut scratch)? {
             Output::F32(v) => out32.extend_from_slice(&v),
             Output::F64(v) => out64.extend_from_slice(&v),
         }

@@ -167,3 +167,138 @@ fn a_model_is_loaded_once_per_process() {
     assert!(Arc::ptr_eq(&a, &b), "the second load should return the cached model");
     assert!(a.id().starts_with("classes_4x3@"), "{}", a.id());
 }
+
+// ONNX models, against committed fixtures and their outputs from Python onnxruntime
+// (tests/fixtures/make_onnx_fixtures.py).
+
+fn expected_onnx() -> Value {
+    serde_json::from_str(&std::fs::read_to_string(fixture("expected_onnx.json")).unwrap()).unwrap()
+}
+
+/// Python's outputs of `model` per row, in output order, each output flattened into its values
+/// (a label becomes one value, a probability vector k values).
+fn onnx_rows(model: &Value) -> Vec<Vec<f64>> {
+    let outputs = model["outputs"].as_object().unwrap();
+    let rows = outputs.values().next().unwrap().as_array().unwrap().len();
+    (0..rows)
+        .map(|r| {
+            outputs
+                .values()
+                .flat_map(|o| match &o[r] {
+                    Value::Array(v) => v.iter().map(|x| x.as_f64().unwrap()).collect::<Vec<_>>(),
+                    x => vec![x.as_f64().unwrap()],
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Scores `name`'s fixture inputs through SQL, in batches of `batch_rows`, as f64 rows.
+async fn onnx_scores(name: &str, batch_rows: usize) -> (Vec<Vec<f64>>, DataType) {
+    let expected = expected_onnx();
+    let inputs = matrix(&expected[name]["inputs"]);
+    let (ctx, _) = session(&inputs, batch_rows);
+    ctx.sql(&format!("SET datafusion.execution.batch_size = {batch_rows}")).await.unwrap();
+    let sql = format!(
+        "SELECT predict('{}', {}) AS p FROM t ORDER BY id",
+        fixture(&format!("{name}.onnx")),
+        columns(inputs[0].len())
+    );
+    let batches = ctx.sql(&sql).await.unwrap().collect().await.unwrap();
+    let data_type = batches[0].schema().field(0).data_type().clone();
+    let mut rows = Vec::new();
+    for batch in &batches {
+        let column = batch.column(0);
+        let (values, width) = match column.data_type() {
+            DataType::FixedSizeList(_, n) => (column.as_fixed_size_list().values().clone(), *n as usize),
+            _ => (column.clone(), 1),
+        };
+        let values = arrow::compute::cast(&values, &DataType::Float64).unwrap();
+        let values = values.as_primitive::<arrow::datatypes::Float64Type>().values();
+        rows.extend(values.chunks(width).map(<[f64]>::to_vec));
+    }
+    (rows, data_type)
+}
+
+fn assert_close(name: &str, got: &[Vec<f64>], want: &[Vec<f64>]) {
+    assert_eq!(got.len(), want.len(), "{name}: rows");
+    for (r, (g, w)) in got.iter().zip(want).enumerate() {
+        assert_eq!(g.len(), w.len(), "{name}: values in row {r}");
+        for (k, (a, b)) in g.iter().zip(w).enumerate() {
+            assert!((a - b).abs() <= 1e-5, "{name} row {r} value {k}: {a} vs Python onnxruntime {b}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn onnx_models_score_equal_to_python_onnxruntime() {
+    let expected = expected_onnx();
+    // A classifier's label and probabilities become one list per row: [label, p0, p1, ...],
+    // in f64 since the label is an integer tensor.
+    for (name, width) in [("logreg_6", 3), ("gbm_classes_8x3", 4), ("named_3", 2)] {
+        // Batches of 1,000 rows and of 7 (the forward calls' chunks) give the same values.
+        for batch_rows in [1000, 7] {
+            let (got, data_type) = onnx_scores(name, batch_rows).await;
+            let DataType::FixedSizeList(_, n) = data_type else { panic!("{name}: {data_type}") };
+            assert_eq!(n, width, "{name}");
+            assert_close(name, &got, &onnx_rows(&expected[name]));
+        }
+    }
+    // One output value per row is a plain column, float32 as the model returns it.
+    let (got, data_type) = onnx_scores("gbm_regressor_8", 1000).await;
+    assert_eq!(data_type, DataType::Float32);
+    assert_close("gbm_regressor_8", &got, &onnx_rows(&expected["gbm_regressor_8"]));
+    // Labels are the classes of the highest probability, not all one class.
+    let labels: std::collections::BTreeSet<i64> =
+        onnx_rows(&expected["gbm_classes_8x3"]).iter().map(|r| r[0] as i64).collect();
+    assert_eq!(labels.len(), 3);
+}
+
+#[tokio::test]
+async fn onnx_models_name_their_outputs_and_share_sessions() {
+    let model = sluice_udfs::Model::load(&fixture("gbm_classes_8x3.onnx")).unwrap();
+    assert_eq!(model.format(), sluice_udfs::model::Format::Onnx);
+    assert_eq!(model.declared_inputs(), Some(8));
+    let shape = model.probe(8).unwrap();
+    assert_eq!(shape.outputs, 4);
+    assert_eq!(
+        model.output_names().unwrap(),
+        ["label", "probabilities_0", "probabilities_1", "probabilities_2"].map(String::from)
+    );
+    let named = sluice_udfs::Model::load(&fixture("named_3.onnx")).unwrap();
+    assert_eq!(named.onnx().unwrap().input_names(), ["a", "b", "c"].map(String::from));
+    // Scoring again and again, from one thread, reuses one session.
+    let expected = expected_onnx();
+    let inputs = matrix(&expected["gbm_classes_8x3"]["inputs"]);
+    let columns: Vec<Vec<f32>> = (0..8).map(|c| inputs.iter().map(|r| r[c]).collect()).collect();
+    let slices: Vec<&[f32]> = columns.iter().map(Vec::as_slice).collect();
+    let mut scratch = Vec::new();
+    for start in [0, 100, 500] {
+        model.forward(&slices, start, 50, shape, &mut scratch).unwrap();
+    }
+    assert_eq!(model.onnx().unwrap().sessions(), 1);
+}
+
+#[tokio::test]
+async fn bad_onnx_calls_say_what_the_model_expects() {
+    let rows = vec![vec![0.5f32; 8]; 10];
+    let (ctx, _) = session(&rows, 10);
+    let model = fixture("gbm_classes_8x3.onnx");
+
+    let e = error_of(&ctx, &format!("SELECT predict('{model}', {}) FROM t", columns(5))).await;
+    assert!(e.contains("expects 8 numeric feature columns") && e.contains("one input 'input' of 8 features"), "{e}");
+    assert!(e.contains("was given 5"), "{e}");
+
+    let e = error_of(&ctx, &format!("SELECT predict('{model}', {}, 'text') FROM t", columns(7))).await;
+    assert!(e.contains("not numeric") && e.contains("Utf8"), "{e}");
+
+    let named = fixture("named_3.onnx");
+    let e = error_of(&ctx, &format!("SELECT predict('{named}', f1, f2) FROM t")).await;
+    assert!(e.contains("3 named inputs (a, b, c)") && e.contains("was given 2"), "{e}");
+
+    let e = error_of(&ctx, &format!("SELECT predict('{}', {}) FROM t", fixture("not_a_model.onnx"), columns(6))).await;
+    assert!(e.contains("is not a loadable ONNX model") && e.contains("not_a_model.onnx"), "{e}");
+
+    let e = error_of(&ctx, &format!("SELECT predict('{model}', f1, f2, f3, f4, f5, f6, f7, CAST(NULL AS FLOAT)) FROM t")).await;
+    assert!(e.contains("is NULL at row 0"), "{e}");
+}

@@ -128,16 +128,22 @@ impl RunsCommand {
 /// `sluice model`.
 #[derive(Subcommand, Debug)]
 pub enum ModelCommand {
-    /// Register a TorchScript file as the next version of a model.
+    /// Register a TorchScript or ONNX file as the next version of a model.
     Register {
         /// The model's name.
         name: String,
-        /// The TorchScript file (torch.jit.save / torch.jit.trace output).
+        /// The model file: TorchScript (torch.jit.save output, .pt) or ONNX (.onnx: skl2onnx,
+        /// onnxmltools, torch.onnx.export, tf2onnx output).
         file: PathBuf,
+        /// The file's format; by default read from its name and content. Registering is refused
+        /// when the file is not of the format given.
+        #[arg(long, value_parser = ["torchscript", "onnx"])]
+        format: Option<String>,
         /// The inputs, in order: "tenure float, spend float".
         #[arg(long)]
         inputs: String,
-        /// Names of the values it returns per row (default: prediction).
+        /// Names of the values it returns per row (default: prediction; an ONNX model's own
+        /// output names, e.g. label, probabilities_0, probabilities_1).
         #[arg(long, value_delimiter = ',')]
         outputs: Vec<String>,
         /// classification, regression, ...
@@ -209,7 +215,7 @@ impl ModelCommand {
     pub async fn run(self, say: Say) -> Result<()> {
         let registry = |w: &WorkspaceArg| -> Result<Registry> { Registry::open(&w.lake()?) };
         match self {
-            ModelCommand::Register { name, file, inputs, outputs, task, metrics, description, alias, workspace } => {
+            ModelCommand::Register { name, file, format, inputs, outputs, task, metrics, description, alias, workspace } => {
                 let registry = registry(&workspace)?;
                 let metrics = match metrics {
                     None => Default::default(),
@@ -218,18 +224,26 @@ impl ModelCommand {
                         _ => return Err(Error::Invalid("--metrics must be a JSON object, e.g. '{\"test\": {\"auc\": 0.9}}'".into())),
                     },
                 };
-                let info =
-                    ModelInfo { task, inputs: parse_inputs(&inputs)?, outputs, metrics, lineage: Default::default(), description };
+                let info = ModelInfo {
+                    task,
+                    format,
+                    inputs: parse_inputs(&inputs)?,
+                    outputs,
+                    metrics,
+                    lineage: Default::default(),
+                    description,
+                };
                 let v = registry.register(&name, &file, info).await?;
                 if let Some(alias) = &alias {
                     registry.promote(&name, v.version, alias).await?;
                 }
                 say.out(format!(
-                    "registered   {}@{}{} ({}, {} inputs -> {})",
+                    "registered   {}@{}{} ({}, {}, {} inputs -> {})",
                     v.name,
                     v.version,
                     alias.map(|a| format!(" (@{a})")).unwrap_or_default(),
                     v.id,
+                    v.info.format.as_deref().unwrap_or("torchscript"),
                     v.info.inputs.len(),
                     v.info.outputs.join(", ")
                 ));

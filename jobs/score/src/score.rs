@@ -567,7 +567,7 @@ async fn plan_monitor(
 /// A new run's plan: the model and input version pinned, the files cut into chunks.
 async fn new_plan(ctx: &SessionContext, lake: &Lake, spec: &ScoreSpec) -> Result<(Plan, std::result::Result<Profile, String>)> {
     let mut registered = None;
-    let looks_like_file = spec.model.contains(['/', '\\']) || spec.model.ends_with(".pt");
+    let looks_like_file = spec.model.contains(['/', '\\']) || spec.model.ends_with(".pt") || spec.model.ends_with(".onnx");
     let (model_name, model_version, model_path, model_id, registered_inputs, outputs) = if looks_like_file {
         let model = sluice_udfs::model::Model::load(&spec.model)
             .map_err(|e| Error::Invalid(format!("model {}: {e}", spec.model)))?;

@@ -1,6 +1,6 @@
-//! The model registry: a model is a name with immutable, numbered versions (a TorchScript file
-//! plus metadata: inputs, outputs, metrics, lineage to the dataset versions and the training
-//! parameters) and aliases such as `production` and `staging` that move between versions.
+//! The model registry: a model is a name with immutable, numbered versions (a TorchScript or
+//! ONNX file plus metadata: inputs, outputs, metrics, lineage to the dataset versions and the
+//! training parameters) and aliases such as `production` and `staging` that move between versions.
 //!
 //! It lives in the lake's store, next to the assets, under `_models/<name>/`:
 //! `versions/<n>/model.json` (written once: its existence is the version's), the model file
@@ -37,6 +37,9 @@ pub struct ModelInfo {
     /// `classification`, `regression` or anything the user says.
     #[serde(default)]
     pub task: Option<String>,
+    /// `torchscript` or `onnx` (versions registered before ONNX support hold none: TorchScript).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
     /// The features, in the order `predict` takes them.
     pub inputs: Vec<Input>,
     /// Names of the values per row it returns.
@@ -199,14 +202,22 @@ impl Registry {
         parts.iter().fold(self.root.clone(), |p, part| p.join(*part))
     }
 
-    /// Registers the TorchScript file `file` as the next version of `name`. The file must load
-    /// as TorchScript and take `info.inputs` features.
+    /// Registers the model file `file` (TorchScript or ONNX) as the next version of `name`. The
+    /// file must load and take `info.inputs` features; it is stored with its format's extension.
     pub async fn register(&self, name: &str, file: &LocalPath, mut info: ModelInfo) -> Result<ModelVersion> {
         check_name(name, "model name")?;
         let shown = file.display().to_string();
-        let model = sluice_udfs::model::Model::load(&shown).map_err(|e| {
-            Error::Invalid(format!("{shown} cannot be registered: it does not load as a TorchScript module ({e})"))
-        })?;
+        let model = sluice_udfs::model::Model::load(&shown)
+            .map_err(|e| Error::Invalid(format!("{shown} cannot be registered: it does not load as a model ({e})")))?;
+        let format = model.format().name();
+        if let Some(wanted) = info.format.as_deref()
+            && wanted != format
+        {
+            return Err(Error::Invalid(format!(
+                "{shown} was registered as {wanted} but it is a {format} model; drop --format or give the right file"
+            )));
+        }
+        info.format = Some(format.to_string());
         if info.inputs.is_empty() {
             return Err(Error::Invalid(format!(
                 "model '{name}': name its inputs (the feature columns, in order), e.g. --inputs \"tenure float, spend float\""
@@ -216,7 +227,10 @@ impl Registry {
             Error::Invalid(format!("{shown} does not take {} inputs: {e}", info.inputs.len()))
         })?;
         if info.outputs.is_empty() {
-            info.outputs = if shape.outputs == 1 {
+            // An ONNX model names its outputs itself (a classifier's label and probabilities).
+            info.outputs = if let Some(names) = model.output_names().filter(|n| n.len() == shape.outputs) {
+                names
+            } else if shape.outputs == 1 {
                 vec!["prediction".to_string()]
             } else {
                 (1..=shape.outputs).map(|i| format!("output_{i}")).collect()
@@ -232,7 +246,7 @@ impl Registry {
         let bytes = std::fs::read(file).map_err(Error::io(format!("reading {shown}")))?;
         let mut version = self.versions_of(name).await?.last().map_or(1, |v| v.version + 1);
         loop {
-            let stem = format!("model-{}.pt", uuid_like());
+            let stem = format!("model-{}.{}", uuid_like(), model.format().extension());
             let record = ModelVersion {
                 name: name.to_string(),
                 version,

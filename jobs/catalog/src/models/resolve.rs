@@ -50,7 +50,7 @@ fn model_arg(expr: &mut Expr) -> Option<&mut String> {
 /// Whether `arg` names a registered model rather than a file: `name`, `name@7`, `name@alias`,
 /// and no file of that name exists.
 fn is_reference(arg: &str) -> bool {
-    !arg.contains(['/', '\\']) && !arg.ends_with(".pt") && ModelRef::parse(arg).is_ok() && !std::path::Path::new(arg).exists()
+    !arg.contains(['/', '\\']) && !arg.ends_with(".pt") && !arg.ends_with(".onnx") && ModelRef::parse(arg).is_ok() && !std::path::Path::new(arg).exists()
 }
 
 /// `sql` with its registered-model references replaced by their files, and the versions used.

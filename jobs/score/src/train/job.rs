@@ -240,6 +240,7 @@ pub async fn run(
             let registry = Registry::open(lake)?;
             let info = ModelInfo {
                 task: Some(task.to_string()),
+                format: Some("torchscript".into()),
                 inputs: spec.features.iter().map(|f| Input { name: f.clone(), data_type: "float".into() }).collect(),
                 outputs: vec![match task {
                     Task::Classification => "probability".to_string(),
