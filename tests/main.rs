@@ -13,6 +13,7 @@ mod flight;
 mod models;
 mod monitor;
 mod mqtt;
+mod onnx;
 mod prepare;
 mod rest;
 mod runs;

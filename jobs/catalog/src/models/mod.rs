@@ -214,7 +214,7 @@ impl Registry {
             && wanted != format
         {
             return Err(Error::Invalid(format!(
-                "{shown} was registered as {wanted} but it is a {format} model; drop --format or give the right file"
+                "{shown}: --format {wanted} was given, but the file's format is {format}; drop --format or give the right file"
             )));
         }
         info.format = Some(format.to_string());
