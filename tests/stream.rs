@@ -746,3 +746,50 @@ fn a_stream_waits_for_its_input_topic_creates_it_when_asked_and_a_dead_broker_is
     assert!(!stdout.contains("0 events"), "{stdout}");
     assert!(started.elapsed() < Duration::from_secs(40), "took {:?}", started.elapsed());
 }
+
+/// The hot path with an ONNX model: `named_3.onnx` (three named inputs a, b, c) registered and
+/// called by alias in the stream's SQL; every event's result equals Python onnxruntime's output
+/// for the same row (udfs/tests/fixtures/expected_onnx.json).
+#[test]
+fn an_onnx_model_scores_events_like_python_onnxruntime() {
+    let TestRun { run, events, scores, dir, lake } = test_run();
+    let fixtures = root().join("udfs/tests/fixtures");
+    let model = fixtures.join("named_3.onnx");
+    run_at(&lake, &["model", "register", "named", model.to_str().unwrap(), "--inputs", "a, b, c", "--alias", "production"]);
+    let expected: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixtures.join("expected_onnx.json")).unwrap()).unwrap();
+    let inputs = expected["named_3"]["inputs"].as_array().unwrap();
+    let outputs = expected["named_3"]["outputs"]["scores"].as_array().unwrap();
+    let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", brokers()).create().unwrap();
+    for (i, row) in inputs.iter().enumerate() {
+        let v: Vec<f32> = row.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect();
+        let payload = format!("{{\"id\": {i}, \"a\": {}, \"b\": {}, \"c\": {}}}", v[0], v[1], v[2]);
+        producer.send(BaseRecord::to(&events).key(&i.to_string()).payload(&payload)).unwrap();
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+    // Both outputs of the model, by name, from the registry's names.
+    let job = dir.path().join("onnx.toml");
+    let text = std::fs::read_to_string(root().join("examples/kafka_score_events.toml")).unwrap();
+    let sql = "SELECT id, predict('named@production', a, b, c)[1] AS score, predict('named@production', a, b, c)[2] AS second FROM events";
+    let text = text.replace(
+        "sql = \"SELECT id, predict('${SCORE_MODEL:-lin@production}', a, b, c) AS score FROM events\"",
+        &format!("sql = \"{sql}\""),
+    );
+    assert!(text.contains("named@production"), "the example's output SQL changed");
+    std::fs::write(&job, text).unwrap();
+    let out = stream(&lake, job.to_str().unwrap(), &run, &[("STREAM_STOP_WHEN_IDLE_S", "10")]).wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let results = read_all(&scores, Duration::from_secs(2));
+    let mut seen = std::collections::HashSet::new();
+    for (_, payload, _) in &results {
+        let value: serde_json::Value = serde_json::from_slice(payload).unwrap();
+        let id = value["id"].as_u64().unwrap() as usize;
+        for (k, column) in ["score", "second"].iter().enumerate() {
+            let (got, want) = (value[column].as_f64().unwrap(), outputs[id][k].as_f64().unwrap());
+            assert!((got - want).abs() <= 1e-5, "event {id} {column}: {got} vs Python onnxruntime {want}");
+        }
+        seen.insert(id);
+    }
+    assert_eq!(seen.len(), inputs.len(), "{stdout}");
+}

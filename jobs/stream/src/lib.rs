@@ -296,7 +296,10 @@ pub async fn run(
     if let Some(sql) = &stream.sql {
         // Plan errors show now, not as a dead letter per event.
         let empty = with_coordinates(&RecordBatch::new_empty(stream.decoder.schema()), &[])?;
-        let (results, _) = stream.score(sql, &empty).await.map_err(|e| Error::Invalid(format!("output.sql: {e}")))?;
+        let (results, _) = stream.score(sql, &empty).await.map_err(|e| {
+            let e = e.to_string();
+            Error::Invalid(if e.starts_with("output.sql") { e } else { format!("output.sql: {e}") })
+        })?;
         if let (Some(monitor), Some(lake)) = (&job.monitor, lake) {
             let columns: Vec<String> =
                 results.first().map(|b| b.schema().fields().iter().map(|f| f.name().clone()).collect()).unwrap_or_default();
