@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Runs every test of the workspace on a fresh machine: installs libtorch (scripts/setup.sh) and
-# then `cargo test`. Idempotent; a warm run only rebuilds what changed. Ends with one line
+# Runs every test of the workspace on a fresh machine: installs libtorch and ONNX Runtime
+# (scripts/setup.sh) and then `cargo test`. Idempotent; a warm run only rebuilds what changed. Ends with one line
 # totalling every test binary's results.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

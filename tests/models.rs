@@ -116,7 +116,7 @@ fn a_trained_model_is_registered_promoted_and_scored_by_alias() {
     let not_torchscript = dir.path().join("notes.pt");
     std::fs::write(&not_torchscript, "not a model").unwrap();
     let e = fails(&lake, &["model", "register", "other", not_torchscript.to_str().unwrap(), "--inputs", "a"]);
-    assert!(e.contains("does not load as a TorchScript module"), "{e}");
+    assert!(e.contains("does not load as a model") && e.contains("is not a loadable TorchScript model"), "{e}");
     let e = fails(&lake, &["model", "register", "other", out_1.to_str().unwrap(), "--inputs", "a, b"]);
     assert!(e.contains("does not take 2 inputs"), "{e}");
     run_at(

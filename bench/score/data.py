@@ -1,16 +1,17 @@
 """Input and models of the batch-scoring bench: ROWS rows of id + 32 float32 features in 16
 Parquet files (no dictionary encoding), and two TorchScript MLPs (32-64-32-1 and
-32-1024-1024-1024-1), traced with a fixed seed. Idempotent: existing files are kept."""
+32-1024-1024-1024-1), traced with a fixed seed. Idempotent: existing files are kept.
+    data.py OUT ROWS [FILES] [--no-models]   (--no-models: the input only, without torch)"""
 import os
 import sys
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import torch
 
-out, rows = sys.argv[1], int(sys.argv[2])
-files = int(sys.argv[3]) if len(sys.argv) > 3 else 16
+args = [a for a in sys.argv[1:] if a != "--no-models"]
+out, rows = args[0], int(args[1])
+files = int(args[2]) if len(args) > 2 else 16
 os.makedirs(out, exist_ok=True)
 rng = np.random.default_rng(7)
 per = rows // files
@@ -26,6 +27,11 @@ for f in range(files):
     os.rename(path + ".tmp", path)
 
 models = os.path.dirname(out.rstrip("/"))
+if "--no-models" in sys.argv:
+    print(f"data in {out}")
+    sys.exit(0)
+import torch  # noqa: E402 (only the models need it)
+
 torch.manual_seed(0)
 for name, widths in [("mlp_small", [32, 64, 32, 1]), ("mlp_heavy", [32, 1024, 1024, 1024, 1])]:
     path = f"{models}/{name}.pt"
