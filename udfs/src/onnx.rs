@@ -276,7 +276,7 @@ impl OnnxModel {
         }
     }
 
-    /// Runs the model on two rows of zeros to learn each output's width and type; cached.
+    /// Runs the model on two rows of zeros to learn each output's width and type.
     pub fn probe(&self, id: &str, inputs: usize) -> std::result::Result<Shape, String> {
         if let Some(n) = self.declared_inputs()
             && n != inputs
@@ -294,13 +294,12 @@ impl OnnxModel {
                 self.path, self.path
             ));
         }
-        let mut probed = self.probed.lock().unwrap_or_else(|p| p.into_inner());
-        if probed.is_none() {
-            let zeros = vec![0f32; 2];
-            let columns: Vec<&[f32]> = (0..inputs).map(|_| &zeros[..]).collect();
-            *probed = Some(self.run(id, &columns, 0, 2).map(|(specs, _)| specs).map_err(|e| e.to_string()));
-        }
-        let specs = probed.as_ref().map(Result::as_ref).unwrap_or(Ok(&Vec::new())).map_err(Clone::clone)?.clone();
+        // Not cached here: `Model::probe` keeps one result per input count. Only a success is
+        // kept, for the output names.
+        let zeros = vec![0f32; 2];
+        let columns: Vec<&[f32]> = (0..inputs).map(|_| &zeros[..]).collect();
+        let specs = self.run(id, &columns, 0, 2).map(|(specs, _)| specs).map_err(|e| e.to_string())?;
+        *self.probed.lock().unwrap_or_else(|p| p.into_inner()) = Some(Ok(specs.clone()));
         let outputs = specs.iter().map(|s| s.width).sum();
         let kind = if specs.iter().all(|s| s.element == TensorElementType::Float32) {
             OutputKind::Float32
