@@ -101,19 +101,22 @@ PY
 )"
 ort_package="onnxruntime"
 # The GPU wheel, once installed, also serves CPU-only runs: a plain run keeps it.
-if $cuda || [ -f "$ort_venv/.sluice-onnxruntime-gpu-$ort_version" ]; then ort_package="onnxruntime-gpu"; fi
+if $cuda || [ -f "$ort_venv/.sluice-gpu" ]; then ort_package="onnxruntime-gpu"; fi
 ort_stamp="$ort_venv/.sluice-$ort_package-$ort_version"
 ort_lib="$ort_dir/libonnxruntime.so.$ort_version"
 if [ ! -f "$ort_stamp" ] || [ ! -f "$ort_lib" ]; then
-  if $cuda; then
+  # The other wheel installs the same folder: remove it first.
+  if [ "$ort_package" = onnxruntime-gpu ]; then
     say "installing $ort_package==$ort_version from PyPI into $ort_venv (about 255 MB, once): CUDA execution provider"
     "$ort_venv/bin/pip" uninstall --quiet --yes onnxruntime >/dev/null 2>&1 || true
   else
     say "installing $ort_package==$ort_version (ONNX Runtime for .onnx models) from PyPI into $ort_venv (24 MB, once)"
+    "$ort_venv/bin/pip" uninstall --quiet --yes onnxruntime-gpu >/dev/null 2>&1 || true
   fi
   "$ort_venv/bin/pip" install --quiet --disable-pip-version-check --no-deps "$ort_package==$ort_version"
-  rm -f "$ort_venv"/.sluice-onnxruntime*-"$ort_version"
+  rm -f "$ort_venv"/.sluice-onnxruntime*
   touch "$ort_stamp"
+  if [ "$ort_package" = onnxruntime-gpu ]; then touch "$ort_venv/.sluice-gpu"; fi
   say "installed ONNX Runtime at $ort_lib"
 else
   say "ONNX Runtime $ort_version already installed at $ort_lib"

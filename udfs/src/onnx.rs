@@ -331,6 +331,12 @@ impl OnnxModel {
     /// Scores rows `start..start + n` of `columns` (one slice per feature), returning
     /// `n * shape.outputs` values, row-major.
     pub fn forward(&self, id: &str, columns: &[&[f32]], start: usize, n: usize, shape: Shape) -> Result<Output> {
+        if n == 0 {
+            return Ok(match shape.kind {
+                OutputKind::Float32 => Output::F32(Vec::new()),
+                OutputKind::Float64 => Output::F64(Vec::new()),
+            });
+        }
         let (specs, values) = self.run(id, columns, start, n)?;
         let width: usize = specs.iter().map(|s| s.width).sum();
         if width != shape.outputs {
@@ -365,6 +371,18 @@ impl OnnxModel {
     fn run(&self, id: &str, columns: &[&[f32]], start: usize, n: usize) -> Result<(Vec<OutputSpec>, Vec<OutputValues>)> {
         let fail = |message: String| Error::Onnx { model: id.to_string(), message };
         let ort_fail = |e: ort::Error| fail(e.to_string());
+        let takes = match &self.inputs {
+            Inputs::Named(names) => Some(names.len()),
+            Inputs::Matrix { width, .. } => *width,
+        };
+        if takes.is_some_and(|k| k != columns.len()) || columns.iter().any(|c| c.len() < start + n) {
+            return Err(fail(format!(
+                "was handed {} feature column(s) for rows {start}..{} where it takes {}",
+                columns.len(),
+                start + n,
+                takes.map_or_else(|| "its declared width".to_string(), |k| k.to_string())
+            )));
+        }
         fn rows(c: &[f32], start: usize, n: usize) -> &[f32] {
             &c[start..start + n]
         }
