@@ -301,25 +301,8 @@ fn executors_fetch_registered_models_from_the_lake_into_their_own_caches() {
         "register",
     );
 
-    let port = free_port();
-    let spawn = |args: Vec<String>, cache_name: &str| {
-        let log = std::fs::File::create(dir.path().join(format!("{cache_name}.log"))).unwrap();
-        Child(sluice(cache_name).args(&args).env("SLUICE_LOG", "info").stdout(log.try_clone().unwrap()).stderr(log).spawn().unwrap())
-    };
-    let _scheduler = spawn(vec!["scheduler".into(), "--port".into(), port.to_string()], "scheduler");
-    let _executors: Vec<_> = ["ex1", "ex2"]
-        .iter()
-        .map(|id| {
-            let args = ["executor", "--scheduler", &format!("127.0.0.1:{port}"), "--id", id, "--flight-port", "0", "--grpc-port", "0", "--vcores", "1"];
-            spawn(args.iter().map(|s| s.to_string()).collect(), id)
-        })
-        .collect();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while registered_executors(port) < 2 {
-        assert!(Instant::now() < deadline, "executors did not register within 60 s");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let cluster = format!("df://127.0.0.1:{port}");
+    let running = spawn_cluster(&sluice, dir.path(), &["ex1", "ex2"]);
+    let cluster = running.url.clone();
     let out = sluice("client")
         .args(["score", "events", "--model", "lin@production", "--key", "id", "--output", "preds", "--chunks", "1", "--cluster", &cluster])
         .output()

@@ -751,31 +751,76 @@ fn a_stream_waits_for_its_input_topic_creates_it_when_asked_and_a_dead_broker_is
 /// called by alias in the stream's SQL; every event's result equals Python onnxruntime's output
 /// for the same row (udfs/tests/fixtures/expected_onnx.json).
 #[test]
-fn an_onnx_model_scores_events_like_python_onnxruntime() {
+fn onnx_models_score_events_like_python_onnxruntime() {
     let TestRun { run, events, scores, dir, lake } = test_run();
     let fixtures = root().join("udfs/tests/fixtures");
-    let model = fixtures.join("named_3.onnx");
-    run_at(&lake, &["model", "register", "named", model.to_str().unwrap(), "--inputs", "a, b, c", "--alias", "production"]);
     let expected: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(fixtures.join("expected_onnx.json")).unwrap()).unwrap();
-    let inputs = expected["named_3"]["inputs"].as_array().unwrap();
-    let outputs = expected["named_3"]["outputs"]["scores"].as_array().unwrap();
+    // Three models on one event: named inputs (a, b, c), a logistic regression (l1..l6) and a
+    // gradient-boosted regressor (g1..g8), each fed its fixture's row `id`.
+    let cases = [("named_3", "named", "n"), ("logreg_6", "logreg", "l"), ("gbm_regressor_8", "reg", "g")];
+    let mut schema = vec!["id bigint".to_string()];
+    let mut columns = vec!["id".to_string()];
+    let mut want: Vec<(String, Vec<f64>)> = Vec::new();
+    for (fixture, model, prefix) in cases {
+        let case = &expected[fixture];
+        let width = case["inputs"][0].as_array().unwrap().len();
+        let features: Vec<String> = if fixture == "named_3" {
+            ["a", "b", "c"].map(String::from).to_vec()
+        } else {
+            (1..=width).map(|c| format!("{prefix}{c}")).collect()
+        };
+        schema.extend(features.iter().map(|f| format!("{f} float")));
+        let file = fixtures.join(format!("{fixture}.onnx"));
+        run_at(&lake, &["model", "register", model, file.to_str().unwrap(), "--inputs", &features.join(", "), "--alias", "production"]);
+        let call = format!("predict('{model}@production', {})", features.join(", "));
+        // Every value of every output, in the model's order, as a column of its own.
+        let names: Vec<&str> = case["output_names"].as_array().unwrap().iter().map(|n| n.as_str().unwrap()).collect();
+        let rows = case["inputs"].as_array().unwrap().len();
+        let values: Vec<Vec<f64>> = (0..rows)
+            .map(|r| {
+                names
+                    .iter()
+                    .flat_map(|n| match &case["outputs"][*n][r] {
+                        serde_json::Value::Array(v) => v.iter().map(|x| x.as_f64().unwrap()).collect::<Vec<_>>(),
+                        x => vec![x.as_f64().unwrap()],
+                    })
+                    .collect()
+            })
+            .collect();
+        let m = values[0].len();
+        for k in 0..m {
+            let column = format!("{prefix}_out{k}");
+            columns.push(if m == 1 { format!("{call} AS {column}") } else { format!("{call}[{}] AS {column}", k + 1) });
+            want.push((column, values.iter().map(|v| v[k]).collect()));
+        }
+    }
     let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", brokers()).create().unwrap();
-    for (i, row) in inputs.iter().enumerate() {
-        let v: Vec<f32> = row.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect();
-        let payload = format!("{{\"id\": {i}, \"a\": {}, \"b\": {}, \"c\": {}}}", v[0], v[1], v[2]);
+    let rows = expected["named_3"]["inputs"].as_array().unwrap().len();
+    for i in 0..rows {
+        let mut fields = vec![format!("\"id\": {i}")];
+        for (fixture, _, prefix) in cases {
+            let row: Vec<f32> =
+                expected[fixture]["inputs"][i].as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect();
+            for (c, v) in row.iter().enumerate() {
+                let name = if fixture == "named_3" { ["a", "b", "c"][c].to_string() } else { format!("{prefix}{}", c + 1) };
+                fields.push(format!("\"{name}\": {v}"));
+            }
+        }
+        let payload = format!("{{{}}}", fields.join(", "));
         producer.send(BaseRecord::to(&events).key(&i.to_string()).payload(&payload)).unwrap();
     }
     producer.flush(Duration::from_secs(30)).unwrap();
-    // Both outputs of the model, by name, from the registry's names.
     let job = dir.path().join("onnx.toml");
     let text = std::fs::read_to_string(root().join("examples/kafka_score_events.toml")).unwrap();
-    let sql = "SELECT id, predict('named@production', a, b, c)[1] AS score, predict('named@production', a, b, c)[2] AS second FROM events";
-    let text = text.replace(
-        "sql = \"SELECT id, predict('${SCORE_MODEL:-lin@production}', a, b, c) AS score FROM events\"",
-        &format!("sql = \"{sql}\""),
-    );
-    assert!(text.contains("named@production"), "the example's output SQL changed");
+    let sql = format!("SELECT {} FROM events", columns.join(", "));
+    let text = text
+        .replace(
+            "sql = \"SELECT id, predict('${SCORE_MODEL:-lin@production}', a, b, c) AS score FROM events\"",
+            &format!("sql = \"{sql}\""),
+        )
+        .replace("schema = \"id bigint, a float, b float, c float\"", &format!("schema = \"{}\"", schema.join(", ")));
+    assert!(text.contains("logreg@production") && text.contains("g8 float"), "the example's output SQL or schema changed");
     std::fs::write(&job, text).unwrap();
     let out = stream(&lake, job.to_str().unwrap(), &run, &[("STREAM_STOP_WHEN_IDLE_S", "10")]).wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -785,11 +830,11 @@ fn an_onnx_model_scores_events_like_python_onnxruntime() {
     for (_, payload, _) in &results {
         let value: serde_json::Value = serde_json::from_slice(payload).unwrap();
         let id = value["id"].as_u64().unwrap() as usize;
-        for (k, column) in ["score", "second"].iter().enumerate() {
-            let (got, want) = (value[column].as_f64().unwrap(), outputs[id][k].as_f64().unwrap());
-            assert!((got - want).abs() <= 1e-5, "event {id} {column}: {got} vs Python onnxruntime {want}");
+        for (column, values) in &want {
+            let got = value[column].as_f64().unwrap_or_else(|| panic!("event {id}: no {column} in {value}"));
+            assert!((got - values[id]).abs() <= 1e-5, "event {id} {column}: {got} vs Python onnxruntime {}", values[id]);
         }
         seen.insert(id);
     }
-    assert_eq!(seen.len(), inputs.len(), "{stdout}");
+    assert_eq!(seen.len(), rows, "{stdout}");
 }

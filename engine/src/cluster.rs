@@ -410,6 +410,7 @@ impl EmbeddedCluster {
             .tempdir()
             .map_err(Error::io("creating the cluster's work directory"))?;
         let mut executors = Vec::new();
+        let mut starts = Vec::new();
         for i in 1..=options.executors {
             let exec_options = ExecutorOptions {
                 id: format!("executor-{i}"),
@@ -425,22 +426,56 @@ impl EmbeddedCluster {
             };
             let functions = functions(&exec_options.id);
             executors.push(EmbeddedExecutor { id: exec_options.id.clone(), predict: functions.predict.stats() });
-            let config = Arc::new(executor_config_with(&exec_options, &functions)?);
-            rt.spawn(async move {
-                if let Err(e) = start_executor_process(config).await {
-                    tracing::error!(executor = %exec_options.id, error = %e, "embedded executor stopped");
-                }
-            });
+            starts.push((exec_options, functions));
         }
 
         let expected = options.executors;
         let waited = rt
             .spawn(async move {
+                // An executor binds its gRPC port (picked free a moment before) ahead of
+                // registering; one that lost the port to another process stops unregistered and
+                // is started again on fresh ports.
+                let spawn = |options: &ExecutorOptions, functions: &Functions| -> Result<_> {
+                    let config = Arc::new(executor_config_with(options, functions)?);
+                    Ok(tokio::spawn(async move { start_executor_process(config).await }))
+                };
+                let mut running = Vec::new();
+                for (options, functions) in &starts {
+                    running.push((spawn(options, functions)?, 0u32));
+                }
                 let deadline = Instant::now() + Duration::from_secs(30);
                 loop {
+                    for ((options, functions), (handle, retries)) in starts.iter().zip(running.iter_mut()) {
+                        if !handle.is_finished() {
+                            continue;
+                        }
+                        let outcome = match (&mut *handle).await {
+                            Ok(Ok(())) => "it stopped".to_string(),
+                            Ok(Err(e)) => e.to_string(),
+                            Err(e) => e.to_string(),
+                        };
+                        if *retries >= 3 {
+                            return Err(Error::Startup(format!(
+                                "embedded executor {} did not start after {retries} retries: {outcome}",
+                                options.id
+                            )));
+                        }
+                        tracing::warn!(executor = %options.id, error = %outcome, "embedded executor did not start; retrying on fresh ports");
+                        *retries += 1;
+                        *handle = spawn(options, functions)?;
+                    }
                     let alive =
                         scheduler.state.executor_manager.get_executors_state().await.map(|s| s.len()).unwrap_or(0);
                     if alive >= expected {
+                        // Errors after start are the executors' own to log.
+                        for ((options, _), (handle, _)) in starts.iter().zip(running) {
+                            let id = options.id.clone();
+                            tokio::spawn(async move {
+                                if let Ok(Err(e)) = handle.await {
+                                    tracing::error!(executor = %id, error = %e, "embedded executor stopped");
+                                }
+                            });
+                        }
                         return Ok(());
                     }
                     if Instant::now() > deadline {

@@ -59,6 +59,37 @@ impl Drop for Child {
     }
 }
 
+/// A scheduler and executors as processes of their own, stopped on drop.
+pub struct Cluster {
+    /// The scheduler's port.
+    pub port: u16,
+    /// `df://127.0.0.1:PORT`, for `--cluster`.
+    pub url: String,
+    _processes: Vec<Child>,
+}
+
+/// Starts a scheduler and one executor per id (`--vcores 1`, ports picked by the system), each a
+/// `command(name)` with info logs in `logs/NAME.log`, and waits until the executors registered.
+pub fn spawn_cluster(command: impl Fn(&str) -> Command, logs: &Path, executors: &[&str]) -> Cluster {
+    let port = free_port();
+    let spawn = |name: &str, args: &[&str]| {
+        let log = std::fs::File::create(logs.join(format!("{name}.log"))).unwrap();
+        Child(command(name).args(args).env("SLUICE_LOG", "info").stdout(log.try_clone().unwrap()).stderr(log).spawn().unwrap())
+    };
+    let mut processes = vec![spawn("scheduler", &["scheduler", "--port", &port.to_string()])];
+    let scheduler = format!("127.0.0.1:{port}");
+    for id in executors {
+        let args = ["executor", "--scheduler", &scheduler, "--id", id, "--flight-port", "0", "--grpc-port", "0", "--vcores", "1"];
+        processes.push(spawn(id, &args));
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while registered_executors(port) < executors.len() {
+        assert!(std::time::Instant::now() < deadline, "{} executors did not register within 60 s", executors.len());
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    Cluster { port, url: format!("df://{scheduler}"), _processes: processes }
+}
+
 /// A free TCP port on loopback.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()

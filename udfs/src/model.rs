@@ -221,6 +221,23 @@ impl Model {
         }
     }
 
+    /// Whether the model takes float64 features (an ONNX model with a `double` input): `predict`
+    /// then hands it f64 columns through [`Model::forward_f64`].
+    pub fn takes_f64(&self) -> bool {
+        self.onnx().is_some_and(crate::onnx::OnnxModel::takes_f64)
+    }
+
+    /// As [`Model::forward`], for a model that [takes f64](Model::takes_f64) features.
+    pub fn forward_f64(&self, columns: &[&[f64]], start: usize, n: usize, shape: Shape) -> Result<Output> {
+        match &self.runtime {
+            Runtime::Onnx(model) => model.forward(&self.id, columns, start, n, shape),
+            Runtime::Torch(_) => Err(Error::Torch {
+                model: self.id.clone(),
+                message: "TorchScript models take float32 features".into(),
+            }),
+        }
+    }
+
     /// The input width the model's first layer declares, if it has a 2-D weight.
     pub fn declared_inputs(&self) -> Option<usize> {
         self.declared_inputs

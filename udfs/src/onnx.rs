@@ -4,21 +4,22 @@
 //! The runtime library is loaded at run time (the `ort` crate's dynamic loading), from PyPI's
 //! `onnxruntime` wheel that `scripts/setup.sh` installs, or from [`LIBRARY_ENV`]. One
 //! environment serves the whole process. A session's `run` needs exclusive access, so a model
-//! keeps a small pool: a task takes an idle session or, when all are busy, builds one more, which
-//! bounds the pool at the number of task slots that score at once.
+//! keeps a small pool: a task takes an idle session or, when all are busy, opens one more, up to
+//! [`SESSIONS_ENV`] (the cores by default); past that it waits for one to come back.
 //!
 //! Inputs come from the model's metadata: one `[n, k]` tensor of features (filled row-major from
 //! the columns, one copy), or k named `[n, 1]` / `[n]` inputs, one per column (handed over without
-//! a copy). Every numeric output tensor becomes one or more values per row, in the model's output
+//! a copy). Features reach a model as the element type it declares: a model of doubles gets f64
+//! columns, never values rounded through f32. Every numeric output tensor becomes one or more values per row, in the model's output
 //! order: a converted classifier's label tensor and probability tensor become `label`,
 //! `probabilities_0`, `probabilities_1`, ...
 
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
 
 use ort::environment::Environment;
 use ort::session::{Session, SessionInputValue};
-use ort::value::{TensorElementType, TensorRef, ValueType};
+use ort::value::{PrimitiveTensorElementType, Tensor, TensorElementType, TensorRef, ValueType};
 
 use crate::error::{Error, Result};
 use crate::model::{Output, OutputKind, Shape};
@@ -30,6 +31,10 @@ pub const LIBRARY_ENV: &str = "SLUICE_ONNXRUNTIME";
 /// Environment variable with ONNX Runtime's intra-op threads per session (default 1: tasks
 /// already run one per core, as for libtorch).
 pub const THREADS_ENV: &str = "SLUICE_ONNX_THREADS";
+
+/// Environment variable with the most sessions one model keeps open in a process (default: the
+/// cores). A task that finds them all busy waits for one instead of opening another.
+pub const SESSIONS_ENV: &str = "SLUICE_ONNX_SESSIONS";
 
 /// The ONNX Runtime version this build's `ort` API level needs (major.minor).
 pub const RUNTIME_VERSION: &str = "1.31";
@@ -77,9 +82,49 @@ fn environment() -> Result<&'static Environment> {
 
 /// Element types `predict` feeds: features are numbers, handed over as the model declares them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Element {
+pub enum Element {
+    /// `float` (float32).
     F32,
+    /// `double` (float64).
     F64,
+}
+
+/// A feature value `predict` hands to ONNX Runtime: f32, or f64 for models that take doubles
+/// (so a float64 column reaches them unrounded).
+pub trait Feature: PrimitiveTensorElementType + std::fmt::Debug + Copy + 'static {
+    /// This type's element.
+    const ELEMENT: Element;
+    /// As f32 (rounded from f64).
+    fn to_f32(self) -> f32;
+    /// As f64.
+    fn to_f64(self) -> f64;
+}
+
+impl Feature for f32 {
+    const ELEMENT: Element = Element::F32;
+    fn to_f32(self) -> f32 {
+        self
+    }
+    fn to_f64(self) -> f64 {
+        f64::from(self)
+    }
+}
+
+impl Feature for f64 {
+    const ELEMENT: Element = Element::F64;
+    fn to_f32(self) -> f32 {
+        self as f32
+    }
+    fn to_f64(self) -> f64 {
+        self
+    }
+}
+
+/// A model's sessions: the idle ones, and how many are open in all.
+#[derive(Default)]
+struct Pool {
+    idle: Vec<Session>,
+    open: usize,
 }
 
 /// How the model takes its features.
@@ -108,8 +153,9 @@ pub struct OnnxModel {
     output_names: Vec<String>,
     cuda: Option<usize>,
     threads: usize,
-    pool: Mutex<Vec<Session>>,
-    sessions: std::sync::atomic::AtomicUsize,
+    max_sessions: usize,
+    pool: Mutex<Pool>,
+    freed: Condvar,
     probed: Mutex<Option<std::result::Result<Vec<OutputSpec>, String>>>,
 }
 
@@ -139,20 +185,26 @@ fn type_name(ty: &ValueType) -> String {
 impl OnnxModel {
     /// Loads the ONNX model in `bytes` (read from `path`), on CUDA device `cuda` when given.
     pub fn load(path: &str, bytes: Vec<u8>, cuda: Option<usize>) -> Result<Self> {
-        let threads =
-            std::env::var(THREADS_ENV).ok().and_then(|v| v.parse::<usize>().ok()).filter(|n| *n > 0).unwrap_or(1);
+        let setting = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<usize>().ok()).filter(|n| *n > 0);
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
         let mut model = Self {
             path: path.to_string(),
             bytes,
             inputs: Inputs::Named(Vec::new()),
             output_names: Vec::new(),
             cuda,
-            threads,
-            pool: Mutex::new(Vec::new()),
-            sessions: Default::default(),
+            threads: setting(THREADS_ENV).unwrap_or(1),
+            max_sessions: setting(SESSIONS_ENV).unwrap_or(cores),
+            pool: Mutex::new(Pool::default()),
+            freed: Condvar::new(),
             probed: Mutex::new(None),
         };
-        let session = model.session()?;
+        // The first session tells whether the file loads at all: its failures are the file's.
+        let session = model.open_session().map_err(|e| match e {
+            Error::Onnx { message, .. } => model.load_error(message),
+            other => other,
+        })?;
+        model.pool.get_mut().unwrap_or_else(|p| p.into_inner()).open = 1;
         model.inputs = model.read_inputs(&session)?;
         model.output_names = session.outputs().iter().map(|o| o.name().to_string()).collect();
         model.give_back(session);
@@ -182,6 +234,7 @@ impl OnnxModel {
                     return Err(unsupported(only.name(), only.dtype()));
                 };
                 let element = element(*ty).ok_or_else(|| unsupported(only.name(), only.dtype()))?;
+                self.check_rows_axis(only.name(), shape)?;
                 match shape.len() {
                     1 => Ok(Inputs::Named(vec![(only.name().to_string(), element, 1)])),
                     2 => Ok(Inputs::Matrix {
@@ -202,6 +255,7 @@ impl OnnxModel {
                         return Err(unsupported(input.name(), input.dtype()));
                     };
                     let element = element(*ty).ok_or_else(|| unsupported(input.name(), input.dtype()))?;
+                    self.check_rows_axis(input.name(), shape)?;
                     let one_value = shape.len() == 1 || (shape.len() == 2 && shape[1] == 1);
                     if !one_value {
                         return Err(self.load_error(format!(
@@ -218,21 +272,61 @@ impl OnnxModel {
         }
     }
 
-    /// A session from the pool, or a new one when every session is busy.
-    fn session(&self) -> Result<Session> {
-        if let Some(session) = self.pool.lock().unwrap_or_else(|p| p.into_inner()).pop() {
-            return Ok(session);
+    /// Refuses an input whose first axis (the rows) is fixed, as `[1, k]` exports have: predict
+    /// scores thousands of rows per call.
+    fn check_rows_axis(&self, name: &str, shape: &ort::value::Shape) -> Result<()> {
+        match shape.first() {
+            Some(rows) if *rows > 0 => Err(self.load_error(format!(
+                "its input '{name}' has shape {shape}, a fixed batch of {rows} row(s); predict scores rows in \
+                 batches, so the first axis must be dynamic. Export it with a dynamic first axis: \
+                 torch.onnx.export(..., dynamic_axes={{'{name}': {{0: 'rows'}}}}), or None as the first \
+                 dimension of skl2onnx / onnxmltools initial_types (FloatTensorType([None, k]))"
+            ))),
+            _ => Ok(()),
         }
+    }
+
+    fn lock_pool(&self) -> MutexGuard<'_, Pool> {
+        self.pool.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A session from the pool: an idle one, a new one while fewer than [`SESSIONS_ENV`] are
+    /// open, or else the next one another task gives back.
+    fn session(&self) -> Result<Session> {
+        let mut pool = self.lock_pool();
+        loop {
+            if let Some(session) = pool.idle.pop() {
+                return Ok(session);
+            }
+            if pool.open < self.max_sessions {
+                pool.open += 1;
+                break;
+            }
+            pool = self.freed.wait(pool).unwrap_or_else(|p| p.into_inner());
+        }
+        drop(pool);
+        self.open_session().inspect_err(|_| {
+            self.lock_pool().open -= 1;
+            self.freed.notify_one();
+        })
+    }
+
+    /// Opens one more session on the model's bytes.
+    fn open_session(&self) -> Result<Session> {
         let env = environment()?;
-        let fail = |e: ort::Error<ort::session::builder::SessionBuilder>| self.load_error(e.to_string());
+        let fail = |message: String| Error::Onnx {
+            model: self.path.clone(),
+            message: format!("a new session could not be opened: {message}"),
+        };
+        let builder_fail = |e: ort::Error<ort::session::builder::SessionBuilder>| fail(e.to_string());
         let mut builder = Session::builder(env)
-            .map_err(|e| self.load_error(e.to_string()))?
+            .map_err(|e| fail(e.to_string()))?
             .with_intra_threads(self.threads)
-            .map_err(fail)?
+            .map_err(builder_fail)?
             .with_intra_op_spinning(false)
-            .map_err(fail)?
+            .map_err(builder_fail)?
             .with_inter_op_spinning(false)
-            .map_err(fail)?;
+            .map_err(builder_fail)?;
         if let Some(device) = self.cuda {
             // libtorch's CUDA backend brings the CUDA and cuDNN libraries the provider needs.
             crate::device::load_cuda_backend();
@@ -245,19 +339,24 @@ impl OnnxModel {
                 ))
             })?;
         }
-        let session = builder.commit_from_memory(&self.bytes).map_err(|e| self.load_error(e.to_string()))?;
-        let count = self.sessions.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-        tracing::debug!(model = %self.path, sessions = count, "opened an ONNX Runtime session");
+        let session = builder.commit_from_memory(&self.bytes).map_err(|e| fail(e.to_string()))?;
+        tracing::debug!(model = %self.path, "opened an ONNX Runtime session");
         Ok(session)
     }
 
     fn give_back(&self, session: Session) {
-        self.pool.lock().unwrap_or_else(|p| p.into_inner()).push(session);
+        self.lock_pool().idle.push(session);
+        self.freed.notify_one();
     }
 
-    /// Sessions opened so far (the pool's size: at most the tasks that scored at once).
+    /// Sessions open now (at most [`SESSIONS_ENV`], else the cores).
     pub fn sessions(&self) -> usize {
-        self.sessions.load(std::sync::atomic::Ordering::Relaxed)
+        self.lock_pool().open
+    }
+
+    /// The most sessions this model opens.
+    pub fn max_sessions(&self) -> usize {
+        self.max_sessions
     }
 
     /// The number of features the model's metadata declares, when fixed.
@@ -330,7 +429,7 @@ impl OnnxModel {
 
     /// Scores rows `start..start + n` of `columns` (one slice per feature), returning
     /// `n * shape.outputs` values, row-major.
-    pub fn forward(&self, id: &str, columns: &[&[f32]], start: usize, n: usize, shape: Shape) -> Result<Output> {
+    pub fn forward<T: Feature>(&self, id: &str, columns: &[&[T]], start: usize, n: usize, shape: Shape) -> Result<Output> {
         if n == 0 {
             return Ok(match shape.kind {
                 OutputKind::Float32 => Output::F32(Vec::new()),
@@ -368,7 +467,21 @@ impl OnnxModel {
         }
     }
 
-    fn run(&self, id: &str, columns: &[&[f32]], start: usize, n: usize) -> Result<(Vec<OutputSpec>, Vec<OutputValues>)> {
+    /// Whether any input takes doubles: `predict` then hands over f64 columns.
+    pub fn takes_f64(&self) -> bool {
+        match &self.inputs {
+            Inputs::Matrix { element, .. } => *element == Element::F64,
+            Inputs::Named(names) => names.iter().any(|(_, e, _)| *e == Element::F64),
+        }
+    }
+
+    fn run<T: Feature>(
+        &self,
+        id: &str,
+        columns: &[&[T]],
+        start: usize,
+        n: usize,
+    ) -> Result<(Vec<OutputSpec>, Vec<OutputValues>)> {
         let fail = |message: String| Error::Onnx { model: id.to_string(), message };
         let ort_fail = |e: ort::Error| fail(e.to_string());
         let takes = match &self.inputs {
@@ -383,54 +496,41 @@ impl OnnxModel {
                 takes.map_or_else(|| "its declared width".to_string(), |k| k.to_string())
             )));
         }
-        fn rows(c: &[f32], start: usize, n: usize) -> &[f32] {
+        fn rows<T>(c: &[T], start: usize, n: usize) -> &[T] {
             &c[start..start + n]
         }
-        // Inputs: borrowed column slices where the model takes one feature per input, else one
-        // row-major matrix.
-        let mut f32_buffer = Vec::new();
-        let mut f64_buffers: Vec<Vec<f64>> = Vec::new();
+        /// Rows `start..start + n` of the columns as one row-major `[n, k]` matrix.
+        fn matrix<T: Copy, U>(columns: &[&[T]], start: usize, n: usize, convert: impl Fn(T) -> U) -> Vec<U> {
+            (0..n).flat_map(|r| columns.iter().map(move |c| c[start + r])).map(convert).collect()
+        }
+        // Inputs: borrowed column slices where the model takes one feature per input in the
+        // columns' own type, else a converted copy (one row-major matrix for a matrix input).
         let mut feeds: Vec<(String, SessionInputValue<'_>)> = Vec::new();
         match &self.inputs {
-            Inputs::Matrix { name, element: Element::F32, .. } => {
-                let k = columns.len();
-                f32_buffer.resize(n * k, 0.0);
-                for (c, column) in columns.iter().enumerate() {
-                    for (r, v) in rows(column, start, n).iter().enumerate() {
-                        f32_buffer[r * k + c] = *v;
-                    }
-                }
-                let tensor = TensorRef::from_array_view(([n, k], &f32_buffer[..])).map_err(ort_fail)?;
-                feeds.push((name.clone(), tensor.into()));
-            }
-            Inputs::Matrix { name, element: Element::F64, .. } => {
-                let k = columns.len();
-                let mut buffer = vec![0f64; n * k];
-                for (c, column) in columns.iter().enumerate() {
-                    for (r, v) in rows(column, start, n).iter().enumerate() {
-                        buffer[r * k + c] = f64::from(*v);
-                    }
-                }
-                f64_buffers.push(buffer);
-                let tensor =
-                    TensorRef::from_array_view(([n, k], &f64_buffers[0][..])).map_err(ort_fail)?;
-                feeds.push((name.clone(), tensor.into()));
+            Inputs::Matrix { name, element, .. } => {
+                let dims = [n, columns.len()];
+                let value: SessionInputValue<'_> = match element {
+                    Element::F32 => Tensor::from_array((dims, matrix(columns, start, n, T::to_f32))).map_err(ort_fail)?.into(),
+                    Element::F64 => Tensor::from_array((dims, matrix(columns, start, n, T::to_f64))).map_err(ort_fail)?.into(),
+                };
+                feeds.push((name.clone(), value));
             }
             Inputs::Named(names) => {
-                f64_buffers = names
-                    .iter()
-                    .zip(columns)
-                    .filter(|((_, e, _), _)| *e == Element::F64)
-                    .map(|(_, column)| rows(column, start, n).iter().map(|v| f64::from(*v)).collect())
-                    .collect();
-                let mut doubles = f64_buffers.iter();
                 for ((name, element, rank), column) in names.iter().zip(columns) {
                     let dims: Vec<usize> = if *rank == 1 { vec![n] } else { vec![n, 1] };
-                    let value: SessionInputValue<'_> = match element {
-                        Element::F32 => TensorRef::from_array_view((dims, rows(column, start, n))).map_err(ort_fail)?.into(),
-                        Element::F64 => {
-                            let buffer = doubles.next().map_or(&[][..], Vec::as_slice);
-                            TensorRef::from_array_view((dims, buffer)).map_err(ort_fail)?.into()
+                    let column = rows(column, start, n);
+                    let value: SessionInputValue<'_> = if *element == T::ELEMENT {
+                        TensorRef::from_array_view((dims, column)).map_err(ort_fail)?.into()
+                    } else {
+                        match element {
+                            Element::F32 => {
+                                let values: Vec<f32> = column.iter().map(|v| v.to_f32()).collect();
+                                Tensor::from_array((dims, values)).map_err(ort_fail)?.into()
+                            }
+                            Element::F64 => {
+                                let values: Vec<f64> = column.iter().map(|v| v.to_f64()).collect();
+                                Tensor::from_array((dims, values)).map_err(ort_fail)?.into()
+                            }
                         }
                     };
                     feeds.push((name.clone(), value));

@@ -1,4 +1,4 @@
-//! `predict('<model path>', f1, ..., fN)`: scores rows with a TorchScript model.
+//! `predict('<model path>', f1, ..., fN)`: scores rows with a TorchScript or ONNX model.
 //!
 //! The first argument is a string literal naming the model file; the others are numeric feature
 //! columns in the order the model was trained on. One output becomes a Float32 (or Float64)
@@ -11,9 +11,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use arrow::array::{Array, ArrayRef, AsArray, FixedSizeListArray, Float32Array, Float64Array};
+use arrow::array::{Array, ArrayRef, AsArray, FixedSizeListArray, Float32Array, Float64Array, PrimitiveArray};
 use arrow::compute::cast;
-use arrow::datatypes::{DataType, Field, FieldRef, Float32Type};
+use arrow::datatypes::{ArrowPrimitiveType, DataType, Field, FieldRef, Float32Type, Float64Type};
 use datafusion::common::{Result as DFResult, ScalarValue};
 use datafusion::logical_expr::{
     ColumnarValue, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
@@ -274,11 +274,74 @@ fn run_off_runtime<T>(f: impl FnOnce() -> T) -> T {
     }
 }
 
-/// Scores one Arrow batch: features are cast to f32, checked for NULLs, laid out column-major
-/// chunk by chunk and run through the model.
+/// A float type features are cast to: f32 for most models, f64 for a model of doubles.
+trait FeatureType: ArrowPrimitiveType {
+    fn is_nan(v: Self::Native) -> bool;
+}
+
+impl FeatureType for Float32Type {
+    fn is_nan(v: f32) -> bool {
+        v.is_nan()
+    }
+}
+
+impl FeatureType for Float64Type {
+    fn is_nan(v: f64) -> bool {
+        v.is_nan()
+    }
+}
+
+/// Scores one Arrow batch: features are cast to f32 (f64 for a model that takes doubles),
+/// checked for NULLs and NaNs, and run through the model chunk by chunk.
 fn score(model: &Model, shape: Shape, columns: &[ArrayRef], fields: &[FieldRef], chunk_rows: usize) -> Result<ArrayRef> {
     let rows = columns.first().map_or(0, |c| c.len());
-    let mut f32_columns = Vec::with_capacity(columns.len());
+    let chunk = chunk_rows.min(rows.max(1));
+    let mut outputs = Vec::new();
+    if model.takes_f64() {
+        let features = feature_columns::<Float64Type>(model, shape, columns, fields)?;
+        let values: Vec<&[f64]> = features.iter().map(|c| &c.as_primitive::<Float64Type>().values()[..]).collect();
+        for start in (0..rows).step_by(chunk) {
+            outputs.push(model.forward_f64(&values, start, chunk.min(rows - start), shape)?);
+        }
+    } else {
+        let features = feature_columns::<Float32Type>(model, shape, columns, fields)?;
+        let values: Vec<&[f32]> = features.iter().map(|c| &c.as_primitive::<Float32Type>().values()[..]).collect();
+        let mut scratch = Vec::with_capacity(chunk * shape.inputs);
+        for start in (0..rows).step_by(chunk) {
+            outputs.push(model.forward(&values, start, chunk.min(rows - start), shape, &mut scratch)?);
+        }
+    }
+    let flat: ArrayRef = match shape.kind {
+        OutputKind::Float32 => Arc::new(Float32Array::from(
+            outputs.into_iter().flat_map(|o| if let Output::F32(v) = o { v } else { Vec::new() }).collect::<Vec<_>>(),
+        )),
+        OutputKind::Float64 => Arc::new(Float64Array::from(
+            outputs.into_iter().flat_map(|o| if let Output::F64(v) = o { v } else { Vec::new() }).collect::<Vec<_>>(),
+        )),
+    };
+    if flat.len() != rows * shape.outputs {
+        return Err(Error::Torch {
+            model: model.id().to_string(),
+            message: format!("returned {} values for {rows} rows, expected {}", flat.len(), rows * shape.outputs),
+        });
+    }
+    if shape.outputs == 1 {
+        return Ok(flat);
+    }
+    let field = Arc::new(Field::new("item", flat.data_type().clone(), false));
+    Ok(Arc::new(FixedSizeListArray::try_new(field, shape.outputs as i32, flat, None)?))
+}
+
+/// The features as one column of `P` per model input: numbers cast, vectors split into their
+/// elements. A NULL or NaN is refused with the column and row.
+fn feature_columns<P: FeatureType>(
+    model: &Model,
+    shape: Shape,
+    columns: &[ArrayRef],
+    fields: &[FieldRef],
+) -> Result<Vec<ArrayRef>> {
+    let rows = columns.first().map_or(0, |c| c.len());
+    let mut out = Vec::with_capacity(shape.inputs);
     for (i, (column, field)) in columns.iter().zip(fields).enumerate() {
         if column.null_count() > 0 {
             let row = (0..column.len()).find(|r| column.is_null(*r)).unwrap_or(0);
@@ -301,7 +364,7 @@ fn score(model: &Model, shape: Shape, columns: &[ArrayRef], fields: &[FieldRef],
                 // As wide as the model's inputs left over by the other features.
                 let others: usize = fields.iter().filter_map(|f| width(f.data_type())).sum();
                 let n = shape.inputs.saturating_sub(others);
-                let item = Arc::new(Field::new("item", DataType::Float32, true));
+                let item = Arc::new(Field::new("item", P::DATA_TYPE, true));
                 let strict = arrow::compute::CastOptions { safe: false, ..Default::default() };
                 fixed = arrow::compute::cast_with_options(column, &DataType::FixedSizeList(item, n as i32), &strict)
                     .map_err(|e| {
@@ -321,9 +384,9 @@ fn score(model: &Model, shape: Shape, columns: &[ArrayRef], fields: &[FieldRef],
             let n = usize::try_from(*n).unwrap_or(0);
             let list = column.as_fixed_size_list();
             let start = if rows > 0 { usize::try_from(list.value_offset(0)).unwrap_or(0) } else { 0 };
-            let values = cast(&list.values().slice(start, rows * n), &DataType::Float32)?;
-            let values = values.as_primitive::<Float32Type>();
-            if let Some(at) = (0..values.len()).find(|v| values.is_null(*v) || values.value(*v).is_nan()) {
+            let values = cast(&list.values().slice(start, rows * n), &P::DATA_TYPE)?;
+            let values = values.as_primitive::<P>();
+            if let Some(at) = (0..values.len()).find(|v| values.is_null(*v) || P::is_nan(values.value(*v))) {
                 return Err(Error::BadRow(format!(
                     "predict: feature {} ('{}', {}) has a NULL or NaN element at row {} of a batch of {rows}; \
                      model '{}' ({}) takes numbers",
@@ -337,14 +400,13 @@ fn score(model: &Model, shape: Shape, columns: &[ArrayRef], fields: &[FieldRef],
             }
             let values = values.values();
             for j in 0..n {
-                let element: Float32Array = (0..rows).map(|r| values[r * n + j]).collect::<Vec<f32>>().into();
-                f32_columns.push(Arc::new(element) as ArrayRef);
+                let element = PrimitiveArray::<P>::from_iter_values((0..rows).map(|r| values[r * n + j]));
+                out.push(Arc::new(element) as ArrayRef);
             }
             continue;
         }
-        let as_f32 =
-            if column.data_type() == &DataType::Float32 { column.clone() } else { cast(column, &DataType::Float32)? };
-        if let Some(row) = as_f32.as_primitive::<Float32Type>().values().iter().position(|v| v.is_nan()) {
+        let cast_column = if column.data_type() == &P::DATA_TYPE { column.clone() } else { cast(column, &P::DATA_TYPE)? };
+        if let Some(row) = cast_column.as_primitive::<P>().values().iter().position(|v| P::is_nan(*v)) {
             return Err(Error::BadRow(format!(
                 "predict: feature {} ('{}', {}) is NaN at row {row} of a batch of {rows}; model '{}' ({}) takes \
                  numbers. Filter NaN rows out or replace them, e.g. CASE WHEN isnan({}) THEN 0 ELSE {} END",
@@ -357,30 +419,7 @@ fn score(model: &Model, shape: Shape, columns: &[ArrayRef], fields: &[FieldRef],
                 field.name()
             )));
         }
-        f32_columns.push(as_f32);
+        out.push(cast_column);
     }
-    let values: Vec<&[f32]> = f32_columns.iter().map(|c| &c.as_primitive::<Float32Type>().values()[..]).collect();
-
-    let chunk = chunk_rows.min(rows.max(1));
-    let mut scratch = Vec::with_capacity(chunk * shape.inputs);
-    let mut out32 = Vec::new();
-    let mut out64 = Vec::new();
-    let mut start = 0;
-    while start < rows {
-        let n = chunk.min(rows - start);
-        match model.forward(&values, start, n, shape, &mut scratch)? {
-            Output::F32(v) => out32.extend_from_slice(&v),
-            Output::F64(v) => out64.extend_from_slice(&v),
-        }
-        start += n;
-    }
-    let flat: ArrayRef = match shape.kind {
-        OutputKind::Float32 => Arc::new(Float32Array::from(out32)),
-        OutputKind::Float64 => Arc::new(Float64Array::from(out64)),
-    };
-    if shape.outputs == 1 {
-        return Ok(flat);
-    }
-    let field = Arc::new(Field::new("item", flat.data_type().clone(), false));
-    Ok(Arc::new(FixedSizeListArray::try_new(field, shape.outputs as i32, flat, None)?))
+    Ok(out)
 }

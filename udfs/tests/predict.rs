@@ -6,8 +6,8 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, Float32Array, Int64Array, StringArray};
-use arrow::datatypes::{DataType, Field, Float32Type, Schema};
+use arrow::array::{Array, ArrayRef, AsArray, Float32Array, Float64Array, Int64Array, StringArray};
+use arrow::datatypes::{DataType, Field, Float32Type, Float64Type, Schema};
 use arrow::record_batch::RecordBatch;
 use datafusion::prelude::SessionContext;
 use serde_json::Value;
@@ -175,15 +175,15 @@ fn expected_onnx() -> Value {
     serde_json::from_str(&std::fs::read_to_string(fixture("expected_onnx.json")).unwrap()).unwrap()
 }
 
-/// Python's outputs of `model` per row, in output order, each output flattened into its values
-/// (a label becomes one value, a probability vector k values).
+/// Python's outputs of `model` per row, in the model's output order (`output_names`), each
+/// output flattened into its values (a label becomes one value, a probability vector k values).
 fn onnx_rows(model: &Value) -> Vec<Vec<f64>> {
-    let outputs = model["outputs"].as_object().unwrap();
-    let rows = outputs.values().next().unwrap().as_array().unwrap().len();
-    (0..rows)
+    let names: Vec<&str> = model["output_names"].as_array().unwrap().iter().map(|n| n.as_str().unwrap()).collect();
+    let outputs: Vec<&Vec<Value>> = names.iter().map(|n| model["outputs"][*n].as_array().unwrap()).collect();
+    (0..outputs[0].len())
         .map(|r| {
             outputs
-                .values()
+                .iter()
                 .flat_map(|o| match &o[r] {
                     Value::Array(v) => v.iter().map(|x| x.as_f64().unwrap()).collect::<Vec<_>>(),
                     x => vec![x.as_f64().unwrap()],
@@ -248,14 +248,64 @@ async fn onnx_models_score_equal_to_python_onnxruntime() {
     let (got, data_type) = onnx_scores("gbm_regressor_8", 1000).await;
     assert_eq!(data_type, DataType::Float32);
     assert_close("gbm_regressor_8", &got, &onnx_rows(&expected["gbm_regressor_8"]));
-    // Labels are the classes of the highest probability, not all one class.
-    let labels: std::collections::BTreeSet<i64> =
-        onnx_rows(&expected["gbm_classes_8x3"]).iter().map(|r| r[0] as i64).collect();
-    assert_eq!(labels.len(), 3);
+    // The labels Sluice returns are the class of the highest probability, and all three occur.
+    let (got, _) = onnx_scores("gbm_classes_8x3", 1000).await;
+    let labels: std::collections::BTreeSet<i64> = got.iter().map(|r| r[0] as i64).collect();
+    assert_eq!(labels, [0, 1, 2].into());
+    for row in &got {
+        let best = (0..3).max_by(|a, b| row[1 + a].total_cmp(&row[1 + b])).unwrap();
+        assert_eq!(row[0] as usize, best, "{row:?}");
+    }
+}
+
+/// A model that takes doubles gets float64 columns as they are: its fixture's values near 1e8
+/// carry fractions float32 cannot hold (it steps by 8 there).
+#[tokio::test]
+async fn a_model_of_doubles_gets_unrounded_float64_features() {
+    let expected = expected_onnx();
+    let inputs: Vec<Vec<f64>> = expected["linear_f64_4"]["inputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect())
+        .collect();
+    let want = onnx_rows(&expected["linear_f64_4"]);
+    let ctx = SessionContext::new();
+    for udf in &sluice_udfs::functions("test").scalar {
+        ctx.register_udf(udf.as_ref().clone());
+    }
+    let mut fields = vec![Field::new("id", DataType::Int64, false)];
+    fields.extend((1..=4).map(|c| Field::new(format!("f{c}"), DataType::Float64, false)));
+    let schema = Arc::new(Schema::new(fields));
+    let mut cols: Vec<ArrayRef> = vec![Arc::new(Int64Array::from_iter_values(0..inputs.len() as i64))];
+    cols.extend((0..4).map(|c| Arc::new(Float64Array::from_iter_values(inputs.iter().map(|r| r[c]))) as ArrayRef));
+    ctx.register_batch("d", RecordBatch::try_new(schema, cols).unwrap()).unwrap();
+    let model = fixture("linear_f64_4.onnx");
+    let scores = |sql: String| {
+        let ctx = ctx.clone();
+        async move {
+            let batches = ctx.sql(&sql).await.unwrap().collect().await.unwrap();
+            assert_eq!(batches[0].schema().field(0).data_type(), &DataType::Float64);
+            batches.iter().flat_map(|b| b.column(0).as_primitive::<Float64Type>().values().to_vec()).collect::<Vec<f64>>()
+        }
+    };
+    let got = scores(format!("SELECT predict('{model}', f1, f2, f3, f4) FROM d ORDER BY id")).await;
+    assert_eq!(got.len(), want.len());
+    for (r, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert!((g - w[0]).abs() <= 1e-6, "row {r}: {g} vs Python onnxruntime {}", w[0]);
+    }
+    // The same rows through float32 columns land whole units away: what rounding would have done.
+    let rounded = scores(format!(
+        "SELECT predict('{model}', CAST(f1 AS FLOAT), CAST(f2 AS FLOAT), CAST(f3 AS FLOAT), CAST(f4 AS FLOAT)) \
+         FROM d ORDER BY id"
+    ))
+    .await;
+    let off = rounded.iter().zip(&want).filter(|(g, w)| (*g - w[0]).abs() > 0.1).count();
+    assert!(off > want.len() / 2, "only {off} of {} rows moved by float32 rounding", want.len());
 }
 
 #[tokio::test]
-async fn onnx_models_name_their_outputs_and_share_sessions() {
+async fn onnx_models_name_their_inputs_and_outputs() {
     let model = sluice_udfs::Model::load(&fixture("gbm_classes_8x3.onnx")).unwrap();
     assert_eq!(model.format(), sluice_udfs::model::Format::Onnx);
     assert_eq!(model.declared_inputs(), Some(8));
@@ -267,16 +317,54 @@ async fn onnx_models_name_their_outputs_and_share_sessions() {
     );
     let named = sluice_udfs::Model::load(&fixture("named_3.onnx")).unwrap();
     assert_eq!(named.onnx().unwrap().input_names(), ["a", "b", "c"].map(String::from));
-    // Scoring again and again, from one thread, reuses one session.
+}
+
+/// Sessions are pooled: one thread reuses one session, and many threads scoring at once open at
+/// most `max_sessions` (the cores by default), each returning Python's values.
+#[test]
+fn onnx_sessions_are_reused_and_capped() {
+    // A private copy: the process-wide model cache keys on the path, so no other test shares it.
+    let dir = std::env::temp_dir().join(format!("sluice-onnx-pool-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("gbm.onnx");
+    std::fs::copy(fixture("gbm_classes_8x3.onnx"), &path).unwrap();
+    let model = sluice_udfs::Model::load(path.to_str().unwrap()).unwrap();
+    let shape = model.probe(8).unwrap();
     let expected = expected_onnx();
     let inputs = matrix(&expected["gbm_classes_8x3"]["inputs"]);
+    let want = onnx_rows(&expected["gbm_classes_8x3"]);
     let columns: Vec<Vec<f32>> = (0..8).map(|c| inputs.iter().map(|r| r[c]).collect()).collect();
     let slices: Vec<&[f32]> = columns.iter().map(Vec::as_slice).collect();
+    let check = |start: usize, n: usize, scratch: &mut Vec<f32>| {
+        let sluice_udfs::model::Output::F64(out) = model.forward(&slices, start, n, shape, scratch).unwrap() else {
+            panic!("a label and probabilities come back as f64")
+        };
+        for (r, row) in out.chunks(4).enumerate() {
+            for (k, (a, b)) in row.iter().zip(&want[start + r]).enumerate() {
+                assert!((a - b).abs() <= 1e-5, "row {} value {k}: {a} vs {b}", start + r);
+            }
+        }
+    };
     let mut scratch = Vec::new();
     for start in [0, 100, 500] {
-        model.forward(&slices, start, 50, shape, &mut scratch).unwrap();
+        check(start, 50, &mut scratch);
     }
-    assert_eq!(model.onnx().unwrap().sessions(), 1);
+    let onnx = model.onnx().unwrap();
+    assert_eq!(onnx.sessions(), 1);
+    let threads = onnx.max_sessions() * 3 + 2;
+    std::thread::scope(|scope| {
+        for t in 0..threads {
+            let check = &check;
+            scope.spawn(move || {
+                let mut scratch = Vec::new();
+                for i in 0..20 {
+                    check((t * 37 + i * 11) % 900, 100, &mut scratch);
+                }
+            });
+        }
+    });
+    assert!(onnx.sessions() <= onnx.max_sessions(), "{} sessions open, cap {}", onnx.sessions(), onnx.max_sessions());
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[tokio::test]
@@ -298,6 +386,9 @@ async fn bad_onnx_calls_say_what_the_model_expects() {
 
     let e = error_of(&ctx, &format!("SELECT predict('{}', {}) FROM t", fixture("not_a_model.onnx"), columns(6))).await;
     assert!(e.contains("is not a loadable ONNX model") && e.contains("not_a_model.onnx"), "{e}");
+
+    let e = error_of(&ctx, &format!("SELECT predict('{}', {}) FROM t", fixture("fixed_batch_1.onnx"), columns(4))).await;
+    assert!(e.contains("fixed batch of 1 row") && e.contains("dynamic_axes") && e.contains("fixed_batch_1.onnx"), "{e}");
 
     let e = error_of(&ctx, &format!("SELECT predict('{model}', f1, f2, f3, f4, f5, f6, f7, CAST(NULL AS FLOAT)) FROM t")).await;
     assert!(e.contains("is NULL at row 0"), "{e}");
