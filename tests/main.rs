@@ -8,6 +8,7 @@ mod assets;
 mod cli;
 mod compose;
 mod console;
+mod endpoint;
 mod failover;
 mod flight;
 mod models;

@@ -197,3 +197,20 @@ pub fn churn_lake(lake: &Path, model: &Path) {
     run_at(lake, &["asset", "write", "today", "--sql", &churn_accounts(100_000, 12_000, false)]);
     run_at(lake, &["asset", "write", "older", "--sql", &churn_accounts(100_000, 12_000, true)]);
 }
+
+/// `METHOD path` with a body on loopback `port`: the status code and the response body.
+pub fn http_call(port: u16, method: &str, path: &str, headers: &[&str], body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let extra: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{extra}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = s.write_all(req.as_bytes());
+    let mut response = String::new();
+    let _ = s.read_to_string(&mut response);
+    let status = response.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}

@@ -27,7 +27,31 @@ pub struct ServeArgs {
     /// Serve the web console (and drift gauges on /metrics) on this address, e.g. 127.0.0.1:8080.
     #[arg(long, value_name = "HOST:PORT")]
     http: Option<String>,
-    /// The access file: users, their roles and credentials (required with --flight and --http).
+    /// Serve online predictions of registered models on this address, e.g. 127.0.0.1:8081
+    /// (`POST /v1/models/NAME[@VERSION|@ALIAS]/predict`, KServe v2 `/v2/models/NAME/infer`).
+    #[arg(long, value_name = "HOST:PORT")]
+    predict: Option<String>,
+    /// A model to load at start for --predict (`name`, `name@3`, `name@production`); repeatable.
+    /// Others load on their first request.
+    #[arg(long = "model", value_name = "MODEL")]
+    models: Vec<String>,
+    /// Most rows gathered into one forward pass from concurrent requests.
+    #[arg(long, default_value_t = 256, value_name = "ROWS")]
+    max_batch_rows: usize,
+    /// How long the first request of a batch waits for others, in milliseconds (0: take only
+    /// what is queued).
+    #[arg(long, default_value_t = 1.0, value_name = "MS")]
+    max_delay_ms: f64,
+    /// Largest prediction request body.
+    #[arg(long, default_value_t = 16 * 1024 * 1024, value_name = "BYTES")]
+    max_body_bytes: usize,
+    /// Most rows in one prediction request.
+    #[arg(long, default_value_t = 100_000, value_name = "ROWS")]
+    max_request_rows: usize,
+    /// Resolve model aliases again this often, in seconds (also on SIGHUP and POST /v1/reload).
+    #[arg(long, default_value_t = 30.0, value_name = "SECONDS")]
+    reload_s: f64,
+    /// The access file: users, their roles and credentials (required with --flight, --http and --predict).
     #[arg(long, env = "SLUICE_ACCESS", value_name = "FILE")]
     access: Option<PathBuf>,
     /// TLS certificate chain (PEM) for the Flight endpoint; needs --tls-key.
@@ -55,11 +79,32 @@ async fn bind(address: &str, what: &str) -> Result<(tokio::net::TcpListener, std
 
 impl ServeArgs {
     pub async fn run(self, say: Say) -> Result<()> {
-        let ServeArgs { jobs, stop_after, flight, http, access, tls_cert, tls_key, cluster } = self;
-        if jobs.is_empty() && flight.is_none() && http.is_none() {
+        let ServeArgs {
+            jobs,
+            stop_after,
+            flight,
+            http,
+            predict,
+            models,
+            max_batch_rows,
+            max_delay_ms,
+            max_body_bytes,
+            max_request_rows,
+            reload_s,
+            access,
+            tls_cert,
+            tls_key,
+            cluster,
+        } = self;
+        if jobs.is_empty() && flight.is_none() && http.is_none() && predict.is_none() {
             return Err(Error::Invalid(
-                "nothing to serve: give job files with a schedule, --flight HOST:PORT, --http HOST:PORT, or several".into(),
+                "nothing to serve: give job files with a schedule, --flight HOST:PORT, --http HOST:PORT, \
+                 --predict HOST:PORT, or several"
+                    .into(),
             ));
+        }
+        if !(max_delay_ms.is_finite() && max_delay_ms >= 0.0) || !(reload_s.is_finite() && reload_s > 0.0) {
+            return Err(Error::Invalid("--max-delay-ms must be 0 or more and --reload-s more than 0".into()));
         }
         let mut scheduled = Vec::new();
         for path in &jobs {
@@ -119,6 +164,34 @@ impl ServeArgs {
             }
             _ => None,
         };
+        let endpoint = match &predict {
+            Some(address) => {
+                let (rules, users) = match &shared {
+                    Some(((rules, users), _)) => (rules.clone(), users.clone()),
+                    None => serve_access(access.as_deref())?,
+                };
+                let options = crate::predict::PredictOptions {
+                    batch: crate::predict::batcher::BatchOptions {
+                        max_batch_rows: max_batch_rows.max(1),
+                        max_delay: std::time::Duration::from_secs_f64(max_delay_ms / 1000.0),
+                        workers: std::thread::available_parallelism().map_or(1, usize::from),
+                    },
+                    max_body_bytes,
+                    max_rows: max_request_rows.max(1),
+                    reload: std::time::Duration::from_secs_f64(reload_s),
+                };
+                let registry = sluice_catalog::models::Registry::open(&lake)?;
+                let endpoint = crate::predict::Endpoint::start(registry, rules, options, &models).await?;
+                let (listener, bound) = bind(address, "prediction endpoint").await?;
+                let serving = endpoint.serving();
+                say.out(format!(
+                    "predict      http://{bound}/v1/models/NAME/predict and /v2 (KServe); {}; {users}",
+                    if serving.is_empty() { "models load on first use".to_string() } else { format!("loaded {}", serving.join(", ")) }
+                ));
+                Some((listener, endpoint))
+            }
+            None => None,
+        };
         let launch = launcher(&cluster);
         let launch = |job: &Scheduled, id: &str| launch(&job.path, id);
         let stop_after = stop_after.map(std::time::Duration::from_secs_f64);
@@ -155,10 +228,17 @@ impl ServeArgs {
                 None => Ok(()),
             }
         };
-        let (a, b, c) = tokio::join!(schedules, flight, console);
+        let endpoint = async {
+            match endpoint {
+                Some((listener, endpoint)) => crate::predict::serve(listener, endpoint, stop()).await,
+                None => Ok(()),
+            }
+        };
+        let (a, b, c, d) = tokio::join!(schedules, flight, console, endpoint);
         a?;
         b?;
-        c
+        c?;
+        d
     }
 }
 
@@ -166,7 +246,7 @@ impl ServeArgs {
 fn serve_access(access: Option<&Path>) -> Result<(Access, String)> {
     let access = access.ok_or_else(|| {
         Error::Invalid(
-            "--flight and --http need --access FILE: the users and their roles (anonymous access only where that file allows it)"
+            "--flight, --http and --predict need --access FILE: the users and their roles (anonymous access only where that file allows it)"
                 .into(),
         )
     })?;

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod cli;
 pub mod flight;
 pub mod console;
+pub mod predict;
 
 pub use sluice_catalog::{Error, Result, error};
 

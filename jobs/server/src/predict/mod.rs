@@ -1,0 +1,694 @@
+//! Online inference, `sluice serve --predict HOST:PORT`: registered model versions behind HTTP,
+//! scored by the same loaded models as `predict` in batch and stream.
+//!
+//! Routes: `POST /v1/models/{name}[@{version|alias}]/predict` with `{"rows": [{feature: value}]}`
+//! (by the registry's input names) or `{"inputs": [[...]]}` (in order); the KServe v2 / Open
+//! Inference Protocol routes (`/v2/health/{live,ready}`, `/v2/models/{name}[/versions/{v}]`,
+//! `.../ready`, `.../infer`); `POST /v1/reload` (operators) resolves aliases again;
+//! `/healthz`, `/readyz`, `/metrics` (Prometheus). Aliases resolve to a version at start, on
+//! SIGHUP, on `/v1/reload` and every `reload` interval, never in the middle of a request.
+//! Requests for one version are gathered into shared forward passes ([`batcher`]).
+//!
+//! The same users and roles as Flight: any role may predict; reloading needs an operator.
+
+pub mod batcher;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+use sluice_catalog::models::{ModelAt, ModelRef, ModelVersion, Registry};
+
+use crate::{Access, Permission, Principal};
+use batcher::{BatchOptions, Batcher, SIZE_BOUNDS};
+
+/// Settings of the endpoint.
+#[derive(Debug, Clone)]
+pub struct PredictOptions {
+    /// How requests are gathered into forward passes.
+    pub batch: BatchOptions,
+    /// Largest request body, in bytes.
+    pub max_body_bytes: usize,
+    /// Most rows in one request.
+    pub max_rows: usize,
+    /// How often aliases are resolved again.
+    pub reload: Duration,
+}
+
+/// One model version being served.
+pub struct Served {
+    version: ModelVersion,
+    inputs: Vec<String>,
+    outputs: Vec<String>,
+    float64: bool,
+    batcher: Batcher,
+}
+
+/// Latency histogram bounds, seconds.
+const LATENCY_BOUNDS: [f64; 12] = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
+
+#[derive(Default)]
+struct Latency {
+    buckets: [u64; 13],
+    sum: f64,
+    count: u64,
+}
+
+/// Request counters by (model, version, status code) and latency by (model, version).
+#[derive(Default)]
+struct Metrics {
+    requests: Mutex<BTreeMap<(String, String, u16), u64>>,
+    latency: Mutex<BTreeMap<(String, String), Latency>>,
+}
+
+/// What the endpoint serves from.
+pub struct Endpoint {
+    registry: Registry,
+    access: Access,
+    options: PredictOptions,
+    /// `name` or `name@alias` to the version it means now.
+    resolved: RwLock<HashMap<String, u64>>,
+    served: Mutex<HashMap<(String, u64), Arc<Served>>>,
+    /// Serialises first loads, so concurrent first requests load a version once.
+    loading: tokio::sync::Mutex<()>,
+    metrics: Metrics,
+    reloads: AtomicU64,
+}
+
+/// A refusal or failure, answered as JSON `{"error": ...}` with its status.
+struct Failure(StatusCode, String);
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        (self.0, [(header::CONTENT_TYPE, "application/json")], json!({ "error": self.1 }).to_string()).into_response()
+    }
+}
+
+fn bad(message: impl Into<String>) -> Failure {
+    Failure(StatusCode::BAD_REQUEST, message.into())
+}
+
+type Shared = State<Arc<Endpoint>>;
+
+impl Endpoint {
+    /// An endpoint over `registry`, resolving each of `preload` (`name`, `name@alias`, `name@3`)
+    /// and loading its version now.
+    pub async fn start(
+        registry: Registry,
+        access: Access,
+        options: PredictOptions,
+        preload: &[String],
+    ) -> sluice_catalog::Result<Arc<Self>> {
+        let endpoint = Arc::new(Self {
+            registry,
+            access,
+            options,
+            resolved: Default::default(),
+            served: Default::default(),
+            loading: Default::default(),
+            metrics: Metrics::default(),
+            reloads: AtomicU64::new(0),
+        });
+        for reference in preload {
+            let reference = ModelRef::parse(reference)?;
+            endpoint.served(&reference).await.map_err(|Failure(_, m)| sluice_catalog::Error::Invalid(m))?;
+        }
+        Ok(endpoint)
+    }
+
+    /// The versions being served, as `name@version` (for the start-up line).
+    pub fn serving(&self) -> Vec<String> {
+        let served = self.served.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut names: Vec<String> = served.keys().map(|(n, v)| format!("{n}@{v}")).collect();
+        names.sort();
+        names
+    }
+
+    /// Resolves every alias in use again; returns what changed, as `name@alias: old -> new`.
+    pub async fn reload(&self) -> Vec<String> {
+        let keys: Vec<String> = self.resolved.read().unwrap_or_else(std::sync::PoisonError::into_inner).keys().cloned().collect();
+        let mut changed = Vec::new();
+        for key in keys {
+            let Ok(reference) = ModelRef::parse(&key) else { continue };
+            match self.registry.resolve(&reference).await {
+                Ok(version) => {
+                    let mut resolved = self.resolved.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    let old = resolved.insert(key.clone(), version.version);
+                    if old != Some(version.version) {
+                        changed.push(format!("{key}: {} -> {}", old.map_or("-".into(), |v| v.to_string()), version.version));
+                    }
+                }
+                Err(e) => tracing::warn!(model = %key, error = %e, "an alias did not resolve; keeping its version"),
+            }
+        }
+        self.reloads.fetch_add(1, Ordering::Relaxed);
+        if !changed.is_empty() {
+            tracing::info!(changed = %changed.join(", "), "aliases resolved again");
+        }
+        changed
+    }
+
+    /// The version `reference` means now, loaded and ready.
+    async fn served(&self, reference: &ModelRef) -> Result<Arc<Served>, Failure> {
+        let not_found = |e: sluice_catalog::Error| Failure(StatusCode::NOT_FOUND, e.to_string());
+        let version = match &reference.at {
+            ModelAt::Version(v) => *v,
+            _ => {
+                let key = reference.to_string();
+                let known = self.resolved.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(&key).copied();
+                match known {
+                    Some(v) => v,
+                    None => {
+                        let version = self.registry.resolve(reference).await.map_err(not_found)?.version;
+                        *self
+                            .resolved
+                            .write()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .entry(key)
+                            .or_insert(version)
+                    }
+                }
+            }
+        };
+        let key = (reference.name.clone(), version);
+        if let Some(served) = self.served.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&key) {
+            return Ok(served.clone());
+        }
+        let _loading = self.loading.lock().await;
+        if let Some(served) = self.served.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&key) {
+            return Ok(served.clone());
+        }
+        let exact = ModelRef { name: reference.name.clone(), at: ModelAt::Version(version) };
+        let version = self.registry.resolve(&exact).await.map_err(not_found)?;
+        let path = self.registry.scoring_path(&version).map_err(|e| Failure(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        let inputs: Vec<String> = version.info.inputs.iter().map(|i| i.name.clone()).collect();
+        let width = inputs.len();
+        let name = format!("{}@{}", version.name, version.version);
+        let options = self.options.batch;
+        let loaded = tokio::task::spawn_blocking(move || {
+            let model = sluice_udfs::Model::load(&path)?;
+            let shape = model.probe(width)?;
+            Ok::<_, sluice_udfs::Error>((model, shape))
+        })
+        .await
+        .map_err(|e| Failure(StatusCode::INTERNAL_SERVER_ERROR, format!("loading {name}: {e}")))?
+        .map_err(|e| Failure(StatusCode::INTERNAL_SERVER_ERROR, format!("loading {name}: {e}")))?;
+        let (model, shape) = loaded;
+        let float64 = matches!(shape.kind, sluice_udfs::model::OutputKind::Float64);
+        let batcher = Batcher::start(&name, model, shape, options)
+            .map_err(|e| Failure(StatusCode::INTERNAL_SERVER_ERROR, format!("starting the workers of {name}: {e}")))?;
+        let mut outputs = version.info.outputs.clone();
+        if outputs.len() != shape.outputs {
+            outputs = (1..=shape.outputs).map(|i| format!("output_{i}")).collect();
+        }
+        tracing::info!(model = %name, inputs = width, outputs = shape.outputs, "serving a model version");
+        let served = Arc::new(Served { version, inputs, outputs, float64, batcher });
+        self.served.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(key, served.clone());
+        Ok(served)
+    }
+
+    fn principal(&self, headers: &HeaderMap) -> Result<Principal, Failure> {
+        let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        self.access.authenticate(authorization).map_err(|d| Failure(StatusCode::UNAUTHORIZED, d.message().to_string()))
+    }
+
+    fn check(&self, headers: &HeaderMap, action: Permission) -> Result<Principal, Failure> {
+        let principal = self.principal(headers)?;
+        principal.check(action).map_err(|d| Failure(StatusCode::FORBIDDEN, d.message().to_string()))?;
+        Ok(principal)
+    }
+
+    fn record(&self, model: &str, version: &str, code: StatusCode, started: Instant) {
+        let key = (model.to_string(), version.to_string());
+        *self
+            .metrics
+            .requests
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry((key.0.clone(), key.1.clone(), code.as_u16()))
+            .or_default() += 1;
+        if code.is_success() {
+            let seconds = started.elapsed().as_secs_f64();
+            let mut latency = self.metrics.latency.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let entry = latency.entry(key).or_default();
+            let bucket = LATENCY_BOUNDS.iter().position(|b| seconds <= *b).unwrap_or(LATENCY_BOUNDS.len());
+            entry.buckets[bucket] += 1;
+            entry.sum += seconds;
+            entry.count += 1;
+        }
+    }
+
+    /// Reads a body of at most `max_body_bytes`. A longer one is read on (up to 4 times the
+    /// limit, so the client gets the answer rather than a reset connection) and refused.
+    async fn body(&self, request: Request) -> Result<Bytes, Failure> {
+        use futures::StreamExt;
+        let limit = self.options.max_body_bytes;
+        let mut stream = request.into_body().into_data_stream();
+        let mut body = Vec::new();
+        let mut total = 0usize;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| bad(format!("the request body could not be read: {e}")))?;
+            total += chunk.len();
+            if total <= limit {
+                body.extend_from_slice(&chunk);
+            } else if total > limit.saturating_mul(4) {
+                break;
+            }
+        }
+        if total > limit {
+            return Err(Failure(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the request body is over the limit of {limit} bytes; send fewer rows per request (--max-body-bytes)"),
+            ));
+        }
+        Ok(Bytes::from(body))
+    }
+
+    async fn score(&self, served: &Served, rows: usize, values: Vec<f64>) -> Result<Vec<f64>, Failure> {
+        if rows > self.options.max_rows {
+            return Err(Failure(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("{rows} rows in one request, over the limit of {}; split it", self.options.max_rows),
+            ));
+        }
+        served.batcher.score(rows, values).await.map_err(|e| Failure(StatusCode::INTERNAL_SERVER_ERROR, e))
+    }
+}
+
+/// The endpoint's routes.
+pub fn router(endpoint: Arc<Endpoint>) -> axum::Router {
+    axum::Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(|| async { "ready" }))
+        .route("/v2/health/live", get(|| async { Json200(json!({ "live": true })) }))
+        .route("/v2/health/ready", get(|| async { Json200(json!({ "ready": true })) }))
+        .route("/v1/models/{model}/predict", post(predict_v1))
+        .route("/v1/reload", post(reload))
+        .route("/v2/models/{name}", get(metadata_latest))
+        .route("/v2/models/{name}/ready", get(ready_latest))
+        .route("/v2/models/{name}/infer", post(infer_latest))
+        .route("/v2/models/{name}/versions/{version}", get(metadata_version))
+        .route("/v2/models/{name}/versions/{version}/ready", get(ready_version))
+        .route("/v2/models/{name}/versions/{version}/infer", post(infer_version))
+        .route("/metrics", get(metrics))
+        .with_state(endpoint)
+}
+
+struct Json200(Value);
+
+impl IntoResponse for Json200 {
+    fn into_response(self) -> Response {
+        ([(header::CONTENT_TYPE, "application/json")], self.0.to_string()).into_response()
+    }
+}
+
+/// Serves the endpoint on `listener` until `shutdown` resolves, resolving aliases again every
+/// `reload` interval and on SIGHUP.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    endpoint: Arc<Endpoint>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> sluice_catalog::Result<()> {
+    let reloader = endpoint.clone();
+    let every = endpoint.options.reload;
+    let reloading = tokio::spawn(async move {
+        let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        let mut tick = tokio::time::interval(every.max(Duration::from_millis(100)));
+        tick.tick().await;
+        loop {
+            let signal = async {
+                match hangup.as_mut() {
+                    Some(h) => h.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = signal => tracing::info!("SIGHUP: resolving aliases again"),
+            }
+            reloader.reload().await;
+        }
+    });
+    let served = axum::serve(listener, router(endpoint))
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(sluice_catalog::Error::io("serving the prediction endpoint"));
+    reloading.abort();
+    served
+}
+
+/// A number from a JSON value, or why it is not one.
+fn number(value: &Value) -> Result<f64, &'static str> {
+    match value {
+        Value::Number(n) => n.as_f64().ok_or("not a finite number"),
+        Value::Bool(b) => Ok(if *b { 1.0 } else { 0.0 }),
+        Value::Null => Err("null"),
+        Value::String(_) => Err("a string"),
+        Value::Array(_) => Err("an array"),
+        Value::Object(_) => Err("an object"),
+    }
+}
+
+/// Features of a `/v1` body, row-major.
+fn v1_features(served: &Served, body: &Value) -> Result<(usize, Vec<f64>), Failure> {
+    let k = served.inputs.len();
+    let takes = served.inputs.join(", ");
+    let mut values = Vec::new();
+    if let Some(rows) = body.get("rows") {
+        let rows = rows.as_array().ok_or_else(|| bad("\"rows\" must be an array of objects, one per row"))?;
+        for (r, row) in rows.iter().enumerate() {
+            let row = row.as_object().ok_or_else(|| bad(format!("row {r} is not an object of features (the model takes: {takes})")))?;
+            for name in &served.inputs {
+                let value = row.get(name).ok_or_else(|| {
+                    bad(format!("row {r}: the feature '{name}' is missing (the model takes: {takes})"))
+                })?;
+                values.push(number(value).map_err(|what| {
+                    bad(format!("row {r}: the feature '{name}' is {what}, not a number (the model takes numbers: {takes})"))
+                })?);
+            }
+        }
+        Ok((rows.len(), values))
+    } else if let Some(rows) = body.get("inputs") {
+        let rows = rows.as_array().ok_or_else(|| bad("\"inputs\" must be an array of rows, each an array of numbers"))?;
+        for (r, row) in rows.iter().enumerate() {
+            let row = row.as_array().filter(|a| a.len() == k).ok_or_else(|| {
+                bad(format!("row {r} of \"inputs\" must be an array of {k} numbers, in order: {takes}"))
+            })?;
+            for (c, value) in row.iter().enumerate() {
+                values.push(number(value).map_err(|what| {
+                    bad(format!("row {r}: value {c} ('{}') is {what}, not a number", served.inputs[c]))
+                })?);
+            }
+        }
+        Ok((rows.len(), values))
+    } else {
+        Err(bad(format!(
+            "the body needs \"rows\" ([{{feature: value}}, ...], features: {takes}) or \"inputs\" ([[{k} numbers], ...])"
+        )))
+    }
+}
+
+fn parse_json(bytes: &Bytes) -> Result<Value, Failure> {
+    serde_json::from_slice(bytes).map_err(|e| bad(format!("the body is not valid JSON: {e}")))
+}
+
+fn reference(text: &str) -> Result<ModelRef, Failure> {
+    ModelRef::parse(text).map_err(|e| Failure(StatusCode::NOT_FOUND, e.to_string()))
+}
+
+/// Row-major predictions as the answer lists them: a number per row for one output, an object
+/// of output names per row for several.
+fn v1_predictions(served: &Served, values: &[f64]) -> Value {
+    let m = served.outputs.len();
+    if m == 1 {
+        return json!(values);
+    }
+    Value::Array(
+        values
+            .chunks(m)
+            .map(|row| Value::Object(served.outputs.iter().cloned().zip(row.iter().map(|v| json!(v))).collect()))
+            .collect(),
+    )
+}
+
+async fn predict_v1(State(e): Shared, Path(model): Path<String>, headers: HeaderMap, request: Request) -> Response {
+    let started = Instant::now();
+    let result = async {
+        e.check(&headers, Permission::Query)?;
+        let reference = reference(&model)?;
+        let served = e.served(&reference).await?;
+        let body = parse_json(&e.body(request).await?)?;
+        let (rows, values) = v1_features(&served, &body)?;
+        if rows == 0 {
+            return Err(bad("no rows to score"));
+        }
+        let predictions = e.score(&served, rows, values).await?;
+        Ok((served.clone(), json!({
+            "model": served.version.name,
+            "model_version": served.version.version,
+            "outputs": served.outputs,
+            "predictions": v1_predictions(&served, &predictions),
+        })))
+    }
+    .await;
+    finish(&e, &model, result, started)
+}
+
+fn finish(e: &Endpoint, model: &str, result: Result<(Arc<Served>, Value), Failure>, started: Instant) -> Response {
+    match result {
+        Ok((served, answer)) => {
+            e.record(&served.version.name, &served.version.version.to_string(), StatusCode::OK, started);
+            Json200(answer).into_response()
+        }
+        Err(failure) => {
+            // Only names being served become labels: a client's typo must not mint series.
+            let name = model.split('@').next().unwrap_or(model);
+            let known = e.served.lock().unwrap_or_else(std::sync::PoisonError::into_inner).keys().any(|(n, _)| n == name);
+            e.record(if known { name } else { "-" }, "", failure.0, started);
+            failure.into_response()
+        }
+    }
+}
+
+async fn reload(State(e): Shared, headers: HeaderMap) -> Response {
+    if let Err(f) = e.check(&headers, Permission::Operate) {
+        return f.into_response();
+    }
+    let changed = e.reload().await;
+    let resolved: BTreeMap<String, u64> =
+        e.resolved.read().unwrap_or_else(std::sync::PoisonError::into_inner).iter().map(|(k, v)| (k.clone(), *v)).collect();
+    Json200(json!({ "changed": changed, "resolved": resolved })).into_response()
+}
+
+fn v2_reference(name: &str, version: Option<&str>) -> Result<ModelRef, Failure> {
+    match version {
+        None => reference(name),
+        Some(v) => reference(&format!("{name}@{v}")),
+    }
+}
+
+fn datatype(float64: bool) -> &'static str {
+    if float64 { "FP64" } else { "FP32" }
+}
+
+async fn metadata(e: &Endpoint, headers: &HeaderMap, name: &str, version: Option<&str>) -> Response {
+    let result: Result<Value, Failure> = async {
+        e.check(headers, Permission::Query)?;
+        let served = e.served(&v2_reference(name, version)?).await?;
+        let versions: Vec<String> = e
+            .registry
+            .versions_of(name)
+            .await
+            .map_err(|err| Failure(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()))?
+            .iter()
+            .filter(|v| v.archived.is_none())
+            .map(|v| v.version.to_string())
+            .collect();
+        let platform = match served.version.info.format.as_deref() {
+            Some("onnx") => "onnxruntime_onnx",
+            _ => "pytorch_torchscript",
+        };
+        Ok(json!({
+            "name": served.version.name,
+            "versions": versions,
+            "platform": platform,
+            "inputs": served.inputs.iter().map(|n| json!({"name": n, "datatype": "FP32", "shape": [-1]})).collect::<Vec<_>>(),
+            "outputs": served.outputs.iter().map(|n| json!({"name": n, "datatype": datatype(served.float64), "shape": [-1]})).collect::<Vec<_>>(),
+        }))
+    }
+    .await;
+    match result {
+        Ok(answer) => Json200(answer).into_response(),
+        Err(f) => f.into_response(),
+    }
+}
+
+async fn metadata_latest(State(e): Shared, Path(name): Path<String>, headers: HeaderMap) -> Response {
+    metadata(&e, &headers, &name, None).await
+}
+
+async fn metadata_version(State(e): Shared, Path((name, version)): Path<(String, String)>, headers: HeaderMap) -> Response {
+    metadata(&e, &headers, &name, Some(&version)).await
+}
+
+async fn ready(e: &Endpoint, headers: &HeaderMap, name: &str, version: Option<&str>) -> Response {
+    let result = async {
+        e.check(headers, Permission::Query)?;
+        e.served(&v2_reference(name, version)?).await
+    }
+    .await;
+    match result {
+        Ok(served) => Json200(json!({ "name": served.version.name, "ready": true })).into_response(),
+        Err(f) => f.into_response(),
+    }
+}
+
+async fn ready_latest(State(e): Shared, Path(name): Path<String>, headers: HeaderMap) -> Response {
+    ready(&e, &headers, &name, None).await
+}
+
+async fn ready_version(State(e): Shared, Path((name, version)): Path<(String, String)>, headers: HeaderMap) -> Response {
+    ready(&e, &headers, &name, Some(&version)).await
+}
+
+/// Numbers of a v2 tensor's `data`, flat or nested.
+fn flatten(value: &Value, out: &mut Vec<f64>, tensor: &str) -> Result<(), Failure> {
+    match value {
+        Value::Array(items) => items.iter().try_for_each(|v| flatten(v, out, tensor)),
+        other => {
+            out.push(number(other).map_err(|what| bad(format!("input '{tensor}' holds {what}; send numbers")))?);
+            Ok(())
+        }
+    }
+}
+
+/// Features of a v2 `infer` body, row-major: one `[n, k]` tensor, or one `[n]` / `[n, 1]`
+/// tensor per input name.
+fn v2_features(served: &Served, body: &Value) -> Result<(usize, Vec<f64>), Failure> {
+    let k = served.inputs.len();
+    let takes = served.inputs.join(", ");
+    let tensors = body.get("inputs").and_then(Value::as_array).ok_or_else(|| {
+        bad(format!("the body needs \"inputs\": [{{\"name\", \"shape\", \"datatype\", \"data\"}}] (one [n, {k}] tensor, or one [n] tensor per input: {takes})"))
+    })?;
+    let read = |t: &Value| -> Result<(String, Vec<i64>, Vec<f64>), Failure> {
+        let name = t.get("name").and_then(Value::as_str).unwrap_or("").to_string();
+        let shape: Vec<i64> = t
+            .get("shape")
+            .and_then(Value::as_array)
+            .map(|s| s.iter().filter_map(Value::as_i64).collect())
+            .ok_or_else(|| bad(format!("input '{name}' has no \"shape\"")))?;
+        let mut data = Vec::new();
+        flatten(t.get("data").ok_or_else(|| bad(format!("input '{name}' has no \"data\"")))?, &mut data, &name)?;
+        let elements: i64 = shape.iter().product();
+        if elements != data.len() as i64 {
+            return Err(bad(format!("input '{name}' has shape {shape:?} but {} values", data.len())));
+        }
+        Ok((name, shape, data))
+    };
+    if tensors.len() == 1 && k > 1 || (k == 1 && tensors.len() == 1 && read(&tensors[0])?.1.len() == 2) {
+        let (name, shape, data) = read(&tensors[0])?;
+        if shape.len() != 2 || shape[1] != k as i64 {
+            return Err(bad(format!("input '{name}' has shape {shape:?}; the model takes [n, {k}] ({takes})")));
+        }
+        return Ok((shape[0] as usize, data));
+    }
+    let mut columns = Vec::with_capacity(k);
+    for input in &served.inputs {
+        let tensor = tensors.iter().find(|t| t.get("name").and_then(Value::as_str) == Some(input)).ok_or_else(|| {
+            bad(format!("the input '{input}' is missing (the model takes: {takes}, or one [n, {k}] tensor)"))
+        })?;
+        let (_, shape, data) = read(tensor)?;
+        if !(shape.len() == 1 || shape.len() == 2 && shape[1] == 1) {
+            return Err(bad(format!("input '{input}' has shape {shape:?}; send [n] or [n, 1]")));
+        }
+        columns.push(data);
+    }
+    let rows = columns[0].len();
+    if let Some((c, _)) = columns.iter().enumerate().find(|(_, c)| c.len() != rows) {
+        return Err(bad(format!("input '{}' has {} rows where '{}' has {rows}", served.inputs[c], columns[c].len(), served.inputs[0])));
+    }
+    Ok((rows, (0..rows).flat_map(|r| columns.iter().map(move |c| c[r])).collect()))
+}
+
+async fn infer(e: &Endpoint, headers: &HeaderMap, name: &str, version: Option<&str>, request: Request) -> Response {
+    let started = Instant::now();
+    let result = async {
+        e.check(headers, Permission::Query)?;
+        let served = e.served(&v2_reference(name, version)?).await?;
+        let body = parse_json(&e.body(request).await?)?;
+        let (rows, values) = v2_features(&served, &body)?;
+        if rows == 0 {
+            return Err(bad("no rows to score"));
+        }
+        let predictions = e.score(&served, rows, values).await?;
+        let m = served.outputs.len();
+        let outputs: Vec<Value> = served
+            .outputs
+            .iter()
+            .enumerate()
+            .map(|(o, output)| {
+                let data: Vec<f64> = predictions.iter().skip(o).step_by(m).copied().collect();
+                json!({ "name": output, "datatype": datatype(served.float64), "shape": [rows], "data": data })
+            })
+            .collect();
+        let mut answer = json!({
+            "model_name": served.version.name,
+            "model_version": served.version.version.to_string(),
+            "outputs": outputs,
+        });
+        if let Some(id) = body.get("id") {
+            answer["id"] = id.clone();
+        }
+        Ok((served.clone(), answer))
+    }
+    .await;
+    finish(e, name, result, started)
+}
+
+async fn infer_latest(State(e): Shared, Path(name): Path<String>, headers: HeaderMap, request: Request) -> Response {
+    infer(&e, &headers, &name, None, request).await
+}
+
+async fn infer_version(
+    State(e): Shared,
+    Path((name, version)): Path<(String, String)>,
+    headers: HeaderMap,
+    request: Request,
+) -> Response {
+    infer(&e, &headers, &name, Some(&version), request).await
+}
+
+fn label(text: &str) -> String {
+    text.replace('\\', "\\\\").replace('"', "\\\"")
+}
+
+async fn metrics(State(e): Shared, headers: HeaderMap) -> Response {
+    if let Err(f) = e.check(&headers, Permission::Query) {
+        return f.into_response();
+    }
+    let mut out = String::new();
+    out.push_str("# HELP sluice_predict_requests_total Prediction requests answered, by model, version and status code.\n");
+    out.push_str("# TYPE sluice_predict_requests_total counter\n");
+    for ((model, version, code), n) in e.metrics.requests.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter() {
+        let _ = writeln!(out, "sluice_predict_requests_total{{model=\"{}\",version=\"{version}\",code=\"{code}\"}} {n}", label(model));
+    }
+    out.push_str("# HELP sluice_predict_request_seconds Latency of answered prediction requests.\n");
+    out.push_str("# TYPE sluice_predict_request_seconds histogram\n");
+    for ((model, version), l) in e.metrics.latency.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter() {
+        let tags = format!("model=\"{}\",version=\"{version}\"", label(model));
+        let mut cumulative = 0;
+        for (bound, n) in LATENCY_BOUNDS.iter().zip(l.buckets) {
+            cumulative += n;
+            let _ = writeln!(out, "sluice_predict_request_seconds_bucket{{{tags},le=\"{bound}\"}} {cumulative}");
+        }
+        let _ = writeln!(out, "sluice_predict_request_seconds_bucket{{{tags},le=\"+Inf\"}} {}", l.count);
+        let _ = writeln!(out, "sluice_predict_request_seconds_sum{{{tags}}} {}", l.sum);
+        let _ = writeln!(out, "sluice_predict_request_seconds_count{{{tags}}} {}", l.count);
+    }
+    out.push_str("# HELP sluice_predict_batch_rows Rows per forward pass of the dynamic batcher.\n");
+    out.push_str("# TYPE sluice_predict_batch_rows histogram\n");
+    let served: Vec<Arc<Served>> = e.served.lock().unwrap_or_else(std::sync::PoisonError::into_inner).values().cloned().collect();
+    for s in &served {
+        let tags = format!("model=\"{}\",version=\"{}\"", label(&s.version.name), s.version.version);
+        let stats = &s.batcher.stats;
+        let mut cumulative = 0;
+        for (bound, n) in SIZE_BOUNDS.iter().zip(&stats.sizes) {
+            cumulative += n.load(Ordering::Relaxed);
+            let _ = writeln!(out, "sluice_predict_batch_rows_bucket{{{tags},le=\"{bound}\"}} {cumulative}");
+        }
+        let batches = stats.batches.load(Ordering::Relaxed);
+        let _ = writeln!(out, "sluice_predict_batch_rows_bucket{{{tags},le=\"+Inf\"}} {batches}");
+        let _ = writeln!(out, "sluice_predict_batch_rows_sum{{{tags}}} {}", stats.rows.load(Ordering::Relaxed));
+        let _ = writeln!(out, "sluice_predict_batch_rows_count{{{tags}}} {batches}");
+    }
+    let _ = writeln!(out, "# TYPE sluice_predict_reloads_total counter\nsluice_predict_reloads_total {}", e.reloads.load(Ordering::Relaxed));
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], Body::from(out)).into_response()
+}

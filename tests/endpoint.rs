@@ -1,0 +1,230 @@
+//! Online inference, `sluice serve --predict`: registered versions answered over real HTTP on the
+//! /v1 and KServe v2 routes, equal to `sluice score` of the same rows and version; concurrent
+//! requests share forward passes; aliases move only on a reload; bad input is a clear 4xx and
+//! roles are enforced.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
+
+use crate::common;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use arrow::array::AsArray;
+use arrow::datatypes::{Float32Type, Int64Type};
+use common::*;
+use serde_json::{Value, json};
+
+const ACCESS: &str = r#"
+[[users]]
+name = "ana"
+role = "reader"
+password = { env = "TEST_ANA_PASSWORD" }
+
+[[users]]
+name = "ops"
+role = "operator"
+password = { env = "TEST_OPS_PASSWORD" }
+"#;
+
+fn basic(user: &str, password: &str) -> String {
+    use base64::Engine;
+    format!("Authorization: Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")))
+}
+
+/// Every row of the Parquet files under `dir` (a data asset's folder): id to prediction.
+fn read_predictions(dir: &Path) -> HashMap<i64, f32> {
+    let mut out = HashMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "parquet") {
+                let file = std::fs::File::open(&path).unwrap();
+                let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap();
+                for batch in reader {
+                    let batch = batch.unwrap();
+                    let ids = batch.column_by_name("id").unwrap().as_primitive::<Int64Type>().clone();
+                    let p = batch.column_by_name("prediction").unwrap().as_primitive::<Float32Type>().clone();
+                    for r in 0..batch.num_rows() {
+                        out.insert(ids.value(r), p.value(r));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+fn row(id: i64) -> (f32, f32, f32) {
+    ((id % 17) as f32 * 0.37 - 2.0, (id % 11) as f32 * 0.21, (id % 5) as f32 * 1.3 - 0.4)
+}
+
+#[test]
+fn the_prediction_endpoint_serves_registered_versions_like_sluice_score() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let mlp = dir.path().join("mlp.pt");
+    mlp_model(&mlp, 16, 5);
+    let lin = dir.path().join("lin.pt");
+    linear_model(&lin);
+    let events = "SELECT value AS id, CAST(value % 17 AS FLOAT) * CAST(0.37 AS FLOAT) - CAST(2.0 AS FLOAT) AS a, \
+                  CAST(value % 11 AS FLOAT) * CAST(0.21 AS FLOAT) AS b, CAST(value % 5 AS FLOAT) * CAST(1.3 AS FLOAT) - CAST(0.4 AS FLOAT) AS c \
+                  FROM (SELECT unnest(range(0, 200)) AS value)";
+    run_at(&lake, &["asset", "write", "events", "--sql", events]);
+    run_at(&lake, &["model", "register", "churn", mlp.to_str().unwrap(), "--inputs", "a, b, c", "--alias", "production"]);
+    run_at(&lake, &["model", "register", "churn", lin.to_str().unwrap(), "--inputs", "a, b, c", "--alias", "staging"]);
+    let out = run_at(&lake, &["score", "events", "--model", "churn@production", "--key", "id", "--output", "preds"]);
+    assert!(out.contains("predictions  preds@0: 200 rows"), "{out}");
+    let batch = read_predictions(&lake.join("preds"));
+    assert_eq!(batch.len(), 200);
+
+    let access = dir.path().join("access.toml");
+    std::fs::write(&access, ACCESS).unwrap();
+    let port = free_port();
+    let log = std::fs::File::create(dir.path().join("serve.log")).unwrap();
+    let _server = Child(
+        sluice_at(&lake)
+            .args(["serve", "--predict", &format!("127.0.0.1:{port}"), "--access", access.to_str().unwrap()])
+            .args(["--model", "churn@production", "--max-delay-ms", "5", "--max-body-bytes", "100000"])
+            .env("TEST_ANA_PASSWORD", "ana-pass-1")
+            .env("TEST_OPS_PASSWORD", "ops-pass-2")
+            .env("SLUICE_LOG", "info")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !http_get(port, "/healthz").contains("ok") {
+        assert!(Instant::now() < deadline, "{}", std::fs::read_to_string(dir.path().join("serve.log")).unwrap());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let ana = basic("ana", "ana-pass-1");
+    let call = |method: &str, path: &str, body: &Value| http_call(port, method, path, &[&ana], &body.to_string());
+
+    // /v1 by feature name and in order: the batch job's values for the same rows and version.
+    let ids: Vec<i64> = (0..40).collect();
+    let rows: Vec<Value> = ids.iter().map(|i| { let (a, b, c) = row(*i); json!({"a": a, "b": b, "c": c}) }).collect();
+    let (status, body) = call("POST", "/v1/models/churn@production/predict", &json!({ "rows": rows }));
+    assert_eq!(status, 200, "{body}");
+    let answer: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(answer["model"], "churn");
+    assert_eq!(answer["model_version"], 1);
+    for (i, p) in ids.iter().zip(answer["predictions"].as_array().unwrap()) {
+        let want = f64::from(batch[i]);
+        assert!((p.as_f64().unwrap() - want).abs() <= 1e-6, "row {i}: {p} vs sluice score {want}");
+    }
+    let inputs: Vec<Value> = ids.iter().map(|i| { let (a, b, c) = row(*i); json!([a, b, c]) }).collect();
+    let (status, body) = call("POST", "/v1/models/churn@1/predict", &json!({ "inputs": inputs }));
+    assert_eq!(status, 200, "{body}");
+    let by_order: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(by_order["predictions"], answer["predictions"]);
+
+    // KServe v2: metadata, readiness, infer with one tensor per input.
+    let (status, body) = call("GET", "/v2/models/churn", &json!({}));
+    assert_eq!(status, 200, "{body}");
+    let meta: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(meta["platform"], "pytorch_torchscript");
+    assert_eq!(meta["inputs"].as_array().unwrap().len(), 3);
+    assert_eq!(meta["versions"], json!(["1", "2"]));
+    assert!(http_get(port, "/v2/health/ready").contains("\"ready\":true"));
+    let column = |k: usize| -> Vec<f32> { ids.iter().map(|i| { let r = row(*i); [r.0, r.1, r.2][k] }).collect() };
+    let tensors: Vec<Value> = ["a", "b", "c"]
+        .iter()
+        .enumerate()
+        .map(|(k, n)| json!({"name": n, "shape": [ids.len()], "datatype": "FP32", "data": column(k)}))
+        .collect();
+    let infer = json!({ "id": "r-1", "inputs": tensors });
+    let (status, body) = call("POST", "/v2/models/churn/versions/1/infer", &infer);
+    assert_eq!(status, 200, "{body}");
+    let v2: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v2["id"], "r-1");
+    assert_eq!(v2["model_version"], "1");
+    assert_eq!(v2["outputs"][0]["data"], answer["predictions"]);
+
+    // Concurrent requests of one row each share forward passes, every answer its own row's.
+    let batches_before = batch_count(port, &ana);
+    std::thread::scope(|scope| {
+        for t in 0..16i64 {
+            let ana = &ana;
+            let batch = &batch;
+            scope.spawn(move || {
+                for k in 0..10 {
+                    let id = (t * 10 + k) % 200;
+                    let (a, b, c) = row(id);
+                    let (status, body) = http_call(port, "POST", "/v1/models/churn@production/predict", &[ana], &json!({"rows": [{"a": a, "b": b, "c": c}]}).to_string());
+                    assert_eq!(status, 200, "{body}");
+                    let p = serde_json::from_str::<Value>(&body).unwrap()["predictions"][0].as_f64().unwrap();
+                    assert!((p - f64::from(batch[&id])).abs() <= 1e-6, "row {id}: {p}");
+                }
+            });
+        }
+    });
+    let batches = batch_count(port, &ana) - batches_before;
+    assert!(batches < 160, "160 concurrent requests took {batches} forward passes: nothing was batched");
+
+    // Bad input: each a 4xx naming what is wrong; the server keeps answering.
+    let cases = [
+        (json!({"rows": [{"a": 1.0, "b": 2.0}]}), 400, "the feature 'c' is missing"),
+        (json!({"rows": [{"a": 1.0, "b": "x", "c": 3.0}]}), 400, "'b' is a string"),
+        (json!({"rows": [{"a": 1.0, "b": null, "c": 3.0}]}), 400, "'b' is null"),
+        (json!({"inputs": [[1.0, 2.0]]}), 400, "array of 3 numbers"),
+        (json!({"rows": []}), 400, "no rows"),
+        (json!({"features": []}), 400, "the body needs"),
+    ];
+    for (body, code, says) in cases {
+        let (status, answer) = call("POST", "/v1/models/churn/predict", &body);
+        assert_eq!(status, code, "{body}: {answer}");
+        assert!(answer.contains(says), "{body}: {answer}");
+    }
+    let (status, answer) = http_call(port, "POST", "/v1/models/churn/predict", &[&ana], "{\"rows\": [");
+    assert!(status == 400 && answer.contains("not valid JSON"), "{answer}");
+    let (status, answer) = call("POST", "/v1/models/nosuch/predict", &json!({"inputs": [[1, 2, 3]]}));
+    assert!(status == 404 && answer.contains("no model named 'nosuch'"), "{answer}");
+    let (status, answer) = call("POST", "/v1/models/churn@9/predict", &json!({"inputs": [[1, 2, 3]]}));
+    assert!(status == 404 && answer.contains("no version 9"), "{answer}");
+    let big = json!({"inputs": vec![[1.5f32, 2.5, 3.5]; 8_000]});
+    let (status, answer) = call("POST", "/v1/models/churn/predict", &big);
+    assert!(status == 413 && answer.contains("over the limit of 100000 bytes"), "{status} {answer}");
+
+    // Roles: no credentials or a wrong password are refused; a reader predicts but may not reload.
+    let (status, _) = http_call(port, "POST", "/v1/models/churn/predict", &[], "{\"inputs\": [[1, 2, 3]]}");
+    assert_eq!(status, 401);
+    let (status, _) = http_call(port, "POST", "/v1/models/churn/predict", &[&basic("ana", "wrong")], "{\"inputs\": [[1, 2, 3]]}");
+    assert_eq!(status, 401);
+    let (status, answer) = call("POST", "/v1/reload", &json!({}));
+    assert!(status == 403 && answer.contains("operator"), "{answer}");
+
+    // An alias moves only on a reload: until then production still answers version 1.
+    run_at(&lake, &["model", "promote", "churn@2", "production"]);
+    let probe = json!({"inputs": [[1.0, 2.0, 3.0]]});
+    let (_, before) = call("POST", "/v1/models/churn@production/predict", &probe);
+    assert_eq!(serde_json::from_str::<Value>(&before).unwrap()["model_version"], 1, "{before}");
+    let (status, answer) = http_call(port, "POST", "/v1/reload", &[&basic("ops", "ops-pass-2")], "");
+    assert!(status == 200 && answer.contains("churn@production: 1 -> 2"), "{answer}");
+    let (_, after) = call("POST", "/v1/models/churn@production/predict", &probe);
+    let after: Value = serde_json::from_str(&after).unwrap();
+    assert_eq!(after["model_version"], 2);
+    // Version 2 is y = 0.5a - 2b + 0.25c + 1.
+    assert!((after["predictions"][0].as_f64().unwrap() - (0.5 - 4.0 + 0.75 + 1.0)).abs() < 1e-6, "{after}");
+
+    // Metrics: requests per version and code, latency, batch sizes.
+    let (status, text) = http_call(port, "GET", "/metrics", &[&ana], "");
+    assert_eq!(status, 200);
+    assert!(text.contains("sluice_predict_requests_total{model=\"churn\",version=\"1\",code=\"200\"}"), "{text}");
+    assert!(text.contains("sluice_predict_requests_total{model=\"churn\",version=\"\",code=\"400\"}"), "{text}");
+    assert!(text.contains("sluice_predict_requests_total{model=\"-\",version=\"\",code=\"404\"}"), "{text}");
+    assert!(text.contains("sluice_predict_request_seconds_count{model=\"churn\",version=\"2\"}"), "{text}");
+}
+
+/// Forward passes of churn@1 so far, from /metrics.
+fn batch_count(port: u16, auth: &str) -> u64 {
+    let (_, text) = http_call(port, "GET", "/metrics", &[auth], "");
+    text.lines()
+        .find_map(|l| l.strip_prefix("sluice_predict_batch_rows_count{model=\"churn\",version=\"1\"} "))
+        .map_or(0, |n| n.trim().parse().unwrap())
+}
