@@ -172,6 +172,7 @@ fn the_prediction_endpoint_serves_registered_versions_like_sluice_score() {
         (json!({"rows": [{"a": 1.0, "b": 2.0}]}), 400, "the feature 'c' is missing"),
         (json!({"rows": [{"a": 1.0, "b": "x", "c": 3.0}]}), 400, "'b' is a string"),
         (json!({"rows": [{"a": 1.0, "b": null, "c": 3.0}]}), 400, "'b' is null"),
+        (json!({"rows": [{"a": 1.0, "b": true, "c": 3.0}]}), 400, "'b' is a boolean"),
         (json!({"inputs": [[1.0, 2.0]]}), 400, "array of 3 numbers"),
         (json!({"rows": []}), 400, "no rows"),
         (json!({"features": []}), 400, "the body needs"),

@@ -349,7 +349,8 @@ pub async fn serve(
 fn number(value: &Value) -> Result<f64, &'static str> {
     match value {
         Value::Number(n) => n.as_f64().ok_or("not a finite number"),
-        Value::Bool(b) => Ok(if *b { 1.0 } else { 0.0 }),
+        // As `predict` refuses boolean columns: encode them first (1.0 / 0.0).
+        Value::Bool(_) => Err("a boolean (send 1 or 0)"),
         Value::Null => Err("null"),
         Value::String(_) => Err("a string"),
         Value::Array(_) => Err("an array"),
