@@ -145,6 +145,9 @@ fn the_prediction_endpoint_serves_registered_versions_like_sluice_score() {
     assert_eq!(v2["id"], "r-1");
     assert_eq!(v2["model_version"], "1");
     assert_eq!(v2["outputs"][0]["data"], answer["predictions"]);
+    let negative = json!({"inputs": [{"name": "x", "shape": [-1, -3], "datatype": "FP32", "data": [1, 2, 3]}]});
+    let (status, body) = call("POST", "/v2/models/churn/infer", &negative);
+    assert!(status == 400 && body.contains("the real size of every dimension"), "{status} {body}");
 
     // Concurrent requests of one row each share forward passes, every answer its own row's.
     let batches_before = batch_count(port, &ana);

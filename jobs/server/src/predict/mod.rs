@@ -568,6 +568,9 @@ fn v2_features(served: &Served, body: &Value) -> Result<(usize, Vec<f64>), Failu
             .ok_or_else(|| bad(format!("input '{name}' has no \"shape\"")))?;
         let mut data = Vec::new();
         flatten(t.get("data").ok_or_else(|| bad(format!("input '{name}' has no \"data\"")))?, &mut data, &name)?;
+        if shape.iter().any(|d| *d < 0) {
+            return Err(bad(format!("input '{name}' has shape {shape:?}; give the real size of every dimension")));
+        }
         let elements: i64 = shape.iter().product();
         if elements != data.len() as i64 {
             return Err(bad(format!("input '{name}' has shape {shape:?} but {} values", data.len())));
@@ -580,6 +583,9 @@ fn v2_features(served: &Served, body: &Value) -> Result<(usize, Vec<f64>), Failu
             return Err(bad(format!("input '{name}' has shape {shape:?}; the model takes [n, {k}] ({takes})")));
         }
         return Ok((shape[0] as usize, data));
+    }
+    if k == 0 {
+        return Err(bad(format!("model {} declares no inputs", served.version.name)));
     }
     let mut columns = Vec::with_capacity(k);
     for input in &served.inputs {
