@@ -143,8 +143,13 @@ fn main() -> ExitCode {
     };
     // Executors listen for Ctrl-C and SIGTERM to stop cleanly, which replaces the default
     // handlers: exit here (nothing is committed by a run cut short; `sluice runs cancel` sends
-    // SIGTERM). A stream stops itself on those signals, after committing what it processed.
-    let graceful = matches!(cli.command, Command::Stream(_));
+    // SIGTERM). A stream, and a prediction endpoint, stop themselves on those signals, after
+    // committing what they processed (the endpoint: its request log).
+    let graceful = match &cli.command {
+        Command::Stream(_) => true,
+        Command::Serve(args) => args.stops_itself(),
+        _ => false,
+    };
     let result = runtime.block_on(async {
         if graceful {
             return run(cli.command).await;

@@ -145,6 +145,47 @@ fn the_prediction_endpoint_serves_registered_versions_like_sluice_score() {
     assert_eq!(v2["id"], "r-1");
     assert_eq!(v2["model_version"], "1");
     assert_eq!(v2["outputs"][0]["data"], answer["predictions"]);
+    // Arrow IPC in (a column per input, any numeric type), Arrow IPC out.
+    let arrow_body = |columns: Vec<(&str, arrow::array::ArrayRef)>| -> Vec<u8> {
+        let batch = arrow::record_batch::RecordBatch::try_from_iter(columns).unwrap();
+        let mut out = Vec::new();
+        let mut writer = arrow::ipc::writer::StreamWriter::try_new(&mut out, &batch.schema()).unwrap();
+        writer.write(&batch).unwrap();
+        writer.finish().unwrap();
+        drop(writer);
+        out
+    };
+    let f32s = |k: usize| -> arrow::array::ArrayRef { std::sync::Arc::new(arrow::array::Float32Array::from(column(k))) };
+    let stream = "Content-Type: application/vnd.apache.arrow.stream";
+    let body = arrow_body(vec![("c", f32s(2)), ("a", f32s(0)), ("b", f32s(1))]);
+    let (status, head, answer) = http_call_bytes(port, "POST", "/v1/models/churn@production/predict", &[&ana, stream], &body);
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
+    assert_eq!(head["content-type"], "application/vnd.apache.arrow.stream");
+    assert_eq!(head["x-sluice-model-version"], "1");
+    let read: Vec<arrow::record_batch::RecordBatch> =
+        arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(answer), None).unwrap().map(Result::unwrap).collect();
+    let got: Vec<f64> = read.iter().flat_map(|b| b.column(0).as_primitive::<arrow::datatypes::Float64Type>().values().to_vec()).collect();
+    assert_eq!(got.len(), ids.len());
+    for (i, p) in ids.iter().zip(&got) {
+        assert!((p - f64::from(batch[i])).abs() <= 1e-6, "Arrow row {i}: {p} vs sluice score {}", batch[i]);
+    }
+    let ints: arrow::array::ArrayRef = std::sync::Arc::new(arrow::array::Int64Array::from(vec![1i64, 2]));
+    let texts: arrow::array::ArrayRef = std::sync::Arc::new(arrow::array::StringArray::from(vec!["x", "y"]));
+    let nulls: arrow::array::ArrayRef = std::sync::Arc::new(arrow::array::Float64Array::from(vec![Some(1.0), None]));
+    let nans: arrow::array::ArrayRef = std::sync::Arc::new(arrow::array::Float64Array::from(vec![1.0, f64::NAN]));
+    for (columns, says) in [
+        (vec![("a", ints.clone()), ("b", ints.clone())], "the column 'c' is missing"),
+        (vec![("a", ints.clone()), ("b", texts), ("c", ints.clone())], "the column 'b' is Utf8, not a number"),
+        (vec![("a", ints.clone()), ("b", nulls), ("c", ints.clone())], "row 1: the feature 'b' is null"),
+        (vec![("a", ints.clone()), ("b", nans), ("c", ints)], "row 1: the feature 'b' is NaN"),
+    ] {
+        let (status, _, answer) = http_call_bytes(port, "POST", "/v1/models/churn/predict", &[&ana, stream], &arrow_body(columns));
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(status == 400 && answer.contains(says), "{status} {answer}");
+    }
+    let (status, _, answer) = http_call_bytes(port, "POST", "/v1/models/churn/predict", &[&ana, stream], b"not arrow");
+    assert!(status == 400 && String::from_utf8_lossy(&answer).contains("not a readable Arrow IPC"), "{status}");
+
     let negative = json!({"inputs": [{"name": "x", "shape": [-1, -3], "datatype": "FP32", "data": [1, 2, 3]}]});
     let (status, body) = call("POST", "/v2/models/churn/infer", &negative);
     assert!(status == 400 && body.contains("the real size of every dimension"), "{status} {body}");
@@ -231,4 +272,214 @@ fn batch_count(port: u16, auth: &str) -> u64 {
     text.lines()
         .find_map(|l| l.strip_prefix("sluice_predict_batch_rows_count{model=\"churn\",version=\"1\"} "))
         .map_or(0, |n| n.trim().parse().unwrap())
+}
+
+/// Every row of asset `dir` (its Parquet files; the log only appends) as (column name, f64 or
+/// string) maps.
+fn read_rows(dir: &Path) -> Vec<HashMap<String, Value>> {
+    use arrow::array::Array;
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "parquet") {
+                let file = std::fs::File::open(&path).unwrap();
+                let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap();
+                for batch in reader {
+                    let batch = batch.unwrap();
+                    for r in 0..batch.num_rows() {
+                        let mut row = HashMap::new();
+                        for (f, column) in batch.schema().fields().iter().zip(batch.columns()) {
+                            let value = match column.data_type() {
+                                arrow::datatypes::DataType::Utf8 => json!(column.as_string::<i32>().value(r)),
+                                arrow::datatypes::DataType::Boolean => json!(column.as_boolean().value(r)),
+                                arrow::datatypes::DataType::Float64 => json!(column.as_primitive::<arrow::datatypes::Float64Type>().value(r)),
+                                arrow::datatypes::DataType::Int64 => json!(column.as_primitive::<Int64Type>().value(r)),
+                                arrow::datatypes::DataType::Int32 => json!(column.as_primitive::<arrow::datatypes::Int32Type>().value(r)),
+                                _ => json!(column.is_valid(r)),
+                            };
+                            row.insert(f.name().clone(), value);
+                        }
+                        out.push(row);
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// A counter's value from /metrics (0 when absent).
+fn metric(port: u16, auth: &str, series: &str) -> f64 {
+    let (_, text) = http_call(port, "GET", "/metrics", &[auth], "");
+    text.lines().find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok())).unwrap_or(0.0)
+}
+
+#[test]
+fn traffic_splits_by_weight_shadows_score_and_every_request_is_logged_for_drift() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let mlp = dir.path().join("mlp.pt");
+    mlp_model(&mlp, 16, 5);
+    let lin = dir.path().join("lin.pt");
+    linear_model(&lin);
+    let candidate = dir.path().join("candidate.pt");
+    linear(&candidate, &[1.0, 1.0, -1.0], &[0.5]);
+    let events = "SELECT value AS id, CAST(value % 17 AS FLOAT) * CAST(0.37 AS FLOAT) - CAST(2.0 AS FLOAT) AS a, \
+                  CAST(value % 11 AS FLOAT) * CAST(0.21 AS FLOAT) AS b, CAST(value % 5 AS FLOAT) * CAST(1.3 AS FLOAT) - CAST(0.4 AS FLOAT) AS c \
+                  FROM (SELECT unnest(range(0, 200)) AS value)";
+    run_at(&lake, &["asset", "write", "events", "--sql", events]);
+    run_at(&lake, &["model", "register", "churn", mlp.to_str().unwrap(), "--inputs", "a, b, c", "--alias", "production"]);
+    run_at(&lake, &["model", "register", "churn", lin.to_str().unwrap(), "--inputs", "a, b, c", "--alias", "staging"]);
+    run_at(&lake, &["model", "register", "churn", candidate.to_str().unwrap(), "--inputs", "a, b, c", "--alias", "candidate"]);
+    run_at(&lake, &["score", "events", "--model", "churn@production", "--key", "id", "--output", "preds"]);
+    let production = read_predictions(&lake.join("preds"));
+    // What each version answers for row `id`.
+    let want = |version: i64, id: i64| -> f64 {
+        let (a, b, c) = row(id);
+        let (a, b, c) = (f64::from(a), f64::from(b), f64::from(c));
+        match version {
+            1 => f64::from(production[&id]),
+            2 => 0.5 * a - 2.0 * b + 0.25 * c + 1.0,
+            3 => a + b - c + 0.5,
+            v => panic!("version {v}"),
+        }
+    };
+
+    let access = dir.path().join("access.toml");
+    std::fs::write(&access, ACCESS).unwrap();
+    let port = free_port();
+    let log_path = dir.path().join("serve.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut server = Child(
+        sluice_at(&lake)
+            .args(["serve", "--predict", &format!("127.0.0.1:{port}"), "--access", access.to_str().unwrap()])
+            .args(["--route", "churn=production:90,staging:10", "--shadow", "churn=candidate"])
+            .args(["--request-log", "churn=churn_requests", "--request-log-every-s", "0.5", "--max-delay-ms", "0"])
+            .env("TEST_ANA_PASSWORD", "ana-pass-1")
+            .env("TEST_OPS_PASSWORD", "ops-pass-2")
+            .env("SLUICE_LOG", "info")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !http_get(port, "/healthz").contains("ok") {
+        assert!(Instant::now() < deadline, "{}", std::fs::read_to_string(&log_path).unwrap());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let started = std::fs::read_to_string(&log_path).unwrap();
+    assert!(started.contains("route churn=production:90,staging:10") && started.contains("shadow churn=churn@candidate"), "{started}");
+    let ana = basic("ana", "ana-pass-1");
+
+    // 10,000 requests of the bare name from 8 clients: 10% answered by staging, each answer
+    // that version's value for its row.
+    const REQUESTS: i64 = 10_000;
+    let answered: Vec<(String, i64)> = std::thread::scope(|scope| {
+        let clients: Vec<_> = (0..8i64)
+            .map(|t| {
+                let ana = &ana;
+                let want = &want;
+                scope.spawn(move || {
+                    let mut seen = Vec::new();
+                    for k in (t..REQUESTS).step_by(8) {
+                        let id = k % 200;
+                        let (a, b, c) = row(id);
+                        let body = json!({"rows": [{"a": a, "b": b, "c": c}]}).to_string();
+                        let (status, answer) = http_call(port, "POST", "/v1/models/churn/predict", &[ana], &body);
+                        assert_eq!(status, 200, "{answer}");
+                        let answer: Value = serde_json::from_str(&answer).unwrap();
+                        let version = answer["model_version"].as_i64().unwrap();
+                        let p = answer["predictions"][0].as_f64().unwrap();
+                        assert!((p - want(version, id)).abs() <= 1e-5, "row {id} by version {version}: {p}");
+                        seen.push((answer["route"].as_str().unwrap().to_string(), version));
+                    }
+                    seen
+                })
+            })
+            .collect();
+        clients.into_iter().flat_map(|c| c.join().unwrap()).collect()
+    });
+    let staging = answered.iter().filter(|(route, _)| route == "staging").count() as f64;
+    assert!((staging / REQUESTS as f64 - 0.10).abs() <= 0.003, "{staging} of {REQUESTS} went to staging");
+    assert!(answered.iter().all(|(route, v)| (route == "staging") == (*v == 2) && (route == "production") == (*v == 1)));
+    // A route key keeps a caller on one version; asking for a version is never rerouted.
+    for user in 0..20 {
+        let key = format!("X-Sluice-Route-Key: user-{user}");
+        let versions: std::collections::BTreeSet<i64> = (0..5)
+            .map(|_| {
+                let (_, answer) = http_call(port, "POST", "/v1/models/churn/predict", &[&ana, &key], "{\"inputs\": [[1, 2, 3]]}");
+                serde_json::from_str::<Value>(&answer).unwrap()["model_version"].as_i64().unwrap()
+            })
+            .collect();
+        assert_eq!(versions.len(), 1, "user-{user} saw versions {versions:?}");
+    }
+    let (_, answer) = http_call(port, "POST", "/v1/models/churn@staging/predict", &[&ana], "{\"inputs\": [[1, 2, 3]]}");
+    assert_eq!(serde_json::from_str::<Value>(&answer).unwrap()["model_version"], 2);
+    let metrics_routed = metric(port, &ana, "sluice_predict_routed_total{model=\"churn\",target=\"staging\",version=\"2\"} ");
+    assert!(metrics_routed >= staging, "{metrics_routed}");
+
+    // Every request is logged once, and its shadow's predictions with it.
+    let requests = REQUESTS + 20 * 5 + 1;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while metric(port, &ana, "sluice_predict_logged_rows_total{asset=\"churn_requests\"} ") < (2 * requests) as f64 {
+        assert!(Instant::now() < deadline, "{}", http_call(port, "GET", "/metrics", &[&ana], "").1);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(metric(port, &ana, "sluice_predict_shadow_total{model=\"churn\",version=\"3\",outcome=\"ok\"} "), requests as f64);
+    // SIGTERM: the endpoint commits what waits and ends cleanly.
+    let pid = server.0.id().to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let status = server.0.wait().unwrap();
+    assert!(status.success(), "{status:?}: {}", std::fs::read_to_string(&log_path).unwrap());
+
+    let logged = read_rows(&lake.join("churn_requests"));
+    assert_eq!(logged.len() as i64, 2 * requests);
+    let by_features: HashMap<String, i64> = (0..200).map(|id| (format!("{:?}", row(id)), id)).collect();
+    let mut per_request: HashMap<String, (i64, i64)> = HashMap::new();
+    for r in &logged {
+        let (a, b, c) = (r["a"].as_f64().unwrap() as f32, r["b"].as_f64().unwrap() as f32, r["c"].as_f64().unwrap() as f32);
+        let version = r["model_version"].as_i64().unwrap();
+        let shadow = r["shadow"].as_bool().unwrap();
+        assert_eq!(shadow, version == 3, "{r:?}");
+        assert_eq!(r["route"] == "shadow", shadow, "{r:?}");
+        if let Some(id) = by_features.get(&format!("{:?}", (a, b, c))) {
+            let p = r["prediction"].as_f64().unwrap();
+            assert!((p - want(version, *id)).abs() <= 1e-5, "logged row {id} of version {version}: {p}");
+        }
+        let seen = per_request.entry(r["request_id"].as_str().unwrap().to_string()).or_default();
+        if shadow { seen.1 += 1 } else { seen.0 += 1 }
+    }
+    assert_eq!(per_request.len() as i64, requests);
+    assert!(per_request.values().all(|s| *s == (1, 1)), "each request once and its shadow once");
+
+    // An independent Delta reader sees the same rows and columns.
+    let reader = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/delta-reader.sh");
+    let out = std::process::Command::new("bash").arg(&reader).arg(lake.join("churn_requests")).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let table: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(table["rows"], 2 * requests);
+    for column in ["request_id", "row", "scored_at", "model", "model_version", "route", "shadow", "latency_ms", "a", "b", "c", "prediction"] {
+        assert!(table["columns"].as_array().unwrap().iter().any(|c| c == column), "{column}: {table}");
+    }
+    let sum_a: f64 = logged.iter().map(|r| r["a"].as_f64().unwrap()).sum();
+    assert!((table["sums"]["a"].as_f64().unwrap() - sum_a).abs() < 1e-6 * sum_a.abs().max(1.0), "{table}");
+
+    // Drift of online traffic against the data the batch job scored: the same rows, no drift;
+    // quality joins labels that arrive later on request_id and row.
+    let drift = run_at(&lake, &["monitor", "drift", "events", "churn_requests", "--columns", "a,b,c"]);
+    assert!(drift.contains(&format!("{}/{}", 200, 2 * requests)) && drift.contains("drifted      none"), "{drift}");
+    run_at(&lake, &[
+        "asset", "write", "labels", "--sql",
+        "SELECT request_id, \"row\", CASE WHEN a + b > 0 THEN 1.0 ELSE 0.0 END AS label FROM churn_requests WHERE NOT shadow",
+    ]);
+    let quality = run_at(&lake, &[
+        "monitor", "quality", "churn_requests", "--labels", "labels", "--key", "request_id,row", "--label", "label",
+        "--window", "none", "--where", "p.model_version = 1", "--model", "churn@1",
+    ]);
+    assert!(quality.contains("rmse"), "{quality}");
 }

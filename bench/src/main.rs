@@ -21,6 +21,7 @@ use clap::{Parser, Subcommand};
 use sluice_engine::assets::{WriteOptions, write_asset};
 use sluice_engine::{EmbeddedCluster, EmbeddedOptions, Lake, WriteMode};
 
+mod http;
 mod kafka;
 
 #[derive(Parser)]
@@ -147,6 +148,31 @@ enum Bench {
         #[arg(long, default_value_t = 65_536)]
         batch: usize,
     },
+    /// Closed-loop HTTP clients against a prediction endpoint: each of `connections` sends one
+    /// POST, waits for its answer, sends the next; prints requests/s and latency p50/p99 as JSON.
+    HttpLoad {
+        /// HOST:PORT.
+        #[arg(long)]
+        addr: String,
+        /// The route, e.g. /v1/models/mlp/predict.
+        #[arg(long)]
+        path: String,
+        /// The JSON body of every request.
+        #[arg(long)]
+        body: String,
+        /// A header (`Name: value`); repeatable.
+        #[arg(long = "header")]
+        headers: Vec<String>,
+        /// Concurrent connections, comma-separated: one run each.
+        #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
+        connections: Vec<usize>,
+        /// Seconds measured per run.
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        /// Seconds before measuring (not counted).
+        #[arg(long, default_value_t = 2.0)]
+        warmup: f64,
+    },
     /// librdkafka's own Kafka-protocol broker (its mock cluster), on a loopback port, until
     /// killed: prints its bootstrap servers. A second broker for the hot path's latency bench.
     KafkaMock {
@@ -184,6 +210,21 @@ async fn main() -> Result<()> {
         Bench::Sketch { rows } => sketch(rows),
         Bench::Decode { events, features, batch } => decode(events, features, batch),
         Bench::CudaCheck { model, rows, batch } => cuda_check(&model, rows, batch),
+        Bench::HttpLoad { addr, path, body, headers, connections, seconds, warmup } => {
+            let request = http::post(&addr, &path, &headers, &body);
+            // One client thread of its own, apart from the runtime above.
+            std::thread::spawn(move || -> Result<()> {
+                let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+                let local = tokio::task::LocalSet::new();
+                for n in connections {
+                    let load = local.block_on(&runtime, http::run(&addr, request.clone(), n, warmup, seconds))?;
+                    println!("{}", load.json());
+                }
+                Ok(())
+            })
+            .join()
+            .map_err(|_| anyhow::anyhow!("the client thread panicked"))?
+        }
     }
 }
 

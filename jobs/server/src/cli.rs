@@ -51,6 +51,29 @@ pub struct ServeArgs {
     /// Resolve model aliases again this often, in seconds (also on SIGHUP and POST /v1/reload).
     #[arg(long, default_value_t = 30.0, value_name = "SECONDS")]
     reload_s: f64,
+    /// Split the requests that name a bare model between its versions or aliases, e.g.
+    /// churn=production:90,staging:10 (the answer's `route` and `model_version` say which);
+    /// repeatable, one per model. Send `X-Sluice-Route-Key: USER` to keep a caller on one target.
+    #[arg(long = "route", value_name = "MODEL=TARGET:WEIGHT,...")]
+    routes: Vec<String>,
+    /// Score every request of MODEL also with this version or alias, after answering and
+    /// without changing the answer (its predictions go to the request log), e.g.
+    /// churn=candidate; repeatable.
+    #[arg(long = "shadow", value_name = "MODEL=VERSION|ALIAS")]
+    shadows: Vec<String>,
+    /// Log MODEL's requests (features, predictions, version, route) to a data asset, e.g.
+    /// churn=churn_requests, for drift and `sluice monitor quality`; repeatable.
+    #[arg(long = "request-log", value_name = "MODEL=ASSET")]
+    request_logs: Vec<String>,
+    /// The fraction of requests logged (0 to 1).
+    #[arg(long, default_value_t = 1.0, value_name = "FRACTION")]
+    request_log_sample: f64,
+    /// Commit the request log at least this often, in seconds.
+    #[arg(long, default_value_t = 10.0, value_name = "SECONDS", value_parser = parse_seconds)]
+    request_log_every_s: f64,
+    /// Commit the request log when this many rows wait.
+    #[arg(long, default_value_t = 100_000, value_name = "ROWS")]
+    request_log_max_rows: usize,
     /// The access file: users, their roles and credentials (required with --flight, --http and --predict).
     #[arg(long, env = "SLUICE_ACCESS", value_name = "FILE")]
     access: Option<PathBuf>,
@@ -78,6 +101,12 @@ async fn bind(address: &str, what: &str) -> Result<(tokio::net::TcpListener, std
 }
 
 impl ServeArgs {
+    /// Whether the command handles Ctrl-C and SIGTERM itself: with --predict it stops taking
+    /// requests, commits its request log and ends the process.
+    pub fn stops_itself(&self) -> bool {
+        self.predict.is_some()
+    }
+
     pub async fn run(self, say: Say) -> Result<()> {
         let ServeArgs {
             jobs,
@@ -91,6 +120,12 @@ impl ServeArgs {
             max_body_bytes,
             max_request_rows,
             reload_s,
+            routes,
+            shadows,
+            request_logs,
+            request_log_sample,
+            request_log_every_s,
+            request_log_max_rows,
             access,
             tls_cert,
             tls_key,
@@ -103,7 +138,7 @@ impl ServeArgs {
                     .into(),
             ));
         }
-        if !(max_delay_ms.is_finite() && max_delay_ms >= 0.0) || !(reload_s.is_finite() && reload_s > 0.0) {
+        if !(max_delay_ms.is_finite() && max_delay_ms >= 0.0 && reload_s.is_finite() && reload_s > 0.0) {
             return Err(Error::Invalid("--max-delay-ms must be 0 or more and --reload-s more than 0".into()));
         }
         let mut scheduled = Vec::new();
@@ -181,13 +216,35 @@ impl ServeArgs {
                     reload: std::time::Duration::from_secs_f64(reload_s),
                 };
                 let registry = sluice_catalog::models::Registry::open(&lake)?;
-                let endpoint = crate::predict::Endpoint::start(registry, rules, options, &models).await?;
+                let traffic = traffic(&routes, &shadows)?;
+                let log = match request_logs.is_empty() {
+                    true => None,
+                    false => {
+                        if !(0.0..=1.0).contains(&request_log_sample) {
+                            return Err(Error::Invalid(format!(
+                                "--request-log-sample is {request_log_sample}; give a fraction from 0 to 1"
+                            )));
+                        }
+                        let assets = request_logs.iter().map(|t| crate::predict::log::parse_target(t)).collect::<Result<_>>()?;
+                        let options = crate::predict::log::LogOptions {
+                            assets,
+                            sample: request_log_sample,
+                            every: std::time::Duration::from_secs_f64(request_log_every_s),
+                            max_rows: request_log_max_rows.max(1),
+                        };
+                        Some(crate::predict::log::RequestLog::start(lake.clone(), local_session(&lake)?, options))
+                    }
+                };
+                let endpoint = crate::predict::Endpoint::start(registry, rules, options, &models, traffic, log).await?;
                 let (listener, bound) = bind(address, "prediction endpoint").await?;
                 let serving = endpoint.serving();
                 say.out(format!(
                     "predict      http://{bound}/v1/models/NAME/predict and /v2 (KServe); {}; {users}",
                     if serving.is_empty() { "models load on first use".to_string() } else { format!("loaded {}", serving.join(", ")) }
                 ));
+                for line in endpoint.traffic() {
+                    say.out(format!("             {line}"));
+                }
                 Some((listener, endpoint))
             }
             None => None,
@@ -230,7 +287,24 @@ impl ServeArgs {
         };
         let endpoint = async {
             match endpoint {
-                Some((listener, endpoint)) => crate::predict::serve(listener, endpoint, stop()).await,
+                Some((listener, endpoint)) => {
+                    // On SIGTERM or Ctrl-C the endpoint stops taking requests and commits its
+                    // request log, then the process ends (as it would without the endpoint).
+                    let signalled = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                    let flag = signalled.clone();
+                    let shutdown = async move {
+                        tokio::select! {
+                            () = stop() => {}
+                            () = sluice_engine::cli::stopped() => flag.store(true, std::sync::atomic::Ordering::SeqCst),
+                        }
+                    };
+                    crate::predict::serve(listener, endpoint, shutdown).await?;
+                    if signalled.load(std::sync::atomic::Ordering::SeqCst) {
+                        say.out("stopped      the prediction endpoint (request log committed)");
+                        std::process::exit(0);
+                    }
+                    Ok(())
+                }
                 None => Ok(()),
             }
         };
@@ -240,6 +314,23 @@ impl ServeArgs {
         c?;
         d
     }
+}
+
+/// The traffic splits (`--route`) and shadows (`--shadow`) of the prediction endpoint.
+fn traffic(routes: &[String], shadows: &[String]) -> Result<crate::predict::Traffic> {
+    let mut traffic = crate::predict::Traffic::default();
+    for text in routes {
+        let route = crate::predict::route::Route::parse(text)?;
+        if traffic.routes.contains_key(&route.model) {
+            return Err(Error::Invalid(format!("--route '{text}': {} has a route already; give one per model", route.model)));
+        }
+        traffic.routes.insert(route.model.clone(), route);
+    }
+    for text in shadows {
+        let shadow = crate::predict::route::parse_shadow(text)?;
+        traffic.shadows.entry(shadow.name.clone()).or_default().push(shadow);
+    }
+    Ok(traffic)
 }
 
 /// The users and roles of `sluice serve` (`--access FILE`), and a line describing them.

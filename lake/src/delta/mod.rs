@@ -12,5 +12,5 @@ mod schema;
 
 pub use commit::{NewFiles, WriteMode};
 pub use lake::{AssetSummary, AssetVersion, DataFile, Lake, VacuumReport, VersionInfo};
-pub use names::{AssetRef, At};
+pub use names::{AssetRef, At, check_name};
 pub use schema::{delta_compatible, evolve};

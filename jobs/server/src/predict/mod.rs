@@ -9,9 +9,18 @@
 //! SIGHUP, on `/v1/reload` and every `reload` interval, never in the middle of a request.
 //! Requests for one version are gathered into shared forward passes ([`batcher`]).
 //!
+//! Bodies are JSON, or Arrow IPC (`Content-Type: application/vnd.apache.arrow.stream` or
+//! `.file`): a column per input name, answered as an Arrow stream of the outputs.
+//!
+//! Requests for a bare model name follow its traffic split ([`route`]); shadow versions score the
+//! same requests after the answer. Sampled requests and their predictions go to a request log
+//! asset ([`log`]).
+//!
 //! The same users and roles as Flight: any role may predict; reloading needs an operator.
 
 pub mod batcher;
+pub mod log;
+pub mod route;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
@@ -29,6 +38,22 @@ use sluice_catalog::models::{ModelAt, ModelRef, ModelVersion, Registry};
 
 use crate::{Access, Permission, Principal};
 use batcher::{BatchOptions, Batcher, SIZE_BOUNDS};
+use log::{Entry, RequestLog};
+use route::Route;
+
+/// Traffic splits and shadows, by model name.
+#[derive(Debug, Default)]
+pub struct Traffic {
+    /// The split of requests that name the bare model.
+    pub routes: HashMap<String, Route>,
+    /// Versions that score every request of the model too, without answering.
+    pub shadows: HashMap<String, Vec<ModelRef>>,
+}
+
+/// The IPC stream media type.
+const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
+/// The IPC file media type.
+const ARROW_FILE: &str = "application/vnd.apache.arrow.file";
 
 /// Settings of the endpoint.
 #[derive(Debug, Clone)]
@@ -46,9 +71,12 @@ pub struct PredictOptions {
 /// One model version being served.
 pub struct Served {
     version: ModelVersion,
-    inputs: Vec<String>,
-    outputs: Vec<String>,
+    inputs: Arc<Vec<String>>,
+    outputs: Arc<Vec<String>>,
+    /// Whether the model returns float64.
     float64: bool,
+    /// Whether the model takes float64 inputs.
+    takes_f64: bool,
     batcher: Batcher,
 }
 
@@ -67,6 +95,10 @@ struct Latency {
 struct Metrics {
     requests: Mutex<BTreeMap<(String, String, u16), u64>>,
     latency: Mutex<BTreeMap<(String, String), Latency>>,
+    /// Routed requests by (model, target, version).
+    routed: Mutex<BTreeMap<(String, String, u64), u64>>,
+    /// Shadow scorings by (model, version, outcome).
+    shadows: Mutex<BTreeMap<(String, String, &'static str), u64>>,
 }
 
 /// What the endpoint serves from.
@@ -81,6 +113,8 @@ pub struct Endpoint {
     loading: tokio::sync::Mutex<()>,
     metrics: Metrics,
     reloads: AtomicU64,
+    traffic: Traffic,
+    log: Option<RequestLog>,
 }
 
 /// A refusal or failure, answered as JSON `{"error": ...}` with its status.
@@ -99,13 +133,15 @@ fn bad(message: impl Into<String>) -> Failure {
 type Shared = State<Arc<Endpoint>>;
 
 impl Endpoint {
-    /// An endpoint over `registry`, resolving each of `preload` (`name`, `name@alias`, `name@3`)
-    /// and loading its version now.
+    /// An endpoint over `registry`, resolving each of `preload` (`name`, `name@alias`, `name@3`),
+    /// every route target and every shadow, and loading their versions now.
     pub async fn start(
         registry: Registry,
         access: Access,
         options: PredictOptions,
         preload: &[String],
+        traffic: Traffic,
+        log: Option<RequestLog>,
     ) -> sluice_catalog::Result<Arc<Self>> {
         let endpoint = Arc::new(Self {
             registry,
@@ -116,12 +152,39 @@ impl Endpoint {
             loading: Default::default(),
             metrics: Metrics::default(),
             reloads: AtomicU64::new(0),
+            traffic,
+            log,
         });
-        for reference in preload {
-            let reference = ModelRef::parse(reference)?;
-            endpoint.served(&reference).await.map_err(|Failure(_, m)| sluice_catalog::Error::Invalid(m))?;
+        let mut references = preload.iter().map(|r| ModelRef::parse(r)).collect::<sluice_catalog::Result<Vec<_>>>()?;
+        for route in endpoint.traffic.routes.values() {
+            references.extend(route.targets.iter().map(|t| route.reference(t)));
+        }
+        references.extend(endpoint.traffic.shadows.values().flatten().cloned());
+        for reference in references {
+            endpoint
+                .served(&reference)
+                .await
+                .map_err(|Failure(_, m)| sluice_catalog::Error::Invalid(format!("{reference}: {m}")))?;
         }
         Ok(endpoint)
+    }
+
+    /// The routes, shadows and request log, for the start-up line.
+    pub fn traffic(&self) -> Vec<String> {
+        let mut lines: Vec<String> = self.traffic.routes.values().map(|r| format!("route {}", r.describe())).collect();
+        for (model, shadows) in &self.traffic.shadows {
+            lines.extend(shadows.iter().map(|s| format!("shadow {model}={s}")));
+        }
+        lines.sort();
+        lines.extend(self.log.as_ref().map(RequestLog::describe));
+        lines
+    }
+
+    /// Commits the request log's waiting rows (on shutdown).
+    pub async fn flush(&self) {
+        if let Some(log) = &self.log {
+            log.flush().await;
+        }
     }
 
     /// The versions being served, as `name@version` (for the start-up line).
@@ -203,6 +266,7 @@ impl Endpoint {
         .map_err(|e| Failure(StatusCode::INTERNAL_SERVER_ERROR, format!("loading {name}: {e}")))?;
         let (model, shape) = loaded;
         let float64 = matches!(shape.kind, sluice_udfs::model::OutputKind::Float64);
+        let takes_f64 = model.takes_f64();
         let batcher = Batcher::start(&name, model, shape, options)
             .map_err(|e| Failure(StatusCode::INTERNAL_SERVER_ERROR, format!("starting the workers of {name}: {e}")))?;
         let mut outputs = version.info.outputs.clone();
@@ -210,7 +274,8 @@ impl Endpoint {
             outputs = (1..=shape.outputs).map(|i| format!("output_{i}")).collect();
         }
         tracing::info!(model = %name, inputs = width, outputs = shape.outputs, "serving a model version");
-        let served = Arc::new(Served { version, inputs, outputs, float64, batcher });
+        let served =
+            Arc::new(Served { version, inputs: Arc::new(inputs), outputs: Arc::new(outputs), float64, takes_f64, batcher });
         self.served.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(key, served.clone());
         Ok(served)
     }
@@ -311,7 +376,7 @@ impl IntoResponse for Json200 {
 }
 
 /// Serves the endpoint on `listener` until `shutdown` resolves, resolving aliases again every
-/// `reload` interval and on SIGHUP.
+/// `reload` interval and on SIGHUP; then commits what waits in the request log.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     endpoint: Arc<Endpoint>,
@@ -337,11 +402,13 @@ pub async fn serve(
             reloader.reload().await;
         }
     });
-    let served = axum::serve(listener, router(endpoint))
+    let served = axum::serve(listener, router(endpoint.clone()))
         .with_graceful_shutdown(shutdown)
         .await
         .map_err(sluice_catalog::Error::io("serving the prediction endpoint"));
     reloading.abort();
+    // Requests answered are in the log's queue; commit them before leaving.
+    endpoint.flush().await;
     served
 }
 
@@ -367,7 +434,7 @@ fn v1_features(served: &Served, body: &Value) -> Result<(usize, Vec<f64>), Failu
         let rows = rows.as_array().ok_or_else(|| bad("\"rows\" must be an array of objects, one per row"))?;
         for (r, row) in rows.iter().enumerate() {
             let row = row.as_object().ok_or_else(|| bad(format!("row {r} is not an object of features (the model takes: {takes})")))?;
-            for name in &served.inputs {
+            for name in served.inputs.iter() {
                 let value = row.get(name).ok_or_else(|| {
                     bad(format!("row {r}: the feature '{name}' is missing (the model takes: {takes})"))
                 })?;
@@ -397,10 +464,6 @@ fn v1_features(served: &Served, body: &Value) -> Result<(usize, Vec<f64>), Failu
     }
 }
 
-fn parse_json(bytes: &Bytes) -> Result<Value, Failure> {
-    serde_json::from_slice(bytes).map_err(|e| bad(format!("the body is not valid JSON: {e}")))
-}
-
 fn reference(text: &str) -> Result<ModelRef, Failure> {
     ModelRef::parse(text).map_err(|e| Failure(StatusCode::NOT_FOUND, e.to_string()))
 }
@@ -420,34 +483,301 @@ fn v1_predictions(served: &Served, values: &[f64]) -> Value {
     )
 }
 
-async fn predict_v1(State(e): Shared, Path(model): Path<String>, headers: HeaderMap, request: Request) -> Response {
-    let started = Instant::now();
-    let result = async {
-        e.check(&headers, Permission::Query)?;
-        let reference = reference(&model)?;
-        let served = e.served(&reference).await?;
-        let body = parse_json(&e.body(request).await?)?;
-        let (rows, values) = v1_features(&served, &body)?;
+/// A request's body: JSON, or Arrow IPC record batches.
+enum Features {
+    Json(Value),
+    Arrow(Vec<arrow::record_batch::RecordBatch>),
+}
+
+/// Reads a JSON or Arrow IPC body, by its content type.
+fn parse_body(headers: &HeaderMap, bytes: &Bytes) -> Result<Features, Failure> {
+    let kind = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let kind = kind.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let unreadable = |e: arrow::error::ArrowError| bad(format!("the body is not a readable Arrow IPC {kind}: {e}"));
+    if kind == ARROW_STREAM {
+        let reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes.as_ref()), None).map_err(unreadable)?;
+        Ok(Features::Arrow(reader.collect::<Result<Vec<_>, _>>().map_err(unreadable)?))
+    } else if kind == ARROW_FILE {
+        let reader = arrow::ipc::reader::FileReader::try_new(std::io::Cursor::new(bytes.as_ref()), None).map_err(unreadable)?;
+        Ok(Features::Arrow(reader.collect::<Result<Vec<_>, _>>().map_err(unreadable)?))
+    } else {
+        serde_json::from_slice(bytes).map(Features::Json).map_err(|e| bad(format!("the body is not valid JSON: {e}")))
+    }
+}
+
+/// Features of Arrow record batches, row-major: a numeric column per input name.
+fn arrow_features(served: &Served, batches: &[arrow::record_batch::RecordBatch]) -> Result<(usize, Vec<f64>), Failure> {
+    use arrow::array::{Array, AsArray};
+    use arrow::datatypes::{DataType, Float64Type};
+    let k = served.inputs.len();
+    let takes = served.inputs.join(", ");
+    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+    let mut values = vec![0.0; rows * k];
+    let mut at = 0;
+    for batch in batches {
+        for (c, name) in served.inputs.iter().enumerate() {
+            let column = batch
+                .column_by_name(name)
+                .ok_or_else(|| bad(format!("the column '{name}' is missing (the model takes: {takes})")))?;
+            let numeric = column.data_type().is_numeric() && !matches!(column.data_type(), DataType::Decimal32(..) | DataType::Decimal64(..));
+            if !numeric {
+                return Err(bad(format!(
+                    "the column '{name}' is {}, not a number (cast it to a numeric type; booleans as 1 or 0)",
+                    column.data_type()
+                )));
+            }
+            let column = arrow::compute::cast(column, &DataType::Float64)
+                .map_err(|e| bad(format!("the column '{name}' could not be read as float64: {e}")))?;
+            let column = column.as_primitive::<Float64Type>();
+            for r in 0..column.len() {
+                if column.is_null(r) {
+                    return Err(bad(format!("row {}: the feature '{name}' is null", at + r)));
+                }
+                let v = column.value(r);
+                if !v.is_finite() {
+                    return Err(bad(format!("row {}: the feature '{name}' is {v}, not a finite number", at + r)));
+                }
+                values[(at + r) * k + c] = v;
+            }
+        }
+        at += batch.num_rows();
+    }
+    Ok((rows, values))
+}
+
+/// How the answer is written: as JSON (with the route) or as an Arrow IPC stream.
+fn wants_arrow(features: &Features) -> bool {
+    matches!(features, Features::Arrow(_))
+}
+
+/// A scored request.
+struct Scored {
+    served: Arc<Served>,
+    /// The route target, alias or version that chose the version.
+    route: String,
+    rows: usize,
+    predictions: Vec<f64>,
+    features: Arc<Features>,
+    request_id: String,
+}
+
+type Parse = fn(&Served, &Features) -> Result<(usize, Vec<f64>), Failure>;
+
+fn v1_parse(served: &Served, features: &Features) -> Result<(usize, Vec<f64>), Failure> {
+    match features {
+        Features::Json(body) => v1_features(served, body),
+        Features::Arrow(batches) => arrow_features(served, batches),
+    }
+}
+
+fn v2_parse(served: &Served, features: &Features) -> Result<(usize, Vec<f64>), Failure> {
+    match features {
+        Features::Json(body) => v2_features(served, body),
+        Features::Arrow(batches) => arrow_features(served, batches),
+    }
+}
+
+/// Header naming what a traffic split hashes (a user or session id), so a caller keeps one version.
+const ROUTE_KEY: &str = "x-sluice-route-key";
+
+impl Endpoint {
+    /// The version a request for `reference` goes to, and the route label: a bare name follows
+    /// its traffic split; a version or alias is taken as asked.
+    fn choose(&self, reference: ModelRef, headers: &HeaderMap) -> (ModelRef, String) {
+        if reference.at == ModelAt::Latest
+            && let Some(route) = self.traffic.routes.get(&reference.name)
+        {
+            let key = headers.get(ROUTE_KEY).and_then(|v| v.to_str().ok());
+            let target = route.pick(key);
+            return (route.reference(target), target.at.clone());
+        }
+        let label = match &reference.at {
+            ModelAt::Latest => "latest".to_string(),
+            ModelAt::Version(v) => v.to_string(),
+            ModelAt::Alias(a) => a.clone(),
+        };
+        (reference, label)
+    }
+
+    /// Authenticates, routes, reads, scores; then hands the request to its shadows and the log.
+    async fn run(self: &Arc<Self>, headers: &HeaderMap, reference: ModelRef, request: Request, parse: Parse) -> Result<Scored, Failure> {
+        let started = Instant::now();
+        self.check(headers, Permission::Query)?;
+        let routed = reference.at == ModelAt::Latest && self.traffic.routes.contains_key(&reference.name);
+        let (reference, route) = self.choose(reference, headers);
+        let served = self.served(&reference).await?;
+        let features = Arc::new(parse_body(headers, &self.body(request).await?)?);
+        let (rows, values) = parse(&served, &features)?;
         if rows == 0 {
             return Err(bad("no rows to score"));
         }
-        let predictions = e.score(&served, rows, values).await?;
-        Ok((served.clone(), json!({
+        let logging = self.log.as_ref().filter(|l| l.asset(&served.version.name).is_some() && l.sampled());
+        let logged = logging.map(|_| Arc::new(values.clone()));
+        let predictions = self.score(&served, rows, values).await?;
+        if routed {
+            *self
+                .metrics
+                .routed
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .entry((served.version.name.clone(), route.clone(), served.version.version))
+                .or_default() += 1;
+        }
+        let request_id = headers
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+            .or_else(|| match &*features {
+                Features::Json(body) => body.get("id").and_then(Value::as_str).map(str::to_string),
+                Features::Arrow(_) => None,
+            })
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        if let (Some(log), Some(features)) = (logging, logged) {
+            log.add(self.entry(&served, &request_id, &route, false, started, rows, features, predictions.clone()));
+        }
+        let shadows = self.traffic.shadows.get(&served.version.name).cloned().unwrap_or_default();
+        for shadow in shadows {
+            let (e, features, request_id, log) = (self.clone(), features.clone(), request_id.clone(), logging.is_some());
+            let model = served.version.name.clone();
+            let primary = served.version.version;
+            tokio::spawn(async move { e.shadow(shadow, primary, &model, &features, parse, &request_id, log).await });
+        }
+        Ok(Scored { served, route, rows, predictions, features, request_id })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn entry(
+        &self,
+        served: &Served,
+        request_id: &str,
+        route: &str,
+        shadow: bool,
+        started: Instant,
+        rows: usize,
+        features: Arc<Vec<f64>>,
+        predictions: Vec<f64>,
+    ) -> Entry {
+        let asset = self.log.as_ref().and_then(|l| l.asset(&served.version.name)).unwrap_or_default().to_string();
+        Entry {
+            asset,
+            request_id: request_id.to_string(),
+            scored_at_us: chrono::Utc::now().timestamp_micros(),
+            model: served.version.name.clone(),
+            version: served.version.version,
+            route: route.to_string(),
+            shadow,
+            latency_ms: started.elapsed().as_secs_f64() * 1000.0,
+            inputs: served.inputs.clone(),
+            outputs: served.outputs.clone(),
+            rows,
+            features,
+            predictions,
+        }
+    }
+
+    /// Scores a request with a shadow version (unless the request was answered by it), counts
+    /// the outcome and logs the predictions when the request is logged.
+    #[allow(clippy::too_many_arguments)]
+    async fn shadow(&self, shadow: ModelRef, primary: u64, model: &str, features: &Features, parse: Parse, request_id: &str, log: bool) {
+        let started = Instant::now();
+        let outcome = async {
+            let served = self.served(&shadow).await?;
+            if served.version.version == primary {
+                return Ok(None);
+            }
+            let (rows, values) = parse(&served, features)?;
+            let logged = log.then(|| Arc::new(values.clone()));
+            let predictions = self.score(&served, rows, values).await?;
+            if let (Some(log), Some(features)) = (self.log.as_ref(), logged) {
+                log.add(self.entry(&served, request_id, "shadow", true, started, rows, features, predictions));
+            }
+            Ok::<_, Failure>(Some(served.version.version))
+        }
+        .await;
+        let (version, result) = match outcome {
+            Ok(None) => return,
+            Ok(Some(v)) => (v.to_string(), "ok"),
+            Err(Failure(code, message)) => {
+                tracing::warn!(model = %model, shadow = %shadow, code = code.as_u16(), error = %message, "a shadow scoring failed");
+                (String::new(), "error")
+            }
+        };
+        *self
+            .metrics
+            .shadows
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry((model.to_string(), version, result))
+            .or_default() += 1;
+    }
+}
+
+/// An Arrow IPC stream of the outputs, a float64 column each; the version in the headers and
+/// the schema's metadata.
+fn arrow_answer(scored: &Scored) -> Result<Response, Failure> {
+    use arrow::array::{ArrayRef, Float64Array};
+    use arrow::datatypes::{DataType, Field, Schema};
+    let served = &scored.served;
+    let m = served.outputs.len();
+    let metadata: HashMap<String, String> = [
+        ("model".to_string(), served.version.name.clone()),
+        ("model_version".to_string(), served.version.version.to_string()),
+        ("route".to_string(), scored.route.clone()),
+    ]
+    .into();
+    let fields: Vec<Field> = served.outputs.iter().map(|n| Field::new(n, DataType::Float64, false)).collect();
+    let schema = Arc::new(Schema::new(fields).with_metadata(metadata));
+    let columns: Vec<ArrayRef> = (0..m)
+        .map(|o| Arc::new(Float64Array::from(scored.predictions.iter().skip(o).step_by(m).copied().collect::<Vec<_>>())) as ArrayRef)
+        .collect();
+    let failed = |e: arrow::error::ArrowError| Failure(StatusCode::INTERNAL_SERVER_ERROR, format!("writing the Arrow answer: {e}"));
+    let batch = arrow::record_batch::RecordBatch::try_new(schema.clone(), columns).map_err(failed)?;
+    let mut out = Vec::new();
+    {
+        let mut writer = arrow::ipc::writer::StreamWriter::try_new(&mut out, &schema).map_err(failed)?;
+        writer.write(&batch).map_err(failed)?;
+        writer.finish().map_err(failed)?;
+    }
+    Ok((
+        [
+            (header::CONTENT_TYPE, ARROW_STREAM.to_string()),
+            (header::HeaderName::from_static("x-sluice-model"), served.version.name.clone()),
+            (header::HeaderName::from_static("x-sluice-model-version"), served.version.version.to_string()),
+            (header::HeaderName::from_static("x-sluice-route"), scored.route.clone()),
+            (header::HeaderName::from_static("x-request-id"), scored.request_id.clone()),
+        ],
+        out,
+    )
+        .into_response())
+}
+
+async fn predict_v1(State(e): Shared, Path(model): Path<String>, headers: HeaderMap, request: Request) -> Response {
+    let started = Instant::now();
+    let result = async {
+        let scored = e.run(&headers, reference(&model)?, request, v1_parse).await?;
+        if wants_arrow(&scored.features) {
+            return Ok((scored.served.clone(), arrow_answer(&scored)?));
+        }
+        let served = &scored.served;
+        let answer = json!({
             "model": served.version.name,
             "model_version": served.version.version,
-            "outputs": served.outputs,
-            "predictions": v1_predictions(&served, &predictions),
-        })))
+            "route": scored.route,
+            "request_id": scored.request_id,
+            "outputs": served.outputs.as_slice(),
+            "predictions": v1_predictions(served, &scored.predictions),
+        });
+        Ok((served.clone(), Json200(answer).into_response()))
     }
     .await;
     finish(&e, &model, result, started)
 }
 
-fn finish(e: &Endpoint, model: &str, result: Result<(Arc<Served>, Value), Failure>, started: Instant) -> Response {
+fn finish(e: &Endpoint, model: &str, result: Result<(Arc<Served>, Response), Failure>, started: Instant) -> Response {
     match result {
         Ok((served, answer)) => {
             e.record(&served.version.name, &served.version.version.to_string(), StatusCode::OK, started);
-            Json200(answer).into_response()
+            answer
         }
         Err(failure) => {
             // Only names being served become labels: a client's typo must not mint series.
@@ -501,7 +831,7 @@ async fn metadata(e: &Endpoint, headers: &HeaderMap, name: &str, version: Option
             "name": served.version.name,
             "versions": versions,
             "platform": platform,
-            "inputs": served.inputs.iter().map(|n| json!({"name": n, "datatype": "FP32", "shape": [-1]})).collect::<Vec<_>>(),
+            "inputs": served.inputs.iter().map(|n| json!({"name": n, "datatype": datatype(served.takes_f64), "shape": [-1]})).collect::<Vec<_>>(),
             "outputs": served.outputs.iter().map(|n| json!({"name": n, "datatype": datatype(served.float64), "shape": [-1]})).collect::<Vec<_>>(),
         }))
     }
@@ -588,7 +918,7 @@ fn v2_features(served: &Served, body: &Value) -> Result<(usize, Vec<f64>), Failu
         return Err(bad(format!("model {} declares no inputs", served.version.name)));
     }
     let mut columns = Vec::with_capacity(k);
-    for input in &served.inputs {
+    for input in served.inputs.iter() {
         let tensor = tensors.iter().find(|t| t.get("name").and_then(Value::as_str) == Some(input)).ok_or_else(|| {
             bad(format!("the input '{input}' is missing (the model takes: {takes}, or one [n, {k}] tensor)"))
         })?;
@@ -605,36 +935,37 @@ fn v2_features(served: &Served, body: &Value) -> Result<(usize, Vec<f64>), Failu
     Ok((rows, (0..rows).flat_map(|r| columns.iter().map(move |c| c[r])).collect()))
 }
 
-async fn infer(e: &Endpoint, headers: &HeaderMap, name: &str, version: Option<&str>, request: Request) -> Response {
+async fn infer(e: &Arc<Endpoint>, headers: &HeaderMap, name: &str, version: Option<&str>, request: Request) -> Response {
     let started = Instant::now();
     let result = async {
-        e.check(headers, Permission::Query)?;
-        let served = e.served(&v2_reference(name, version)?).await?;
-        let body = parse_json(&e.body(request).await?)?;
-        let (rows, values) = v2_features(&served, &body)?;
-        if rows == 0 {
-            return Err(bad("no rows to score"));
+        let scored = e.run(headers, v2_reference(name, version)?, request, v2_parse).await?;
+        if wants_arrow(&scored.features) {
+            return Ok((scored.served.clone(), arrow_answer(&scored)?));
         }
-        let predictions = e.score(&served, rows, values).await?;
+        let served = &scored.served;
         let m = served.outputs.len();
         let outputs: Vec<Value> = served
             .outputs
             .iter()
             .enumerate()
             .map(|(o, output)| {
-                let data: Vec<f64> = predictions.iter().skip(o).step_by(m).copied().collect();
-                json!({ "name": output, "datatype": datatype(served.float64), "shape": [rows], "data": data })
+                let data: Vec<f64> = scored.predictions.iter().skip(o).step_by(m).copied().collect();
+                json!({ "name": output, "datatype": datatype(served.float64), "shape": [scored.rows], "data": data })
             })
             .collect();
         let mut answer = json!({
             "model_name": served.version.name,
             "model_version": served.version.version.to_string(),
+            "id": scored.request_id,
+            "parameters": { "route": scored.route },
             "outputs": outputs,
         });
-        if let Some(id) = body.get("id") {
+        if let Features::Json(body) = &*scored.features
+            && let Some(id) = body.get("id")
+        {
             answer["id"] = id.clone();
         }
-        Ok((served.clone(), answer))
+        Ok((served.clone(), Json200(answer).into_response()))
     }
     .await;
     finish(e, name, result, started)
@@ -697,5 +1028,34 @@ async fn metrics(State(e): Shared, headers: HeaderMap) -> Response {
         let _ = writeln!(out, "sluice_predict_batch_rows_count{{{tags}}} {batches}");
     }
     let _ = writeln!(out, "# TYPE sluice_predict_reloads_total counter\nsluice_predict_reloads_total {}", e.reloads.load(Ordering::Relaxed));
+    out.push_str("# HELP sluice_predict_routed_total Requests of a bare model name sent by its traffic split, by target and version.\n");
+    out.push_str("# TYPE sluice_predict_routed_total counter\n");
+    for ((model, target, version), n) in e.metrics.routed.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter() {
+        let _ = writeln!(out, "sluice_predict_routed_total{{model=\"{}\",target=\"{}\",version=\"{version}\"}} {n}", label(model), label(target));
+    }
+    out.push_str("# HELP sluice_predict_shadow_total Requests scored by a shadow version, by outcome.\n");
+    out.push_str("# TYPE sluice_predict_shadow_total counter\n");
+    for ((model, version, outcome), n) in e.metrics.shadows.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter() {
+        let _ = writeln!(out, "sluice_predict_shadow_total{{model=\"{}\",version=\"{version}\",outcome=\"{outcome}\"}} {n}", label(model));
+    }
+    if let Some(log) = &e.log {
+        let stats = &log.stats;
+        out.push_str("# HELP sluice_predict_logged_rows_total Rows committed to the request log, by asset.\n");
+        out.push_str("# TYPE sluice_predict_logged_rows_total counter\n");
+        for (asset, n) in stats.rows.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter() {
+            let _ = writeln!(out, "sluice_predict_logged_rows_total{{asset=\"{}\"}} {n}", label(asset));
+        }
+        let _ = writeln!(out, "# TYPE sluice_predict_log_commits_total counter\nsluice_predict_log_commits_total {}", stats.commits.load(Ordering::Relaxed));
+        let _ = writeln!(
+            out,
+            "# TYPE sluice_predict_log_failed_commits_total counter\nsluice_predict_log_failed_commits_total {}",
+            stats.failed_commits.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP sluice_predict_log_dropped_total Requests answered but not logged: the log's queue was full.\n# TYPE sluice_predict_log_dropped_total counter\nsluice_predict_log_dropped_total {}",
+            stats.dropped.load(Ordering::Relaxed)
+        );
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], Body::from(out)).into_response()
 }
