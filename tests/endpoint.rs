@@ -483,3 +483,97 @@ fn traffic_splits_by_weight_shadows_score_and_every_request_is_logged_for_drift(
     ]);
     assert!(quality.contains("rmse"), "{quality}");
 }
+
+#[test]
+fn with_a_certificate_the_prediction_endpoint_speaks_https_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let lin = dir.path().join("lin.pt");
+    linear_model(&lin);
+    run_at(&lake, &["model", "register", "churn", lin.to_str().unwrap(), "--inputs", "a, b, c"]);
+    let rcgen::CertifiedKey { cert, key_pair } =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key_pair.serialize_pem()).unwrap();
+    let access = dir.path().join("access.toml");
+    std::fs::write(&access, ACCESS).unwrap();
+    let port = free_port();
+    let log_path = dir.path().join("serve.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let _server = Child(
+        sluice_at(&lake)
+            .args(["serve", "--predict", &format!("127.0.0.1:{port}"), "--access", access.to_str().unwrap()])
+            .args(["--tls-cert", cert_path.to_str().unwrap(), "--tls-key", key_path.to_str().unwrap()])
+            .env("TEST_ANA_PASSWORD", "ana-pass-1")
+            .env("TEST_OPS_PASSWORD", "ops-pass-2")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let trusted = https_client(Some(&cert.pem()));
+    let untrusted = https_client(None);
+    let ana = basic("ana", "ana-pass-1");
+    let body = "{\"inputs\": [[1, 2, 3]]}";
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !https_call(&trusted, port, "GET", "/healthz", &[], "").is_ok_and(|(_, b)| b.contains("ok")) {
+        assert!(Instant::now() < deadline, "{}", std::fs::read_to_string(&log_path).unwrap());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(std::fs::read_to_string(&log_path).unwrap().contains(&format!("https://127.0.0.1:{port}")));
+    let (status, answer) = https_call(&trusted, port, "POST", "/v1/models/churn/predict", &[&ana], body).unwrap();
+    assert_eq!(status, 200, "{answer}");
+    let answer: Value = serde_json::from_str(&answer).unwrap();
+    assert!((answer["predictions"][0].as_f64().unwrap() - (0.5 - 4.0 + 0.75 + 1.0)).abs() < 1e-6, "{answer}");
+    // Plain HTTP gets no answer, and a client that does not trust the certificate is refused.
+    let (status, _) = http_call(port, "POST", "/v1/models/churn/predict", &[&ana], body);
+    assert_ne!(status, 200);
+    let refused = https_call(&untrusted, port, "POST", "/v1/models/churn/predict", &[&ana], body);
+    assert!(refused.as_ref().is_err_and(|e| e.contains("certificate")), "{refused:?}");
+    // The server still answers after those.
+    let (status, answer) = https_call(&trusted, port, "POST", "/v1/models/churn/predict", &[&ana], body).unwrap();
+    assert!(status == 200 && answer.contains("\"model_version\":1"), "{answer}");
+}
+
+/// A TLS client trusting `ca` (PEM), or no one.
+fn https_client(ca: Option<&str>) -> std::sync::Arc<rustls::ClientConfig> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    if let Some(ca) = ca {
+        roots.add(rustls::pki_types::CertificateDer::from_pem_slice(ca.as_bytes()).unwrap()).unwrap();
+    }
+    std::sync::Arc::new(rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth())
+}
+
+/// One HTTPS request to localhost:`port`: the status and body, or the TLS or I/O error.
+fn https_call(
+    config: &std::sync::Arc<rustls::ClientConfig>,
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[&str],
+    body: &str,
+) -> Result<(u16, String), String> {
+    use std::io::{Read, Write};
+    let tcp = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    let connection = rustls::ClientConnection::new(config.clone(), "localhost".try_into().unwrap()).map_err(|e| e.to_string())?;
+    let mut tls = rustls::StreamOwned::new(connection, tcp);
+    let extra: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost:{port}\r\n{extra}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    tls.write_all(request.as_bytes()).map_err(|e| e.to_string())?;
+    let mut response = Vec::new();
+    match tls.read_to_end(&mut response) {
+        Ok(_) => {}
+        // Servers may close without close_notify once the answer is out.
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !response.is_empty() => {}
+        Err(e) => return Err(e.to_string()),
+    }
+    let response = String::from_utf8_lossy(&response).to_string();
+    let status = response.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    Ok((status, response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default()))
+}

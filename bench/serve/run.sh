@@ -20,7 +20,7 @@ venv="$cache/bench-serve-venv"
 if [ ! -f "$venv/.done-1" ]; then
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet --upgrade pip
-  "$venv/bin/pip" install --quiet torch==2.13.0 "fastapi==0.125.*" "uvicorn[standard]==0.38.*"
+  "$venv/bin/pip" install --quiet torch==2.13.0 numpy "fastapi==0.125.*" "uvicorn[standard]==0.38.*"
   touch "$venv/.done-1"
 fi
 work="$cache/bench-serve"

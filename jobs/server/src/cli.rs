@@ -38,9 +38,10 @@ pub struct ServeArgs {
     /// Most rows gathered into one forward pass from concurrent requests.
     #[arg(long, default_value_t = 256, value_name = "ROWS")]
     max_batch_rows: usize,
-    /// How long the first request of a batch waits for others, in milliseconds (0: take only
-    /// what is queued).
-    #[arg(long, default_value_t = 1.0, value_name = "MS")]
+    /// How long the first request of a batch waits for others, in milliseconds. 0 (the
+    /// default) takes what is queued: under load requests queue while the workers score, which
+    /// batches them without adding a wait to each (bench/RESULTS.md, online inference).
+    #[arg(long, default_value_t = 0.0, value_name = "MS")]
     max_delay_ms: f64,
     /// Largest prediction request body.
     #[arg(long, default_value_t = 16 * 1024 * 1024, value_name = "BYTES")]
@@ -77,7 +78,7 @@ pub struct ServeArgs {
     /// The access file: users, their roles and credentials (required with --flight, --http and --predict).
     #[arg(long, env = "SLUICE_ACCESS", value_name = "FILE")]
     access: Option<PathBuf>,
-    /// TLS certificate chain (PEM) for the Flight endpoint; needs --tls-key.
+    /// TLS certificate chain (PEM) for the Flight and prediction endpoints; needs --tls-key.
     #[arg(long, value_name = "PEM", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
     /// TLS private key (PEM).
@@ -235,17 +236,19 @@ impl ServeArgs {
                         Some(crate::predict::log::RequestLog::start(lake.clone(), local_session(&lake)?, options))
                     }
                 };
+                let acceptor = tls.as_ref().map(crate::predict::tls::acceptor).transpose()?;
                 let endpoint = crate::predict::Endpoint::start(registry, rules, options, &models, traffic, log).await?;
                 let (listener, bound) = bind(address, "prediction endpoint").await?;
                 let serving = endpoint.serving();
+                let scheme = if acceptor.is_some() { "https" } else { "http" };
                 say.out(format!(
-                    "predict      http://{bound}/v1/models/NAME/predict and /v2 (KServe); {}; {users}",
+                    "predict      {scheme}://{bound}/v1/models/NAME/predict and /v2 (KServe); {}; {users}",
                     if serving.is_empty() { "models load on first use".to_string() } else { format!("loaded {}", serving.join(", ")) }
                 ));
                 for line in endpoint.traffic() {
                     say.out(format!("             {line}"));
                 }
-                Some((listener, endpoint))
+                Some((listener, endpoint, acceptor))
             }
             None => None,
         };
@@ -287,7 +290,7 @@ impl ServeArgs {
         };
         let endpoint = async {
             match endpoint {
-                Some((listener, endpoint)) => {
+                Some((listener, endpoint, acceptor)) => {
                     // On SIGTERM or Ctrl-C the endpoint stops taking requests and commits its
                     // request log, then the process ends (as it would without the endpoint).
                     let signalled = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -298,7 +301,7 @@ impl ServeArgs {
                             () = sluice_engine::cli::stopped() => flag.store(true, std::sync::atomic::Ordering::SeqCst),
                         }
                     };
-                    crate::predict::serve(listener, endpoint, shutdown).await?;
+                    crate::predict::serve(listener, endpoint, acceptor, shutdown).await?;
                     if signalled.load(std::sync::atomic::Ordering::SeqCst) {
                         say.out("stopped      the prediction endpoint (request log committed)");
                         std::process::exit(0);

@@ -21,6 +21,7 @@
 pub mod batcher;
 pub mod log;
 pub mod route;
+pub mod tls;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
@@ -115,6 +116,8 @@ pub struct Endpoint {
     reloads: AtomicU64,
     traffic: Traffic,
     log: Option<RequestLog>,
+    /// Shadow scorings not finished yet (shutdown waits for them before the last commit).
+    shadows_running: std::sync::atomic::AtomicUsize,
 }
 
 /// A refusal or failure, answered as JSON `{"error": ...}` with its status.
@@ -154,6 +157,7 @@ impl Endpoint {
             reloads: AtomicU64::new(0),
             traffic,
             log,
+            shadows_running: Default::default(),
         });
         let mut references = preload.iter().map(|r| ModelRef::parse(r)).collect::<sluice_catalog::Result<Vec<_>>>()?;
         for route in endpoint.traffic.routes.values() {
@@ -180,8 +184,13 @@ impl Endpoint {
         lines
     }
 
-    /// Commits the request log's waiting rows (on shutdown).
+    /// Commits the request log's waiting rows (on shutdown), after the running shadow
+    /// scorings (10 s at most).
     pub async fn flush(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.shadows_running.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         if let Some(log) = &self.log {
             log.flush().await;
         }
@@ -375,11 +384,12 @@ impl IntoResponse for Json200 {
     }
 }
 
-/// Serves the endpoint on `listener` until `shutdown` resolves, resolving aliases again every
-/// `reload` interval and on SIGHUP; then commits what waits in the request log.
+/// Serves the endpoint on `listener` (HTTPS with `tls`) until `shutdown` resolves, resolving
+/// aliases again every `reload` interval and on SIGHUP; then commits what waits in the request log.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     endpoint: Arc<Endpoint>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> sluice_catalog::Result<()> {
     let reloader = endpoint.clone();
@@ -402,10 +412,15 @@ pub async fn serve(
             reloader.reload().await;
         }
     });
-    let served = axum::serve(listener, router(endpoint.clone()))
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(sluice_catalog::Error::io("serving the prediction endpoint"));
+    let app = router(endpoint.clone());
+    let served = match tls {
+        Some(acceptor) => match tls::TlsListener::new(listener, acceptor) {
+            Ok(listener) => axum::serve(listener, app).with_graceful_shutdown(shutdown).await,
+            Err(e) => Err(e),
+        },
+        None => axum::serve(listener, app).with_graceful_shutdown(shutdown).await,
+    }
+    .map_err(sluice_catalog::Error::io("serving the prediction endpoint"));
     reloading.abort();
     // Requests answered are in the log's queue; commit them before leaving.
     endpoint.flush().await;
@@ -640,7 +655,11 @@ impl Endpoint {
             let (e, features, request_id, log) = (self.clone(), features.clone(), request_id.clone(), logging.is_some());
             let model = served.version.name.clone();
             let primary = served.version.version;
-            tokio::spawn(async move { e.shadow(shadow, primary, &model, &features, parse, &request_id, log).await });
+            self.shadows_running.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                e.shadow(shadow, primary, &model, &features, parse, &request_id, log).await;
+                e.shadows_running.fetch_sub(1, Ordering::SeqCst);
+            });
         }
         Ok(Scored { served, route, rows, predictions, features, request_id })
     }
