@@ -7,7 +7,8 @@
 # Needs a release build (cargo build --release --bin sluice --bin sluice-bench). The peer's venv
 # (torch 2.13.0, fastapi, uvicorn[standard] from PyPI) is made here once. The peer runs one
 # uvicorn worker per core (`--workers`, SLUICE_BENCH_PEER_WORKERS), each with one torch thread.
-# SLUICE_BENCH_DELAYS lists the --max-delay-ms values Sluice runs with (default "0 1").
+# SLUICE_BENCH_CONFIGS lists Sluice's runs (default "delay0 log delay1"): --max-delay-ms 0, the
+# same with the request log on (every request committed to an asset), and --max-delay-ms 1.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cache="${SLUICE_CACHE:-$HOME/.cache/sluice}"
@@ -52,14 +53,23 @@ check() { curl -s -X POST -H 'Content-Type: application/json' -d "$body" "http:/
 
 results="$work/results"
 : > "$results"
-for delay in ${SLUICE_BENCH_DELAYS:-0 1}; do
+for config in ${SLUICE_BENCH_CONFIGS:-delay0 log delay1}; do
+  case "$config" in
+    delay0) extra=(--max-delay-ms 0) ;;
+    delay1) extra=(--max-delay-ms 1) ;;
+    log) extra=(--max-delay-ms 0 --request-log mlp=mlp_requests) ;;
+    *) echo "unknown configuration $config: delay0, delay1 or log" >&2; exit 2 ;;
+  esac
   "$sluice" serve --predict "127.0.0.1:$port" --access "$work/access.toml" --model mlp@production \
-    --max-delay-ms "$delay" > "$work/sluice-$delay.log" 2>&1 &
+    "${extra[@]}" > "$work/sluice-$config.log" 2>&1 &
   pid=$!
   wait_up "$port" "$pid"
-  echo "sluice (max delay $delay ms): $(check $port)" >&2
-  load "$port" | sed "s/^/sluice-$delay /" | tee -a "$results" >&2
+  echo "sluice ($config): $(check $port)" >&2
+  load "$port" | sed "s/^/sluice-$config /" | tee -a "$results" >&2
   kill "$pid"; wait "$pid" 2>/dev/null || true
+  if [ "$config" = log ]; then
+    echo "request log: $("$sluice" sql "SELECT COUNT(*) AS logged_rows FROM mlp_requests" 2>/dev/null | tail -3 | tr -s ' \n' ' ')" >&2
+  fi
 done
 ( cd "$root/bench/serve" && MODEL="$work/mlp.pt" exec "$venv/bin/uvicorn" peer:app --host 127.0.0.1 --port "$port" \
     --workers "$workers" --no-access-log --log-level warning ) > "$work/peer.log" 2>&1 &
@@ -77,7 +87,8 @@ peer = {r["connections"]: r for who, r in rows if who == "peer"}
 print("| server | connections | requests/s | p50 ms | p99 ms | errors | req/s vs peer |")
 print("|---|---|---|---|---|---|---|")
 for who, r in rows:
-    name = "FastAPI + torch (uvicorn)" if who == "peer" else f"sluice serve --predict, --max-delay-ms {who.split('-')[1]}"
+    names = {"delay0": "--max-delay-ms 0", "delay1": "--max-delay-ms 1", "log": "--max-delay-ms 0, request log on"}
+    name = "FastAPI + torch (uvicorn)" if who == "peer" else f"sluice serve --predict, {names[who.split('-', 1)[1]]}"
     p = peer.get(r["connections"])
     ratio = f"{r['rps'] / p['rps']:.2f}x" if p and p["rps"] else "-"
     print(f"| {name} | {r['connections']} | {r['rps']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['errors']} | {ratio} |")
