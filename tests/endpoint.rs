@@ -33,9 +33,9 @@ fn basic(user: &str, password: &str) -> String {
     format!("Authorization: Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")))
 }
 
-/// Every row of the Parquet files under `dir` (a data asset's folder): id to prediction.
-fn read_predictions(dir: &Path) -> HashMap<i64, f32> {
-    let mut out = HashMap::new();
+/// Every batch of the Parquet files under `dir` (a data asset's folder; these assets only append).
+fn parquet_batches(dir: &Path) -> Vec<arrow::record_batch::RecordBatch> {
+    let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
         for entry in std::fs::read_dir(&d).unwrap() {
@@ -45,15 +45,21 @@ fn read_predictions(dir: &Path) -> HashMap<i64, f32> {
             } else if path.extension().is_some_and(|e| e == "parquet") {
                 let file = std::fs::File::open(&path).unwrap();
                 let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap();
-                for batch in reader {
-                    let batch = batch.unwrap();
-                    let ids = batch.column_by_name("id").unwrap().as_primitive::<Int64Type>().clone();
-                    let p = batch.column_by_name("prediction").unwrap().as_primitive::<Float32Type>().clone();
-                    for r in 0..batch.num_rows() {
-                        out.insert(ids.value(r), p.value(r));
-                    }
-                }
+                out.extend(reader.map(Result::unwrap));
             }
+        }
+    }
+    out
+}
+
+/// Every row of the asset under `dir`: id to prediction.
+fn read_predictions(dir: &Path) -> HashMap<i64, f32> {
+    let mut out = HashMap::new();
+    for batch in parquet_batches(dir) {
+        let ids = batch.column_by_name("id").unwrap().as_primitive::<Int64Type>().clone();
+        let p = batch.column_by_name("prediction").unwrap().as_primitive::<Float32Type>().clone();
+        for r in 0..batch.num_rows() {
+            out.insert(ids.value(r), p.value(r));
         }
     }
     out
@@ -132,6 +138,7 @@ fn the_prediction_endpoint_serves_registered_versions_like_sluice_score() {
     assert_eq!(meta["inputs"].as_array().unwrap().len(), 3);
     assert_eq!(meta["versions"], json!(["1", "2"]));
     assert!(http_get(port, "/v2/health/ready").contains("\"ready\":true"));
+    assert!(http_get(port, "/v2/health/live").contains("\"live\":true"));
     let column = |k: usize| -> Vec<f32> { ids.iter().map(|i| { let r = row(*i); [r.0, r.1, r.2][k] }).collect() };
     let tensors: Vec<Value> = ["a", "b", "c"]
         .iter()
@@ -274,39 +281,26 @@ fn batch_count(port: u16, auth: &str) -> u64 {
         .map_or(0, |n| n.trim().parse().unwrap())
 }
 
-/// Every row of asset `dir` (its Parquet files; the log only appends) as (column name, f64 or
-/// string) maps.
+/// Every row of the asset under `dir`, as column name to value.
 fn read_rows(dir: &Path) -> Vec<HashMap<String, Value>> {
     use arrow::array::Array;
+    use arrow::datatypes::DataType;
     let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if path.extension().is_some_and(|e| e == "parquet") {
-                let file = std::fs::File::open(&path).unwrap();
-                let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap();
-                for batch in reader {
-                    let batch = batch.unwrap();
-                    for r in 0..batch.num_rows() {
-                        let mut row = HashMap::new();
-                        for (f, column) in batch.schema().fields().iter().zip(batch.columns()) {
-                            let value = match column.data_type() {
-                                arrow::datatypes::DataType::Utf8 => json!(column.as_string::<i32>().value(r)),
-                                arrow::datatypes::DataType::Boolean => json!(column.as_boolean().value(r)),
-                                arrow::datatypes::DataType::Float64 => json!(column.as_primitive::<arrow::datatypes::Float64Type>().value(r)),
-                                arrow::datatypes::DataType::Int64 => json!(column.as_primitive::<Int64Type>().value(r)),
-                                arrow::datatypes::DataType::Int32 => json!(column.as_primitive::<arrow::datatypes::Int32Type>().value(r)),
-                                _ => json!(column.is_valid(r)),
-                            };
-                            row.insert(f.name().clone(), value);
-                        }
-                        out.push(row);
-                    }
-                }
+    for batch in parquet_batches(dir) {
+        for r in 0..batch.num_rows() {
+            let mut row = HashMap::new();
+            for (f, column) in batch.schema().fields().iter().zip(batch.columns()) {
+                let value = match column.data_type() {
+                    DataType::Utf8 => json!(column.as_string::<i32>().value(r)),
+                    DataType::Boolean => json!(column.as_boolean().value(r)),
+                    DataType::Float64 => json!(column.as_primitive::<arrow::datatypes::Float64Type>().value(r)),
+                    DataType::Int64 => json!(column.as_primitive::<Int64Type>().value(r)),
+                    DataType::Int32 => json!(column.as_primitive::<arrow::datatypes::Int32Type>().value(r)),
+                    _ => json!(column.is_valid(r)),
+                };
+                row.insert(f.name().clone(), value);
             }
+            out.push(row);
         }
     }
     out
