@@ -65,6 +65,38 @@ fn read_predictions(dir: &Path) -> HashMap<i64, f32> {
     out
 }
 
+/// `sluice serve --predict` on a free port with the test's access file and `args`, logging to
+/// `dir/serve.log`: the process, its port and the log's path.
+fn serve_predict(dir: &Path, lake: &Path, args: &[&str]) -> (Child, u16, std::path::PathBuf) {
+    let access = dir.join("access.toml");
+    std::fs::write(&access, ACCESS).unwrap();
+    let port = free_port();
+    let log_path = dir.join("serve.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let server = Child(
+        sluice_at(lake)
+            .args(["serve", "--predict", &format!("127.0.0.1:{port}"), "--access", access.to_str().unwrap()])
+            .args(args)
+            .env("TEST_ANA_PASSWORD", "ana-pass-1")
+            .env("TEST_OPS_PASSWORD", "ops-pass-2")
+            .env("SLUICE_LOG", "info")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    (server, port, log_path)
+}
+
+/// Waits (60 s at most) until `up` says the endpoint answers.
+fn wait_until_up(log_path: &Path, mut up: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !up() {
+        assert!(Instant::now() < deadline, "{}", std::fs::read_to_string(log_path).unwrap());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 fn row(id: i64) -> (f32, f32, f32) {
     ((id % 17) as f32 * 0.37 - 2.0, (id % 11) as f32 * 0.21, (id % 5) as f32 * 1.3 - 0.4)
 }
@@ -88,27 +120,9 @@ fn the_prediction_endpoint_serves_registered_versions_like_sluice_score() {
     let batch = read_predictions(&lake.join("preds"));
     assert_eq!(batch.len(), 200);
 
-    let access = dir.path().join("access.toml");
-    std::fs::write(&access, ACCESS).unwrap();
-    let port = free_port();
-    let log = std::fs::File::create(dir.path().join("serve.log")).unwrap();
-    let _server = Child(
-        sluice_at(&lake)
-            .args(["serve", "--predict", &format!("127.0.0.1:{port}"), "--access", access.to_str().unwrap()])
-            .args(["--model", "churn@production", "--max-delay-ms", "5", "--max-body-bytes", "100000"])
-            .env("TEST_ANA_PASSWORD", "ana-pass-1")
-            .env("TEST_OPS_PASSWORD", "ops-pass-2")
-            .env("SLUICE_LOG", "info")
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !http_get(port, "/healthz").contains("ok") {
-        assert!(Instant::now() < deadline, "{}", std::fs::read_to_string(dir.path().join("serve.log")).unwrap());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let (_server, port, log_path) =
+        serve_predict(dir.path(), &lake, &["--model", "churn@production", "--max-delay-ms", "5", "--max-body-bytes", "100000"]);
+    wait_until_up(&log_path, || http_get(port, "/healthz").contains("ok"));
     let ana = basic("ana", "ana-pass-1");
     let call = |method: &str, path: &str, body: &Value| http_call(port, method, path, &[&ana], &body.to_string());
 
@@ -343,29 +357,11 @@ fn traffic_splits_by_weight_shadows_score_and_every_request_is_logged_for_drift(
         }
     };
 
-    let access = dir.path().join("access.toml");
-    std::fs::write(&access, ACCESS).unwrap();
-    let port = free_port();
-    let log_path = dir.path().join("serve.log");
-    let log = std::fs::File::create(&log_path).unwrap();
-    let mut server = Child(
-        sluice_at(&lake)
-            .args(["serve", "--predict", &format!("127.0.0.1:{port}"), "--access", access.to_str().unwrap()])
-            .args(["--route", "churn=production:90,staging:10", "--shadow", "churn=candidate"])
-            .args(["--request-log", "churn=churn_requests", "--request-log-every-s", "0.5", "--max-delay-ms", "0"])
-            .env("TEST_ANA_PASSWORD", "ana-pass-1")
-            .env("TEST_OPS_PASSWORD", "ops-pass-2")
-            .env("SLUICE_LOG", "info")
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !http_get(port, "/healthz").contains("ok") {
-        assert!(Instant::now() < deadline, "{}", std::fs::read_to_string(&log_path).unwrap());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let (mut server, port, log_path) = serve_predict(dir.path(), &lake, &[
+        "--route", "churn=production:90,staging:10", "--shadow", "churn=candidate",
+        "--request-log", "churn=churn_requests", "--request-log-every-s", "0.5", "--max-delay-ms", "0",
+    ]);
+    wait_until_up(&log_path, || http_get(port, "/healthz").contains("ok"));
     let started = std::fs::read_to_string(&log_path).unwrap();
     assert!(started.contains("route churn=production:90,staging:10") && started.contains("shadow churn=churn@candidate"), "{started}");
     let ana = basic("ana", "ana-pass-1");
@@ -490,32 +486,14 @@ fn with_a_certificate_the_prediction_endpoint_speaks_https_only() {
     let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
     std::fs::write(&cert_path, cert.pem()).unwrap();
     std::fs::write(&key_path, key_pair.serialize_pem()).unwrap();
-    let access = dir.path().join("access.toml");
-    std::fs::write(&access, ACCESS).unwrap();
-    let port = free_port();
-    let log_path = dir.path().join("serve.log");
-    let log = std::fs::File::create(&log_path).unwrap();
-    let _server = Child(
-        sluice_at(&lake)
-            .args(["serve", "--predict", &format!("127.0.0.1:{port}"), "--access", access.to_str().unwrap()])
-            .args(["--tls-cert", cert_path.to_str().unwrap(), "--tls-key", key_path.to_str().unwrap()])
-            .env("TEST_ANA_PASSWORD", "ana-pass-1")
-            .env("TEST_OPS_PASSWORD", "ops-pass-2")
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    );
+    let (_server, port, log_path) =
+        serve_predict(dir.path(), &lake, &["--tls-cert", cert_path.to_str().unwrap(), "--tls-key", key_path.to_str().unwrap()]);
     let _ = rustls::crypto::ring::default_provider().install_default();
     let trusted = https_client(Some(&cert.pem()));
     let untrusted = https_client(None);
     let ana = basic("ana", "ana-pass-1");
     let body = "{\"inputs\": [[1, 2, 3]]}";
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !https_call(&trusted, port, "GET", "/healthz", &[], "").is_ok_and(|(_, b)| b.contains("ok")) {
-        assert!(Instant::now() < deadline, "{}", std::fs::read_to_string(&log_path).unwrap());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until_up(&log_path, || https_call(&trusted, port, "GET", "/healthz", &[], "").is_ok_and(|(_, b)| b.contains("ok")));
     assert!(std::fs::read_to_string(&log_path).unwrap().contains(&format!("https://127.0.0.1:{port}")));
     let (status, answer) = https_call(&trusted, port, "POST", "/v1/models/churn/predict", &[&ana], body).unwrap();
     assert_eq!(status, 200, "{answer}");
