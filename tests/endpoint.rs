@@ -204,6 +204,30 @@ fn the_prediction_endpoint_serves_registered_versions_like_sluice_score() {
         let answer = String::from_utf8_lossy(&answer);
         assert!(status == 400 && answer.contains(says), "{status} {answer}");
     }
+    // Checked before decoding: a batch declaring 2^40 rows in a few bytes, and compressed
+    // buffers (whose declared sizes would be allocated).
+    let schema = std::sync::Arc::new(arrow::datatypes::Schema::empty());
+    let options = arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(1 << 40));
+    let huge = arrow::record_batch::RecordBatch::try_new_with_options(schema.clone(), vec![], &options).unwrap();
+    let mut body = Vec::new();
+    let mut writer = arrow::ipc::writer::StreamWriter::try_new(&mut body, &schema).unwrap();
+    writer.write(&huge).unwrap();
+    writer.finish().unwrap();
+    drop(writer);
+    assert!(body.len() < 1000);
+    let (status, _, answer) = http_call_bytes(port, "POST", "/v1/models/churn/predict", &[&ana, stream], &body);
+    assert!(status == 413 && String::from_utf8_lossy(&answer).contains("over the limit of 100000"), "{status}");
+    let plain = arrow::record_batch::RecordBatch::try_from_iter(vec![("a", f32s(0)), ("b", f32s(1)), ("c", f32s(2))]).unwrap();
+    let options = arrow::ipc::writer::IpcWriteOptions::default()
+        .try_with_compression(Some(arrow::ipc::CompressionType::LZ4_FRAME))
+        .unwrap();
+    let mut body = Vec::new();
+    let mut writer = arrow::ipc::writer::StreamWriter::try_new_with_options(&mut body, &plain.schema(), options).unwrap();
+    writer.write(&plain).unwrap();
+    writer.finish().unwrap();
+    drop(writer);
+    let (status, _, answer) = http_call_bytes(port, "POST", "/v1/models/churn/predict", &[&ana, stream], &body);
+    assert!(status == 415 && String::from_utf8_lossy(&answer).contains("uncompressed"), "{status}");
     let (status, _, answer) = http_call_bytes(port, "POST", "/v1/models/churn/predict", &[&ana, stream], b"not arrow");
     assert!(status == 400 && String::from_utf8_lossy(&answer).contains("not a readable Arrow IPC"), "{status}");
 

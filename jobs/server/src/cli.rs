@@ -221,6 +221,11 @@ impl ServeArgs {
                 let log = match request_logs.is_empty() {
                     true => None,
                     false => {
+                        if request_log_every_s < 0.1 {
+                            return Err(Error::Invalid(format!(
+                                "--request-log-every-s is {request_log_every_s}; give 0.1 seconds or more (each commit is a version of the asset)"
+                            )));
+                        }
                         if !(0.0..=1.0).contains(&request_log_sample) {
                             return Err(Error::Invalid(format!(
                                 "--request-log-sample is {request_log_sample}; give a fraction from 0 to 1"

@@ -68,7 +68,8 @@ pub struct Entry {
 
 enum Message {
     Entry(Entry),
-    Flush(oneshot::Sender<()>),
+    /// Commit now; answers the rows still waiting afterwards.
+    Flush(oneshot::Sender<usize>),
 }
 
 /// Counters of the log, for `/metrics`.
@@ -120,11 +121,12 @@ impl RequestLog {
         }
     }
 
-    /// Commits what waits, and returns once it is committed (or the commit failed).
-    pub async fn flush(&self) {
+    /// Commits what waits (trying 3 times); returns the rows still not committed.
+    pub async fn flush(&self) -> usize {
         let (done, wait) = oneshot::channel();
-        if self.queue.send(Message::Flush(done)).await.is_ok() {
-            let _ = wait.await;
+        match self.queue.send(Message::Flush(done)).await {
+            Ok(()) => wait.await.unwrap_or(0),
+            Err(_) => 0,
         }
     }
 
@@ -216,7 +218,8 @@ async fn write(lake: Lake, ctx: SessionContext, options: LogOptions, mut rx: mps
         let mut flushed = None;
         match message {
             Ok(Some(Message::Entry(entry))) => {
-                let waiting: usize = pending.values().map(|p| p.rows).sum();
+                // Per asset: one whose commits keep failing must not stop the others' logging.
+                let waiting = pending.get(&entry.asset).map_or(0, |p| p.rows);
                 if waiting + entry.rows > most {
                     stats.dropped.fetch_add(1, Ordering::Relaxed);
                 } else {
@@ -238,7 +241,14 @@ async fn write(lake: Lake, ctx: SessionContext, options: LogOptions, mut rx: mps
             since = Instant::now();
         }
         if let Some(done) = flushed {
-            let _ = done.send(());
+            for _ in 0..2 {
+                if pending.values().all(|p| p.rows == 0) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                commit(&lake, &ctx, &mut pending, &stats).await;
+            }
+            let _ = done.send(pending.values().map(|p| p.rows).sum());
         }
     }
 }

@@ -185,14 +185,15 @@ impl Endpoint {
     }
 
     /// Commits the request log's waiting rows (on shutdown), after the running shadow
-    /// scorings (10 s at most).
-    pub async fn flush(&self) {
+    /// scorings (10 s at most); returns the rows that could not be committed.
+    pub async fn flush(&self) -> usize {
         let deadline = Instant::now() + Duration::from_secs(10);
         while self.shadows_running.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        if let Some(log) = &self.log {
-            log.flush().await;
+        match &self.log {
+            Some(log) => log.flush().await,
+            None => 0,
         }
     }
 
@@ -413,18 +414,42 @@ pub async fn serve(
         }
     });
     let app = router(endpoint.clone());
-    let served = match tls {
-        Some(acceptor) => match tls::TlsListener::new(listener, acceptor) {
-            Ok(listener) => axum::serve(listener, app).with_graceful_shutdown(shutdown).await,
-            Err(e) => Err(e),
-        },
-        None => axum::serve(listener, app).with_graceful_shutdown(shutdown).await,
-    }
-    .map_err(sluice_catalog::Error::io("serving the prediction endpoint"));
+    // Once stopping, open connections get DRAIN to finish; then they are closed.
+    let (stopping, mut stopped) = tokio::sync::watch::channel(false);
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stopping.send(true);
+    };
+    let drained = async move {
+        if stopped.wait_for(|s| *s).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+        tokio::time::sleep(DRAIN).await;
+        tracing::warn!(seconds = DRAIN.as_secs(), "connections still open after the drain; closing them");
+    };
+    let serving = async {
+        match tls {
+            Some(acceptor) => match tls::TlsListener::new(listener, acceptor) {
+                Ok(listener) => axum::serve(listener, app).with_graceful_shutdown(shutdown).await,
+                Err(e) => Err(e),
+            },
+            None => axum::serve(listener, app).with_graceful_shutdown(shutdown).await,
+        }
+    };
+    let served = tokio::select! {
+        served = serving => served.map_err(sluice_catalog::Error::io("serving the prediction endpoint")),
+        () = drained => Ok(()),
+    };
     reloading.abort();
     // Requests answered are in the log's queue; commit them before leaving.
-    endpoint.flush().await;
-    served
+    let lost = endpoint.flush().await;
+    served?;
+    if lost > 0 {
+        return Err(sluice_catalog::Error::Invalid(format!(
+            "{lost} request log rows could not be committed before stopping (the warnings above say why)"
+        )));
+    }
+    Ok(())
 }
 
 /// A number from a JSON value, or why it is not one.
@@ -505,10 +530,16 @@ enum Features {
 }
 
 /// Reads a JSON or Arrow IPC body, by its content type.
-fn parse_body(headers: &HeaderMap, bytes: &Bytes) -> Result<Features, Failure> {
+fn parse_body(headers: &HeaderMap, bytes: &Bytes, max_rows: usize) -> Result<Features, Failure> {
     let kind = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let kind = kind.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     let unreadable = |e: arrow::error::ArrowError| bad(format!("the body is not a readable Arrow IPC {kind}: {e}"));
+    if kind == ARROW_STREAM || kind == ARROW_FILE {
+        // Before decoding: the rows the batches declare, and no compressed buffers (their
+        // declared sizes would be allocated as given).
+        let start = if kind == ARROW_FILE { 8.min(bytes.len()) } else { 0 };
+        check_ipc(&bytes[start..], max_rows)?;
+    }
     if kind == ARROW_STREAM {
         let reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes.as_ref()), None).map_err(unreadable)?;
         Ok(Features::Arrow(reader.collect::<Result<Vec<_>, _>>().map_err(unreadable)?))
@@ -520,14 +551,70 @@ fn parse_body(headers: &HeaderMap, bytes: &Bytes) -> Result<Features, Failure> {
     }
 }
 
+/// Walks the messages of an Arrow IPC stream (or a file's messages after its magic) without
+/// decoding their bodies: refuses compressed batches and more than `max_rows` rows.
+fn check_ipc(bytes: &[u8], max_rows: usize) -> Result<(), Failure> {
+    let corrupt = || bad("the body is not a readable Arrow IPC stream: a message runs past its end");
+    let mut at = 0usize;
+    let mut rows: u64 = 0;
+    while at + 4 <= bytes.len() {
+        let mut word = [0u8; 4];
+        word.copy_from_slice(&bytes[at..at + 4]);
+        let mut length = i32::from_le_bytes(word);
+        at += 4;
+        if length == -1 {
+            // The continuation marker; the length follows.
+            if at + 4 > bytes.len() {
+                return Err(corrupt());
+            }
+            word.copy_from_slice(&bytes[at..at + 4]);
+            length = i32::from_le_bytes(word);
+            at += 4;
+        }
+        if length <= 0 {
+            // The end of the stream.
+            return Ok(());
+        }
+        let end = at.checked_add(length as usize).filter(|e| *e <= bytes.len()).ok_or_else(corrupt)?;
+        let message = arrow::ipc::root_as_message(&bytes[at..end])
+            .map_err(|e| bad(format!("the body is not a readable Arrow IPC stream: {e}")))?;
+        let compressed = message.header_as_record_batch().is_some_and(|b| b.compression().is_some())
+            || message.header_as_dictionary_batch().and_then(|d| d.data()).is_some_and(|b| b.compression().is_some());
+        if compressed {
+            return Err(Failure(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "compressed Arrow IPC buffers are not accepted; send the stream uncompressed".into(),
+            ));
+        }
+        if let Some(batch) = message.header_as_record_batch() {
+            rows = rows.saturating_add(u64::try_from(batch.length()).map_err(|_| bad("an Arrow batch declares a negative row count"))?);
+            if rows > max_rows as u64 {
+                return Err(Failure(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("the Arrow body declares {rows} rows or more, over the limit of {max_rows}; split it"),
+                ));
+            }
+        }
+        let body = usize::try_from(message.bodyLength()).map_err(|_| corrupt())?;
+        at = end.checked_add(body).filter(|e| *e <= bytes.len()).ok_or_else(corrupt)?;
+    }
+    Ok(())
+}
+
 /// Features of Arrow record batches, row-major: a numeric column per input name.
 fn arrow_features(served: &Served, batches: &[arrow::record_batch::RecordBatch]) -> Result<(usize, Vec<f64>), Failure> {
     use arrow::array::{Array, AsArray};
     use arrow::datatypes::{DataType, Float64Type};
     let k = served.inputs.len();
     let takes = served.inputs.join(", ");
+    for name in served.inputs.iter() {
+        if batches.iter().any(|b| b.column_by_name(name).is_none()) {
+            return Err(bad(format!("the column '{name}' is missing (the model takes: {takes})")));
+        }
+    }
     let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-    let mut values = vec![0.0; rows * k];
+    let cells = rows.checked_mul(k).ok_or_else(|| bad(format!("{rows} rows of {k} features is too many")))?;
+    let mut values = vec![0.0; cells];
     let mut at = 0;
     for batch in batches {
         for (c, name) in served.inputs.iter().enumerate() {
@@ -592,6 +679,9 @@ fn v2_parse(served: &Served, features: &Features) -> Result<(usize, Vec<f64>), F
     }
 }
 
+/// How long open connections may take to finish once the endpoint stops.
+const DRAIN: Duration = Duration::from_secs(30);
+
 /// Header naming what a traffic split hashes (a user or session id), so a caller keeps one version.
 const ROUTE_KEY: &str = "x-sluice-route-key";
 
@@ -621,7 +711,7 @@ impl Endpoint {
         let routed = reference.at == ModelAt::Latest && self.traffic.routes.contains_key(&reference.name);
         let (reference, route) = self.choose(reference, headers);
         let served = self.served(&reference).await?;
-        let features = Arc::new(parse_body(headers, &self.body(request).await?)?);
+        let features = Arc::new(parse_body(headers, &self.body(request).await?, self.options.max_rows)?);
         let (rows, values) = parse(&served, &features)?;
         if rows == 0 {
             return Err(bad("no rows to score"));
@@ -920,8 +1010,8 @@ fn v2_features(served: &Served, body: &Value) -> Result<(usize, Vec<f64>), Failu
         if shape.iter().any(|d| *d < 0) {
             return Err(bad(format!("input '{name}' has shape {shape:?}; give the real size of every dimension")));
         }
-        let elements: i64 = shape.iter().product();
-        if elements != data.len() as i64 {
+        let elements = shape.iter().try_fold(1i64, |n, d| n.checked_mul(*d));
+        if elements != Some(data.len() as i64) {
             return Err(bad(format!("input '{name}' has shape {shape:?} but {} values", data.len())));
         }
         Ok((name, shape, data))
@@ -972,18 +1062,13 @@ async fn infer(e: &Arc<Endpoint>, headers: &HeaderMap, name: &str, version: Opti
                 json!({ "name": output, "datatype": datatype(served.float64), "shape": [scored.rows], "data": data })
             })
             .collect();
-        let mut answer = json!({
+        let answer = json!({
             "model_name": served.version.name,
             "model_version": served.version.version.to_string(),
             "id": scored.request_id,
             "parameters": { "route": scored.route },
             "outputs": outputs,
         });
-        if let Features::Json(body) = &*scored.features
-            && let Some(id) = body.get("id")
-        {
-            answer["id"] = id.clone();
-        }
         Ok((served.clone(), Json200(answer).into_response()))
     }
     .await;
