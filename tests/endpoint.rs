@@ -153,6 +153,17 @@ fn the_prediction_endpoint_serves_registered_versions_like_sluice_score() {
     assert_eq!(meta["versions"], json!(["1", "2"]));
     assert!(http_get(port, "/v2/health/ready").contains("\"ready\":true"));
     assert!(http_get(port, "/v2/health/live").contains("\"live\":true"));
+    assert!(http_get(port, "/readyz").contains("ready"));
+    let (status, body) = call("GET", "/v2/models/churn/ready", &json!({}));
+    assert!(status == 200 && body.contains("\"ready\":true"), "{body}");
+    let (status, body) = call("GET", "/v2/models/churn/versions/2", &json!({}));
+    assert_eq!(status, 200, "{body}");
+    let v2_meta: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v2_meta["inputs"][0], json!({"name": "a", "datatype": "FP32", "shape": [-1]}));
+    let (status, body) = call("GET", "/v2/models/churn/versions/1/ready", &json!({}));
+    assert!(status == 200 && body.contains("\"ready\":true"), "{body}");
+    let (status, body) = call("GET", "/v2/models/churn/versions/7/ready", &json!({}));
+    assert!(status == 404 && body.contains("no version 7"), "{status} {body}");
     let column = |k: usize| -> Vec<f32> { ids.iter().map(|i| { let r = row(*i); [r.0, r.1, r.2][k] }).collect() };
     let tensors: Vec<Value> = ["a", "b", "c"]
         .iter()
