@@ -97,6 +97,11 @@ fn wait_until_up(log_path: &Path, mut up: impl FnMut() -> bool) {
     }
 }
 
+/// 200 rows of `row(id)` as float32 columns a, b, c, for `sluice asset write events --sql`.
+const EVENTS: &str = "SELECT value AS id, CAST(value % 17 AS FLOAT) * CAST(0.37 AS FLOAT) - CAST(2.0 AS FLOAT) AS a, \
+    CAST(value % 11 AS FLOAT) * CAST(0.21 AS FLOAT) AS b, CAST(value % 5 AS FLOAT) * CAST(1.3 AS FLOAT) - CAST(0.4 AS FLOAT) AS c \
+    FROM (SELECT unnest(range(0, 200)) AS value)";
+
 fn row(id: i64) -> (f32, f32, f32) {
     ((id % 17) as f32 * 0.37 - 2.0, (id % 11) as f32 * 0.21, (id % 5) as f32 * 1.3 - 0.4)
 }
@@ -109,10 +114,7 @@ fn the_prediction_endpoint_serves_registered_versions_like_sluice_score() {
     mlp_model(&mlp, 16, 5);
     let lin = dir.path().join("lin.pt");
     linear_model(&lin);
-    let events = "SELECT value AS id, CAST(value % 17 AS FLOAT) * CAST(0.37 AS FLOAT) - CAST(2.0 AS FLOAT) AS a, \
-                  CAST(value % 11 AS FLOAT) * CAST(0.21 AS FLOAT) AS b, CAST(value % 5 AS FLOAT) * CAST(1.3 AS FLOAT) - CAST(0.4 AS FLOAT) AS c \
-                  FROM (SELECT unnest(range(0, 200)) AS value)";
-    run_at(&lake, &["asset", "write", "events", "--sql", events]);
+    run_at(&lake, &["asset", "write", "events", "--sql", EVENTS]);
     run_at(&lake, &["model", "register", "churn", mlp.to_str().unwrap(), "--inputs", "a, b, c", "--alias", "production"]);
     run_at(&lake, &["model", "register", "churn", lin.to_str().unwrap(), "--inputs", "a, b, c", "--alias", "staging"]);
     let out = run_at(&lake, &["score", "events", "--model", "churn@production", "--key", "id", "--output", "preds"]);
@@ -371,10 +373,7 @@ fn traffic_splits_by_weight_shadows_score_and_every_request_is_logged_for_drift(
     linear_model(&lin);
     let candidate = dir.path().join("candidate.pt");
     linear(&candidate, &[1.0, 1.0, -1.0], &[0.5]);
-    let events = "SELECT value AS id, CAST(value % 17 AS FLOAT) * CAST(0.37 AS FLOAT) - CAST(2.0 AS FLOAT) AS a, \
-                  CAST(value % 11 AS FLOAT) * CAST(0.21 AS FLOAT) AS b, CAST(value % 5 AS FLOAT) * CAST(1.3 AS FLOAT) - CAST(0.4 AS FLOAT) AS c \
-                  FROM (SELECT unnest(range(0, 200)) AS value)";
-    run_at(&lake, &["asset", "write", "events", "--sql", events]);
+    run_at(&lake, &["asset", "write", "events", "--sql", EVENTS]);
     run_at(&lake, &["model", "register", "churn", mlp.to_str().unwrap(), "--inputs", "a, b, c", "--alias", "production"]);
     run_at(&lake, &["model", "register", "churn", lin.to_str().unwrap(), "--inputs", "a, b, c", "--alias", "staging"]);
     run_at(&lake, &["model", "register", "churn", candidate.to_str().unwrap(), "--inputs", "a, b, c", "--alias", "candidate"]);
@@ -516,6 +515,13 @@ fn with_a_certificate_the_prediction_endpoint_speaks_https_only() {
     let lin = dir.path().join("lin.pt");
     linear_model(&lin);
     run_at(&lake, &["model", "register", "churn", lin.to_str().unwrap(), "--inputs", "a, b, c"]);
+    // A model that returns no values per row is refused when registered (the endpoint's answers
+    // are cut into rows of its outputs).
+    let empty = dir.path().join("empty.pt");
+    linear(&empty, &[], &[]);
+    let out = sluice_at(&lake).args(["model", "register", "empty", empty.to_str().unwrap(), "--inputs", "a, b, c"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("shape [2, 0]"), "{stderr}");
     let rcgen::CertifiedKey { cert, key_pair } =
         rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
     let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));

@@ -254,7 +254,13 @@ impl Model {
     fn run_probe(&self, inputs: usize) -> std::result::Result<Shape, String> {
         let module = match &self.runtime {
             Runtime::Torch(module) => module,
-            Runtime::Onnx(model) => return model.probe(&self.id, inputs),
+            Runtime::Onnx(model) => {
+                let shape = model.probe(&self.id, inputs)?;
+                if shape.outputs == 0 {
+                    return Err(format!("predict: model '{}' ({}) returns no output values; export it with at least one output", self.path, self.id));
+                }
+                return Ok(shape);
+            }
         };
         let expected = match self.declared_inputs {
             Some(n) => format!("{n} numeric feature columns (its first layer's width)"),
@@ -282,7 +288,7 @@ impl Model {
         let size = out.size();
         let outputs = match size.as_slice() {
             [2] | [2, 1] => 1,
-            [2, k] => *k as usize,
+            [2, k] if *k > 0 => *k as usize,
             other => {
                 return Err(format!(
                     "predict: model '{}' returned a tensor of shape {other:?} for 2 rows; \

@@ -740,8 +740,7 @@ impl Endpoint {
         if let (Some(log), Some(features)) = (logging, logged) {
             log.add(self.entry(&served, &request_id, &route, false, started, rows, features, predictions.clone()));
         }
-        let shadows = self.traffic.shadows.get(&served.version.name).cloned().unwrap_or_default();
-        for shadow in shadows {
+        for shadow in self.traffic.shadows.get(&served.version.name).into_iter().flatten().cloned() {
             let (e, features, request_id, log) = (self.clone(), features.clone(), request_id.clone(), logging.is_some());
             let model = served.version.name.clone();
             let primary = served.version.version;
